@@ -1,0 +1,198 @@
+//! Events as the feature maths sees them, and the rules that turn a shop's raw
+//! `event_type` / `event_data` into them. The SQL fast path applies the same rules
+//! (see `src/features_sql.rs` in the extension); a test checks that both agree.
+
+use serde_json::Value;
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+/// A session ends after this long without an event.
+pub const SESSION_GAP_MICROS: i64 = 30 * MICROS_PER_MINUTE;
+/// Amounts at or above this are treated as garbage, not money.
+pub const MAX_AMOUNT: f64 = 1e15;
+
+/// The event types the features know. Anything else counts as activity only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    PageView,
+    ProductView,
+    AddToCart,
+    Purchase,
+    BotCommand,
+    Other,
+}
+
+impl EventKind {
+    pub fn parse(event_type: &str) -> EventKind {
+        match event_type {
+            "page_view" => EventKind::PageView,
+            "product_view" => EventKind::ProductView,
+            "add_to_cart" => EventKind::AddToCart,
+            "purchase" => EventKind::Purchase,
+            "bot_command" => EventKind::BotCommand,
+            _ => EventKind::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::PageView => "page_view",
+            EventKind::ProductView => "product_view",
+            EventKind::AddToCart => "add_to_cart",
+            EventKind::Purchase => "purchase",
+            EventKind::BotCommand => "bot_command",
+            EventKind::Other => "other",
+        }
+    }
+
+    /// Events that name a product whose category and price the features use.
+    pub fn is_product_event(self) -> bool {
+        matches!(
+            self,
+            EventKind::ProductView | EventKind::AddToCart | EventKind::Purchase
+        )
+    }
+}
+
+/// One event, already reduced to what the features read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Microseconds since the Unix epoch.
+    pub at: i64,
+    pub kind: EventKind,
+    /// Valid purchase amount (purchases only).
+    pub amount: Option<f64>,
+    /// Product id (product events only).
+    pub product_id: Option<i64>,
+    /// Bot command text (bot_command only).
+    pub command: Option<String>,
+}
+
+impl Event {
+    /// Applies the documented rules to a raw event. `data` that is not a JSON object
+    /// (NULL, a string, an array) reads as an empty object.
+    pub fn from_raw(at: i64, event_type: &str, data: &Value) -> Event {
+        let kind = EventKind::parse(event_type);
+        let field = |key: &str| data.as_object().and_then(|o| o.get(key));
+        Event {
+            at,
+            kind,
+            amount: if kind == EventKind::Purchase {
+                field("amount").and_then(parse_amount)
+            } else {
+                None
+            },
+            product_id: if kind.is_product_event() {
+                field("product_id").and_then(parse_product_id)
+            } else {
+                None
+            },
+            command: if kind == EventKind::BotCommand {
+                field("command").and_then(json_text)
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// `event_data->>'amount'` as money: a JSON number or numeric string that is a plain
+/// non-negative decimal with at most 15 integer digits. Negative values, NaN, text and
+/// absurd magnitudes are not money. Mirrors the SQL regular expression
+/// `^\s*[0-9]{1,15}(\.[0-9]+)?\s*$`.
+pub fn parse_amount(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|x| x.is_finite() && *x >= 0.0 && *x < MAX_AMOUNT),
+        Value::String(s) => {
+            let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
+            let (int, frac) = match t.split_once('.') {
+                Some((i, f)) => (i, Some(f)),
+                None => (t, None),
+            };
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(int) || int.len() > 15 || frac.is_some_and(|f| !digits(f)) {
+                return None;
+            }
+            t.parse::<f64>().ok()
+        }
+        _ => None,
+    }
+}
+
+/// `event_data->>'product_id'` as a product id: a whole JSON number or a string of at
+/// most 18 digits. Mirrors the SQL regular expression `^[0-9]{1,18}$`.
+pub fn parse_product_id(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .filter(|x| *x < 1_000_000_000_000_000_000)
+            .map(|x| x as i64),
+        Value::String(s)
+            if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// The text `->>` gives for a JSON value: strings unquoted, JSON null as NULL.
+fn json_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn amounts_follow_the_rule() {
+        assert_eq!(parse_amount(&json!(12.5)), Some(12.5));
+        assert_eq!(parse_amount(&json!("  7.25 ")), Some(7.25));
+        assert_eq!(parse_amount(&json!(0)), Some(0.0));
+        assert_eq!(parse_amount(&json!(-3)), None);
+        assert_eq!(parse_amount(&json!("-3")), None);
+        assert_eq!(parse_amount(&json!("NaN")), None);
+        assert_eq!(parse_amount(&json!("abc")), None);
+        assert_eq!(parse_amount(&json!("1.")), None);
+        assert_eq!(parse_amount(&json!(".5")), None);
+        assert_eq!(parse_amount(&json!("1e5")), None);
+        assert_eq!(parse_amount(&json!("1234567890123456")), None);
+        assert_eq!(parse_amount(&json!(1e16)), None);
+        assert_eq!(parse_amount(&json!(null)), None);
+        assert_eq!(parse_amount(&json!({"a": 1})), None);
+    }
+
+    #[test]
+    fn product_ids_follow_the_rule() {
+        assert_eq!(parse_product_id(&json!(17)), Some(17));
+        assert_eq!(parse_product_id(&json!("17")), Some(17));
+        assert_eq!(parse_product_id(&json!(17.5)), None);
+        assert_eq!(parse_product_id(&json!(-1)), None);
+        assert_eq!(parse_product_id(&json!("x1")), None);
+        assert_eq!(parse_product_id(&json!("")), None);
+    }
+
+    #[test]
+    fn malformed_event_data_reads_as_empty() {
+        let e = Event::from_raw(0, "purchase", &json!([1, 2]));
+        assert_eq!(e.amount, None);
+        assert_eq!(e.product_id, None);
+        let e = Event::from_raw(0, "purchase", &json!("amount"));
+        assert_eq!(e.amount, None);
+        let e = Event::from_raw(0, "bot_command", &json!({"command": "/start"}));
+        assert_eq!(e.command.as_deref(), Some("/start"));
+        assert_eq!(
+            Event::from_raw(0, "signup", &json!({})).kind,
+            EventKind::Other
+        );
+    }
+}

@@ -1,0 +1,597 @@
+//! Point-in-time features of one user from an in-memory event list.
+//!
+//! This is the reference definition of every catalogued feature; the extension's
+//! set-based SQL computes the same numbers over the events table, and a test on random
+//! shops checks that the two agree. Only events strictly before `as_of` are read.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::catalog::{index_of, Kind, FEATURES};
+use crate::events::{Event, EventKind, MICROS_PER_DAY, MICROS_PER_MINUTE, SESSION_GAP_MICROS};
+
+/// The user-table facts the features read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub user_id: i64,
+    /// Microseconds since the Unix epoch.
+    pub registered_at: i64,
+    /// `users.status`; None when NULL or when the column does not exist.
+    pub status: Option<String>,
+    /// None when the shop's users table has no username column.
+    pub has_username: Option<bool>,
+}
+
+/// A product's category and current price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    pub category: Option<String>,
+    pub price: Option<f64>,
+}
+
+/// The products table with each category's mean price, as the features use them.
+#[derive(Debug, Clone, Default)]
+pub struct ProductTable {
+    products: HashMap<i64, Product>,
+    category_mean: HashMap<String, f64>,
+}
+
+/// A price the features use: finite and positive.
+fn valid_price(p: Option<f64>) -> Option<f64> {
+    p.filter(|x| x.is_finite() && *x > 0.0)
+}
+
+impl ProductTable {
+    pub fn new(rows: impl IntoIterator<Item = (i64, Product)>) -> ProductTable {
+        let products: HashMap<i64, Product> = rows.into_iter().collect();
+        let mut sums: HashMap<&str, (f64, f64)> = HashMap::new();
+        for p in products.values() {
+            if let (Some(c), Some(price)) = (&p.category, valid_price(p.price)) {
+                let e = sums.entry(c.as_str()).or_insert((0.0, 0.0));
+                e.0 += price;
+                e.1 += 1.0;
+            }
+        }
+        let category_mean = sums
+            .into_iter()
+            .map(|(c, (s, n))| (c.to_string(), s / n))
+            .collect();
+        ProductTable {
+            products,
+            category_mean,
+        }
+    }
+
+    fn category(&self, id: Option<i64>) -> Option<&str> {
+        self.products.get(&id?)?.category.as_deref()
+    }
+
+    fn price(&self, id: Option<i64>) -> Option<f64> {
+        valid_price(self.products.get(&id?)?.price)
+    }
+
+    /// price / mean price of the product's category.
+    fn price_level(&self, id: Option<i64>) -> Option<f64> {
+        let p = self.products.get(&id?)?;
+        let price = valid_price(p.price)?;
+        Some(price / self.category_mean.get(p.category.as_deref()?)?)
+    }
+}
+
+/// One feature's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeatureValue {
+    Num(Option<f64>),
+    Text(Option<String>),
+}
+
+impl FeatureValue {
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            FeatureValue::Num(v) => *v,
+            FeatureValue::Text(_) => None,
+        }
+    }
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            FeatureValue::Text(v) => v.as_deref(),
+            FeatureValue::Num(_) => None,
+        }
+    }
+}
+
+/// All catalogued features of one user, in catalog order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureVector {
+    pub user_id: i64,
+    pub values: Vec<FeatureValue>,
+}
+
+impl FeatureVector {
+    pub fn get(&self, name: &str) -> Option<&FeatureValue> {
+        self.values.get(index_of(name)?)
+    }
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b != 0.0).then(|| a / b)
+}
+
+fn mean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+fn sample_std(xs: &[f64]) -> Option<f64> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let m = mean(xs)?;
+    let ss: f64 = xs.iter().map(|x| (x - m) * (x - m)).sum();
+    Some((ss / (xs.len() - 1) as f64).sqrt())
+}
+
+fn days(micros: i64) -> f64 {
+    micros as f64 / MICROS_PER_DAY as f64
+}
+
+/// Counts over one time window [as_of - days, as_of).
+#[derive(Default)]
+struct Window {
+    events: f64,
+    page_views: f64,
+    product_views: f64,
+    carts: f64,
+    purchases: f64,
+    bot_commands: f64,
+    spend: f64,
+    amounts: Vec<f64>,
+    active_days: HashSet<i64>,
+    session_starts: f64,
+}
+
+/// Computes every feature of `user` as of `as_of` (microseconds since the Unix epoch).
+/// Returns None when the user registered at or after `as_of`. `events` may be in any
+/// order and may hold events at or after `as_of`; those are ignored. `products` is None
+/// when the shop has no products table.
+pub fn compute_features(
+    as_of: i64,
+    user: &UserRecord,
+    events: &[Event],
+    products: Option<&ProductTable>,
+) -> Option<FeatureVector> {
+    if user.registered_at >= as_of {
+        return None;
+    }
+    let mut evs: Vec<&Event> = events.iter().filter(|e| e.at < as_of).collect();
+    evs.sort_by_key(|e| e.at);
+
+    const WINDOWS: [i64; 5] = [7, 14, 30, 60, 90];
+    let mut win: [Window; 5] = Default::default();
+    let mut prior_60 = 0.0; // events in [T-90d, T-30d)
+    let mut all = Window::default();
+
+    let mut first_at = None;
+    let mut last_at = None;
+    let mut first_purchase = None;
+    let mut last_purchase = None;
+    let mut last_cart = None;
+    let mut session_minutes = 0.0;
+    let mut prev_at: Option<i64> = None;
+    let mut purchase_gaps = Vec::new();
+    let mut commands = HashSet::new();
+    let mut viewed_products = HashSet::new();
+    let mut bought_products = HashSet::new();
+    let mut viewed_categories = HashSet::new();
+    let mut bought_categories = HashSet::new();
+    let mut category_counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut viewed_prices = Vec::new();
+    let mut levels = Vec::new();
+    let mut bought_levels = Vec::new();
+
+    for e in &evs {
+        let age = as_of - e.at;
+        let day = age / MICROS_PER_DAY;
+        let session_start = match prev_at {
+            Some(p) if e.at - p <= SESSION_GAP_MICROS => {
+                session_minutes += (e.at - p) as f64 / MICROS_PER_MINUTE as f64;
+                false
+            }
+            _ => true,
+        };
+        prev_at = Some(e.at);
+        first_at.get_or_insert(e.at);
+        last_at = Some(e.at);
+
+        let tally = |w: &mut Window| {
+            w.events += 1.0;
+            w.active_days.insert(day);
+            if session_start {
+                w.session_starts += 1.0;
+            }
+            match e.kind {
+                EventKind::PageView => w.page_views += 1.0,
+                EventKind::ProductView => w.product_views += 1.0,
+                EventKind::AddToCart => w.carts += 1.0,
+                EventKind::BotCommand => w.bot_commands += 1.0,
+                EventKind::Purchase => {
+                    w.purchases += 1.0;
+                    if let Some(a) = e.amount {
+                        w.spend += a;
+                        w.amounts.push(a);
+                    }
+                }
+                EventKind::Other => {}
+            }
+        };
+        tally(&mut all);
+        for (w, &n) in win.iter_mut().zip(WINDOWS.iter()) {
+            if age <= n * MICROS_PER_DAY {
+                tally(w);
+            }
+        }
+        if age > 30 * MICROS_PER_DAY && age <= 90 * MICROS_PER_DAY {
+            prior_60 += 1.0;
+        }
+
+        match e.kind {
+            EventKind::Purchase => {
+                if let Some(p) = last_purchase {
+                    purchase_gaps.push(days(e.at - p));
+                }
+                first_purchase.get_or_insert(e.at);
+                last_purchase = Some(e.at);
+                if let Some(id) = e.product_id {
+                    bought_products.insert(id);
+                }
+            }
+            EventKind::AddToCart => last_cart = Some(e.at),
+            EventKind::ProductView => {
+                if let Some(id) = e.product_id {
+                    viewed_products.insert(id);
+                }
+            }
+            EventKind::BotCommand => {
+                if let Some(c) = &e.command {
+                    commands.insert(c.as_str());
+                }
+            }
+            _ => {}
+        }
+        if let (Some(p), true) = (products, e.kind.is_product_event()) {
+            if let Some(c) = p.category(e.product_id) {
+                *category_counts.entry(c).or_default() += 1;
+                match e.kind {
+                    EventKind::ProductView => {
+                        viewed_categories.insert(c);
+                    }
+                    EventKind::Purchase => {
+                        bought_categories.insert(c);
+                    }
+                    _ => {}
+                }
+            }
+            if e.kind == EventKind::ProductView {
+                viewed_prices.extend(p.price(e.product_id));
+            }
+            if let Some(l) = p.price_level(e.product_id) {
+                levels.push(l);
+                if e.kind == EventKind::Purchase {
+                    bought_levels.push(l);
+                }
+            }
+        }
+    }
+
+    let [w7, w14, w30, w60, _w90] = &win;
+    let since = |t: Option<i64>| t.map(|t| days(as_of - t));
+    let days_registered = days(as_of - user.registered_at);
+    let has_products = products.is_some();
+    let product_count = |n: usize| has_products.then_some(n as f64);
+    let favourite = category_counts
+        .iter()
+        .fold(None::<(&str, u64)>, |best, (&c, &n)| match best {
+            Some((_, bn)) if bn >= n => best,
+            _ => Some((c, n)),
+        });
+    let category_total: u64 = category_counts.values().sum();
+
+    let mut values: Vec<FeatureValue> = Vec::with_capacity(FEATURES.len());
+    let mut put = |name: &str, v: FeatureValue| {
+        debug_assert_eq!(FEATURES[values.len()].name, name, "feature order");
+        values.push(v);
+    };
+    use FeatureValue::{Num, Text};
+    let n = |x: f64| Num(Some(x));
+
+    put("days_since_registration", n(days_registered));
+    put("days_since_last_activity", Num(since(last_at)));
+    put("days_since_last_purchase", Num(since(last_purchase)));
+    put("days_since_first_activity", Num(since(first_at)));
+    put("days_since_first_purchase", Num(since(first_purchase)));
+    put("days_since_last_cart_addition", Num(since(last_cart)));
+    put("events_last_7_days", n(w7.events));
+    put("events_last_14_days", n(w14.events));
+    put("events_last_30_days", n(w30.events));
+    put("events_last_60_days", n(w60.events));
+    put("events_total", n(all.events));
+    put("active_days_last_7_days", n(w7.active_days.len() as f64));
+    put("active_days_last_30_days", n(w30.active_days.len() as f64));
+    put("active_days_total", n(all.active_days.len() as f64));
+    put("page_views_last_7_days", n(w7.page_views));
+    put("page_views_last_30_days", n(w30.page_views));
+    put("product_views_last_30_days", n(w30.product_views));
+    put("cart_additions_last_30_days", n(w30.carts));
+    put("purchases_last_7_days", n(w7.purchases));
+    put("purchases_last_30_days", n(w30.purchases));
+    put("purchases_last_60_days", n(w60.purchases));
+    put("bot_commands_last_30_days", n(w30.bot_commands));
+    put(
+        "events_per_active_day",
+        Num(ratio(all.events, all.active_days.len() as f64)),
+    );
+    put(
+        "activity_trend_7d_vs_14d",
+        Num(ratio(w7.events, w14.events)),
+    );
+    put(
+        "purchase_trend_30d_vs_60d",
+        Num(ratio(w30.purchases, w60.purchases)),
+    );
+    let (r1, r2) = (w30.events / 30.0, prior_60 / 60.0);
+    put("engagement_trend", Num(ratio(r1 - r2, r1 + r2)));
+    put("spend_trend_30d_vs_60d", Num(ratio(w30.spend, w60.spend)));
+    put(
+        "product_view_trend_7d_vs_30d",
+        Num(ratio(w7.product_views, w30.product_views)),
+    );
+    put(
+        "active_days_trend_7d_vs_30d",
+        Num(ratio(
+            w7.active_days.len() as f64,
+            w30.active_days.len() as f64,
+        )),
+    );
+    put("total_spent", n(all.spend));
+    put("avg_order_value", Num(mean(&all.amounts)));
+    put("purchase_count", n(all.purchases));
+    put(
+        "max_order_value",
+        Num(all.amounts.iter().copied().reduce(f64::max)),
+    );
+    put(
+        "min_order_value",
+        Num(all.amounts.iter().copied().reduce(f64::min)),
+    );
+    put("order_value_stddev", Num(sample_std(&all.amounts)));
+    put("spend_last_7_days", n(w7.spend));
+    put("spend_last_30_days", n(w30.spend));
+    put("spend_last_60_days", n(w60.spend));
+    put("avg_order_value_last_60_days", Num(mean(&w60.amounts)));
+    put("monthly_spend_rate", n(all.spend / days_registered * 30.0));
+    put("bot_commands_last_7_days", n(w7.bot_commands));
+    put("product_views_last_7_days", n(w7.product_views));
+    put("cart_additions_last_7_days", n(w7.carts));
+    put("bot_commands_total", n(all.bot_commands));
+    put("distinct_bot_commands", n(commands.len() as f64));
+    put("product_views_total", n(all.product_views));
+    put("cart_additions_total", n(all.carts));
+    put(
+        "view_to_cart_rate",
+        Num(ratio(all.carts, all.product_views)),
+    );
+    put(
+        "cart_to_purchase_rate",
+        Num(ratio(all.purchases, all.carts)),
+    );
+    put(
+        "view_to_purchase_rate",
+        Num(ratio(all.purchases, all.product_views)),
+    );
+    put("distinct_products_viewed", n(viewed_products.len() as f64));
+    put(
+        "distinct_products_purchased",
+        n(bought_products.len() as f64),
+    );
+    put(
+        "distinct_categories_viewed",
+        Num(product_count(viewed_categories.len())),
+    );
+    put(
+        "distinct_categories_purchased",
+        Num(product_count(bought_categories.len())),
+    );
+    put(
+        "favourite_category",
+        Text(favourite.map(|(c, _)| c.to_string())),
+    );
+    put(
+        "favourite_category_share",
+        Num(favourite.map(|(_, n)| n as f64 / category_total as f64)),
+    );
+    put("avg_viewed_price", Num(mean(&viewed_prices)));
+    put("price_level_vs_category", Num(mean(&levels)));
+    put(
+        "purchased_price_level_vs_category",
+        Num(mean(&bought_levels)),
+    );
+    put("sessions_total", n(all.session_starts));
+    put("sessions_last_30_days", n(w30.session_starts));
+    put(
+        "avg_events_per_session",
+        Num(ratio(all.events, all.session_starts)),
+    );
+    put(
+        "avg_session_duration_minutes",
+        Num(ratio(session_minutes, all.session_starts)),
+    );
+    put(
+        "days_between_purchases_mean",
+        Num(match (first_purchase, last_purchase) {
+            (Some(f), Some(l)) if all.purchases >= 2.0 => Some(days(l - f) / (all.purchases - 1.0)),
+            _ => None,
+        }),
+    );
+    put(
+        "days_between_purchases_std",
+        Num(sample_std(&purchase_gaps)),
+    );
+    put("status", Text(user.status.clone()));
+    put(
+        "has_username",
+        Num(user.has_username.map(|b| if b { 1.0 } else { 0.0 })),
+    );
+    put(
+        "days_to_first_purchase",
+        Num(first_purchase.map(|t| days(t - user.registered_at))),
+    );
+    debug_assert_eq!(values.len(), FEATURES.len());
+    debug_assert!(values.iter().zip(FEATURES).all(|(v, f)| match v {
+        FeatureValue::Text(_) => f.kind == Kind::Category,
+        FeatureValue::Num(_) => f.kind != Kind::Category,
+    }));
+    Some(FeatureVector {
+        user_id: user.user_id,
+        values,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: i64 = 1_700_000_000 * 1_000_000;
+    const D: i64 = MICROS_PER_DAY;
+
+    fn user() -> UserRecord {
+        UserRecord {
+            user_id: 1,
+            registered_at: T - 100 * D,
+            status: Some("member".into()),
+            has_username: Some(true),
+        }
+    }
+
+    fn ev(at: i64, kind: &str, data: serde_json::Value) -> Event {
+        Event::from_raw(at, kind, &data)
+    }
+
+    fn num(f: &FeatureVector, name: &str) -> Option<f64> {
+        f.get(name).and_then(FeatureValue::as_f64)
+    }
+
+    #[test]
+    fn no_events_gives_nulls_and_zeros() {
+        let f = compute_features(T, &user(), &[], None).unwrap();
+        assert_eq!(f.values.len(), FEATURES.len());
+        assert_eq!(num(&f, "days_since_registration"), Some(100.0));
+        assert_eq!(num(&f, "days_since_last_activity"), None);
+        assert_eq!(num(&f, "events_last_7_days"), Some(0.0));
+        assert_eq!(num(&f, "total_spent"), Some(0.0));
+        assert_eq!(num(&f, "avg_order_value"), None);
+        assert_eq!(
+            num(&f, "distinct_categories_viewed"),
+            None,
+            "no products table"
+        );
+        assert_eq!(num(&f, "has_username"), Some(1.0));
+    }
+
+    #[test]
+    fn user_registered_at_or_after_as_of_has_no_row() {
+        let mut u = user();
+        u.registered_at = T;
+        assert!(compute_features(T, &u, &[], None).is_none());
+    }
+
+    #[test]
+    fn window_border_is_inclusive_and_as_of_exclusive() {
+        let events = [
+            ev(T - 7 * D, "page_view", json!({})), // exactly on the 7-day border: inside
+            ev(T - 7 * D - 1, "page_view", json!({})), // one microsecond earlier: outside
+            ev(T, "page_view", json!({})),         // at as_of: not seen
+            ev(T + D, "purchase", json!({"amount": 5})), // in the future: not seen
+        ];
+        let f = compute_features(T, &user(), &events, None).unwrap();
+        assert_eq!(num(&f, "events_last_7_days"), Some(1.0));
+        assert_eq!(num(&f, "events_last_14_days"), Some(2.0));
+        assert_eq!(num(&f, "events_total"), Some(2.0));
+        assert_eq!(num(&f, "purchase_count"), Some(0.0));
+        assert_eq!(num(&f, "activity_trend_7d_vs_14d"), Some(0.5));
+        assert_eq!(num(&f, "days_since_last_activity"), Some(7.0));
+    }
+
+    #[test]
+    fn money_sessions_and_rhythm() {
+        let p = |at, amount: serde_json::Value| ev(at, "purchase", json!({"amount": amount}));
+        let events = [
+            p(T - 40 * D, json!(10)),
+            p(T - 20 * D, json!("30.5")),
+            p(T - 10 * D, json!(-4)), // counts as a purchase, not as money
+            ev(T - 10 * D + 10 * MICROS_PER_MINUTE, "page_view", json!({})),
+        ];
+        let f = compute_features(T, &user(), &events, None).unwrap();
+        assert_eq!(num(&f, "purchase_count"), Some(3.0));
+        assert_eq!(num(&f, "total_spent"), Some(40.5));
+        assert_eq!(num(&f, "avg_order_value"), Some(20.25));
+        assert_eq!(num(&f, "spend_last_30_days"), Some(30.5));
+        assert_eq!(num(&f, "days_between_purchases_mean"), Some(15.0));
+        assert!((num(&f, "days_between_purchases_std").unwrap() - 50f64.sqrt()).abs() < 1e-12);
+        assert_eq!(num(&f, "sessions_total"), Some(3.0));
+        assert_eq!(num(&f, "avg_session_duration_minutes"), Some(10.0 / 3.0));
+        assert_eq!(num(&f, "days_to_first_purchase"), Some(60.0));
+    }
+
+    #[test]
+    fn categories_and_price_levels() {
+        let products = ProductTable::new([
+            (
+                1,
+                Product {
+                    category: Some("b".into()),
+                    price: Some(10.0),
+                },
+            ),
+            (
+                2,
+                Product {
+                    category: Some("b".into()),
+                    price: Some(30.0),
+                },
+            ),
+            (
+                3,
+                Product {
+                    category: Some("a".into()),
+                    price: Some(5.0),
+                },
+            ),
+            (
+                4,
+                Product {
+                    category: Some("a".into()),
+                    price: Some(f64::NAN),
+                },
+            ),
+        ]);
+        let v = |at, id: i64| ev(at, "product_view", json!({"product_id": id}));
+        let events = [
+            v(T - 3 * D, 1),
+            v(T - 2 * D, 3),
+            v(T - D, 4),
+            ev(T - D, "purchase", json!({"product_id": "2", "amount": 30})),
+        ];
+        let f = compute_features(T, &user(), &events, Some(&products)).unwrap();
+        // a: 2 events (3 and 4), b: 2 events (1 and 2): tie goes to "a"
+        assert_eq!(f.get("favourite_category").unwrap().as_text(), Some("a"));
+        assert_eq!(num(&f, "favourite_category_share"), Some(0.5));
+        assert_eq!(num(&f, "distinct_categories_viewed"), Some(2.0));
+        assert_eq!(num(&f, "distinct_categories_purchased"), Some(1.0));
+        assert_eq!(num(&f, "avg_viewed_price"), Some(7.5));
+        // levels: 10/20, 5/5, (NaN price skipped), 30/20
+        assert_eq!(
+            num(&f, "price_level_vs_category"),
+            Some((0.5 + 1.0 + 1.5) / 3.0)
+        );
+        assert_eq!(num(&f, "purchased_price_level_vs_category"), Some(1.5));
+    }
+}

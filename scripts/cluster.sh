@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Starts Debian's PostgreSQL 15 cluster "15/main" as the postgres user (PostgreSQL refuses
+# root), with pg_cron preloaded, and creates the database the demo and tests use.
+# Idempotent: a second run only checks.
+set -euo pipefail
+
+DB=${CA_DATABASE:-shop}
+PORT=${CA_PORT:-5432}
+CONF_DIR=/etc/postgresql/15/main
+
+if ! pg_lsclusters -h | awk '$1 == 15 && $2 == "main"' | grep -q .; then
+  echo "==> creating cluster 15/main"
+  pg_createcluster 15 main --port "$PORT" >/dev/null
+fi
+
+# Settings the extension relies on; written once into conf.d, applied by a restart.
+mkdir -p "$CONF_DIR/conf.d"
+want=$(cat <<CONF
+# written by customer_analyzer/scripts/cluster.sh
+shared_preload_libraries = 'pg_cron'
+cron.database_name = '$DB'
+max_worker_processes = 16
+CONF
+)
+conf="$CONF_DIR/conf.d/customer_analyzer.conf"
+changed=0
+if [ "$(cat "$conf" 2>/dev/null)" != "$want" ]; then
+  printf '%s\n' "$want" > "$conf"
+  chown postgres:postgres "$conf"
+  changed=1
+fi
+
+status=$(pg_lsclusters -h | awk '$1 == 15 && $2 == "main" {print $4}')
+if [ "$status" != "online" ]; then
+  echo "==> starting cluster 15/main"
+  pg_ctlcluster 15 main start
+elif [ $changed = 1 ]; then
+  echo "==> restarting cluster 15/main to apply settings"
+  pg_ctlcluster 15 main restart
+fi
+
+psql_pg() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" "$@"; }
+for _ in $(seq 1 30); do
+  runuser -u postgres -- pg_isready -q -p "$PORT" && break
+  sleep 1
+done
+if ! psql_pg -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1; then
+  echo "==> creating database $DB"
+  psql_pg -d postgres -c "CREATE DATABASE $DB"
+fi

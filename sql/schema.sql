@@ -1,0 +1,93 @@
+-- customer_analyzer: tables and types (bootstrap: created before any function).
+
+-- Which tables of the shop to read; one row at most, written by configure().
+CREATE TABLE customer_analyzer.config (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    users regclass NOT NULL,
+    events regclass NOT NULL,
+    products regclass,
+    configured_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.config', '');
+
+-- One row of features: user_id, then the catalog in order (see feature_catalog).
+-- A test checks these columns against the core crate's catalog.
+CREATE TYPE customer_analyzer.feature_row AS (
+    user_id bigint,
+    days_since_registration double precision,
+    days_since_last_activity double precision,
+    days_since_last_purchase double precision,
+    days_since_first_activity double precision,
+    days_since_first_purchase double precision,
+    days_since_last_cart_addition double precision,
+    events_last_7_days bigint,
+    events_last_14_days bigint,
+    events_last_30_days bigint,
+    events_last_60_days bigint,
+    events_total bigint,
+    active_days_last_7_days bigint,
+    active_days_last_30_days bigint,
+    active_days_total bigint,
+    page_views_last_7_days bigint,
+    page_views_last_30_days bigint,
+    product_views_last_30_days bigint,
+    cart_additions_last_30_days bigint,
+    purchases_last_7_days bigint,
+    purchases_last_30_days bigint,
+    purchases_last_60_days bigint,
+    bot_commands_last_30_days bigint,
+    events_per_active_day double precision,
+    activity_trend_7d_vs_14d double precision,
+    purchase_trend_30d_vs_60d double precision,
+    engagement_trend double precision,
+    spend_trend_30d_vs_60d double precision,
+    product_view_trend_7d_vs_30d double precision,
+    active_days_trend_7d_vs_30d double precision,
+    total_spent double precision,
+    avg_order_value double precision,
+    purchase_count bigint,
+    max_order_value double precision,
+    min_order_value double precision,
+    order_value_stddev double precision,
+    spend_last_7_days double precision,
+    spend_last_30_days double precision,
+    spend_last_60_days double precision,
+    avg_order_value_last_60_days double precision,
+    monthly_spend_rate double precision,
+    bot_commands_last_7_days bigint,
+    product_views_last_7_days bigint,
+    cart_additions_last_7_days bigint,
+    bot_commands_total bigint,
+    distinct_bot_commands bigint,
+    product_views_total bigint,
+    cart_additions_total bigint,
+    view_to_cart_rate double precision,
+    cart_to_purchase_rate double precision,
+    view_to_purchase_rate double precision,
+    distinct_products_viewed bigint,
+    distinct_products_purchased bigint,
+    distinct_categories_viewed bigint,
+    distinct_categories_purchased bigint,
+    favourite_category text,
+    favourite_category_share double precision,
+    avg_viewed_price double precision,
+    price_level_vs_category double precision,
+    purchased_price_level_vs_category double precision,
+    sessions_total bigint,
+    sessions_last_30_days bigint,
+    avg_events_per_session double precision,
+    avg_session_duration_minutes double precision,
+    days_between_purchases_mean double precision,
+    days_between_purchases_std double precision,
+    status text,
+    has_username bigint,
+    days_to_first_purchase double precision
+);
+
+-- The feature store: each user's latest features and the time they are computed for.
+CREATE TABLE customer_analyzer.user_metrics (
+    LIKE customer_analyzer.feature_row,
+    as_of timestamptz NOT NULL,
+    refreshed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (user_id)
+);

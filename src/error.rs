@@ -1,0 +1,105 @@
+//! Every error the extension raises on purpose: a SQLSTATE, a message, a detail and a
+//! hint. SQL functions return `Result<T, ErrorReport>`, which pgrx raises as exactly this
+//! error (a plain `Err` would become SQLSTATE 22000 whatever it meant).
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+pub type Result<T> = std::result::Result<T, ErrorReport>;
+
+fn report(code: PgSqlErrorCode, message: String, hint: &str) -> ErrorReport {
+    ErrorReport::new(code, message, "customer_analyzer").set_hint(hint)
+}
+
+/// An argument outside its documented range (22023).
+pub fn invalid_parameter(message: impl Into<String>, hint: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message.into(),
+        hint,
+    )
+}
+
+/// A NULL where a value is needed (22004).
+pub fn null_argument(name: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        format!("{name} must not be NULL"),
+        "Pass a value or leave the argument out to use its default.",
+    )
+}
+
+/// A table that does not exist (42P01).
+pub fn undefined_table(message: impl Into<String>, hint: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        message.into(),
+        hint,
+    )
+}
+
+/// A column that does not exist (42703).
+pub fn undefined_column(message: impl Into<String>, hint: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+        message.into(),
+        hint,
+    )
+}
+
+/// A column of an unusable type (42804).
+pub fn wrong_type(message: impl Into<String>, hint: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+        message.into(),
+        hint,
+    )
+}
+
+/// A user id that is not in the users table (P0002).
+pub fn unknown_user(user_id: i64, users: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+        format!("user {user_id} does not exist in {users}"),
+        "Pass the id of a row of the configured users table.",
+    )
+}
+
+/// The database is not in a state where the call makes sense (55000).
+pub fn not_ready(message: impl Into<String>, hint: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        message.into(),
+        hint,
+    )
+}
+
+/// A failure inside SPI that is not the caller's fault (XX000).
+pub fn internal(context: &str, e: impl std::fmt::Display) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("{context}: {e}"),
+        "This is a bug in customer_analyzer; please report it with the statement that failed.",
+    )
+}
+
+/// Maps the core's errors to SQLSTATEs.
+pub fn from_core(e: customer_analyzer_core::Error) -> ErrorReport {
+    match e {
+        customer_analyzer_core::Error::InvalidParameter { name, message } => invalid_parameter(
+            message,
+            &format!("See the documented range of {name} in the README."),
+        ),
+    }
+}
+
+/// Lets `?` turn SPI failures into internal errors with context.
+pub trait SpiContext<T> {
+    fn ctx(self, context: &str) -> Result<T>;
+}
+
+impl<T> SpiContext<T> for std::result::Result<T, pgrx::spi::SpiError> {
+    fn ctx(self, context: &str) -> Result<T> {
+        self.map_err(|e| internal(context, e))
+    }
+}

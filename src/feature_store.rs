@@ -1,0 +1,220 @@
+//! The feature store: `user_features(as_of)` (via `_feature_query`), the bulk refresh in
+//! SQL, the one-user refresh through a cached plan, and the data-quality report.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use customer_analyzer_core::catalog::FEATURES;
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::{PgBuiltInOids, PgOid};
+
+use crate::error::{self, Result, SpiContext};
+use crate::features_sql::{feature_query, Scope};
+use crate::source::{self, Sources};
+
+/// The feature query over the configured tables; `user_features()` executes it.
+#[pg_extern(stable)]
+fn _feature_query(one_user: bool) -> Result<String> {
+    Spi::connect(|client| {
+        let s = source::load(client)?;
+        Ok(feature_query(
+            &s,
+            if one_user {
+                Scope::OneUser
+            } else {
+                Scope::AllUsers
+            },
+        ))
+    })
+}
+
+/// Upsert of one user's features into user_metrics.
+fn refresh_one_sql(s: &Sources) -> String {
+    let cols: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+    let set = cols
+        .iter()
+        .map(|c| format!("EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO customer_analyzer.user_metrics AS m
+         SELECT f.*, $1, clock_timestamp() FROM ({query}) f
+         ON CONFLICT (user_id) DO UPDATE SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)",
+        query = feature_query(s, Scope::OneUser),
+        cols = cols.join(", "),
+    )
+}
+
+thread_local! {
+    /// Plans for the one-user refresh, keyed by their SQL (which names the configured
+    /// tables). A backend is one thread; PostgreSQL's plan cache invalidates a plan
+    /// when a table it reads changes.
+    static PLANS: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
+    Ok(client
+        .select(
+            &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", s.users),
+            None,
+            &[user_id.into()],
+        )
+        .ctx("looking up the user")?
+        .first()
+        .get_one::<bool>()
+        .ctx("looking up the user")?
+        .unwrap_or(false))
+}
+
+/// Recomputes one user's features as of now; the real-time path calls this per event.
+/// Returns false when the user registered after now and so has no features yet.
+#[pg_extern(name = "refresh_features", volatile)]
+fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
+    let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
+    Spi::connect_mut(|client| {
+        let s = source::load(client)?;
+        if !user_exists(client, &s, user_id)? {
+            return Err(error::unknown_user(user_id, &s.users));
+        }
+        let sql = refresh_one_sql(&s);
+        let now = client
+            .select("SELECT now()", None, &[])
+            .ctx("reading now()")?
+            .first()
+            .get_one::<TimestampWithTimeZone>()
+            .ctx("reading now()")?
+            .ok_or_else(|| error::internal("reading now()", "NULL"))?;
+        let written = PLANS.with(|plans| -> Result<u64> {
+            let mut plans = plans.borrow_mut();
+            if !plans.contains_key(&sql) {
+                if plans.len() >= 8 {
+                    plans.clear();
+                }
+                let plan = client
+                    .prepare_mut(
+                        sql.as_str(),
+                        &[
+                            PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
+                            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
+                        ],
+                    )
+                    .ctx("planning the one-user refresh")?
+                    .keep();
+                plans.insert(sql.clone(), plan);
+            }
+            let plan = plans
+                .get(&sql)
+                .ok_or_else(|| error::internal("planning the one-user refresh", "plan missing"))?;
+            let t = client
+                .update(plan, None, &[now.into(), user_id.into()])
+                .ctx("refreshing one user's features")?;
+            Ok(t.len() as u64)
+        })?;
+        Ok(written > 0)
+    })
+}
+
+/// The data-quality checks: what each rule sets aside, counted over the source tables.
+fn quality_query(s: &Sources) -> String {
+    let events = &s.events;
+    let users = &s.users;
+    format!(
+        r#"WITH e AS (
+    SELECT count(*) FILTER (WHERE user_id IS NULL) AS null_user,
+           count(*) FILTER (WHERE created_at IS NULL) AS null_time,
+           count(*) FILTER (WHERE created_at::timestamptz >= $1) AS after_as_of,
+           count(*) FILTER (WHERE created_at::timestamptz > clock_timestamp()) AS future,
+           count(*) FILTER (WHERE event_type IS NULL OR event_type::text NOT IN
+                            ('page_view', 'product_view', 'add_to_cart', 'purchase', 'bot_command')) AS unknown_type,
+           count(*) FILTER (WHERE event_data IS NULL OR jsonb_typeof(event_data::jsonb) <> 'object') AS bad_data,
+           count(*) FILTER (WHERE event_type::text = 'purchase' AND coalesce(
+                    event_data::jsonb ->> 'amount' !~ '^\s*[0-9]{{1,15}}(\.[0-9]+)?\s*$', true)) AS bad_amount,
+           count(*) FILTER (WHERE event_type::text IN ('product_view', 'add_to_cart', 'purchase') AND coalesce(
+                    event_data::jsonb ->> 'product_id' !~ '^[0-9]{{1,18}}$', true)) AS bad_product
+    FROM {events}
+),
+orphans AS (
+    SELECT count(*) AS n FROM {events} ev
+    WHERE ev.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {users} us WHERE us.id = ev.user_id)
+),
+us AS (
+    SELECT count(*) FILTER (WHERE registered_at IS NULL) AS null_registration,
+           count(*) FILTER (WHERE id IS NULL) AS null_id
+    FROM {users}
+)
+SELECT c.check_name, c.n, c.rule FROM e, orphans, us, LATERAL (VALUES
+    ('events_without_user_id', e.null_user, 'ignored: the event cannot be attributed'),
+    ('events_without_created_at', e.null_time, 'ignored: the event cannot be placed in time'),
+    ('events_at_or_after_as_of', e.after_as_of, 'not read: features only see events strictly before as_of'),
+    ('events_in_the_future', e.future, 'never read: as_of cannot be in the future'),
+    ('events_of_unknown_users', orphans.n, 'ignored: no users row to attach them to'),
+    ('events_of_unknown_type', e.unknown_type, 'count as activity (events_* and sessions) only'),
+    ('events_with_malformed_event_data', e.bad_data, 'read as an empty object'),
+    ('purchases_without_valid_amount', e.bad_amount, 'count as purchases but add no money (missing, negative, NaN, text or >= 1e15)'),
+    ('product_events_without_valid_product_id', e.bad_product, 'count as events but name no product'),
+    ('users_without_registered_at', us.null_registration, 'no features: the user has no registration time'),
+    ('users_without_id', us.null_id, 'no features: the user cannot be referenced')
+) AS c(check_name, n, rule)"#
+    )
+}
+
+fn quality_rows(
+    client: &SpiClient<'_>,
+    as_of: TimestampWithTimeZone,
+) -> Result<Vec<(String, i64, String)>> {
+    let s = source::load(client)?;
+    let rows = client
+        .select(&quality_query(&s), None, &[as_of.into()])
+        .ctx("checking data quality")?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push((
+            row.get::<String>(1)
+                .ctx("checking data quality")?
+                .unwrap_or_default(),
+            row.get::<i64>(2).ctx("checking data quality")?.unwrap_or(0),
+            row.get::<String>(3)
+                .ctx("checking data quality")?
+                .unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Counts the rows each documented data rule sets aside.
+#[pg_extern(stable)]
+fn data_quality(
+    as_of: default!(Option<TimestampWithTimeZone>, "now()"),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(check_name, String),
+            name!(rows, i64),
+            name!(rule, String),
+        ),
+    >,
+> {
+    let as_of = as_of.ok_or_else(|| error::null_argument("as_of"))?;
+    let rows = Spi::connect(|client| quality_rows(client, as_of))?;
+    Ok(TableIterator::new(rows))
+}
+
+/// Raises one NOTICE that lists every non-zero data-quality count.
+#[pg_extern(stable, name = "_notice_data_quality")]
+fn notice_data_quality(as_of: TimestampWithTimeZone) -> Result<i64> {
+    let rows = Spi::connect(|client| quality_rows(client, as_of))?;
+    let flagged: Vec<String> = rows
+        .iter()
+        .filter(|(name, n, _)| *n > 0 && name != "events_at_or_after_as_of")
+        .map(|(name, n, rule)| format!("{name}: {n} ({rule})"))
+        .collect();
+    if !flagged.is_empty() {
+        pgrx::notice!(
+            "customer_analyzer: some source rows are set aside by the data rules: {}",
+            flagged.join("; ")
+        );
+    }
+    Ok(flagged.len() as i64)
+}

@@ -1,0 +1,308 @@
+//! The shop's own tables: which ones to read (`configure()`), and the check that each
+//! column the features need exists with a usable type.
+
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::error::{self, Result, SpiContext};
+
+/// What a column must hold, and the SQL types that qualify.
+#[derive(Clone, Copy)]
+enum Expect {
+    Integer,
+    Time,
+    Text,
+    Json,
+    Number,
+    Any,
+}
+
+impl Expect {
+    fn accepts(self, type_oid: i64, category: &str) -> bool {
+        match self {
+            Expect::Integer => matches!(type_oid, 20 | 21 | 23),
+            Expect::Time => matches!(type_oid, 1184 | 1114 | 1082),
+            Expect::Text => category == "S" || category == "E",
+            Expect::Json => matches!(type_oid, 3802 | 114),
+            Expect::Number => category == "N",
+            Expect::Any => true,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Expect::Integer => "smallint, integer or bigint",
+            Expect::Time => "timestamptz, timestamp or date",
+            Expect::Text => "text, varchar, char or an enum",
+            Expect::Json => "jsonb or json",
+            Expect::Number => "a numeric type",
+            Expect::Any => "any type",
+        }
+    }
+}
+
+struct ColumnSpec {
+    name: &'static str,
+    expect: Expect,
+    required: bool,
+    meaning: &'static str,
+}
+
+const fn col(
+    name: &'static str,
+    expect: Expect,
+    required: bool,
+    meaning: &'static str,
+) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        expect,
+        required,
+        meaning,
+    }
+}
+
+const USERS: &[ColumnSpec] = &[
+    col(
+        "id",
+        Expect::Integer,
+        true,
+        "the user's id, referenced by events.user_id",
+    ),
+    col(
+        "registered_at",
+        Expect::Time,
+        true,
+        "when the user registered",
+    ),
+    col(
+        "status",
+        Expect::Any,
+        false,
+        "the user's status, a category",
+    ),
+    col(
+        "username",
+        Expect::Any,
+        false,
+        "the user's name; only whether it is set is used",
+    ),
+];
+const EVENTS: &[ColumnSpec] = &[
+    col(
+        "user_id",
+        Expect::Integer,
+        true,
+        "the user the event belongs to",
+    ),
+    col(
+        "event_type",
+        Expect::Text,
+        true,
+        "page_view, product_view, add_to_cart, purchase or bot_command",
+    ),
+    col("created_at", Expect::Time, true, "when the event happened"),
+    col(
+        "event_data",
+        Expect::Json,
+        true,
+        "product_id, quantity, amount, command",
+    ),
+];
+const PRODUCTS: &[ColumnSpec] = &[
+    col(
+        "id",
+        Expect::Integer,
+        true,
+        "the product's id, referenced by event_data->>'product_id'",
+    ),
+    col("category", Expect::Text, true, "the product's category"),
+    col("price", Expect::Number, true, "the product's current price"),
+];
+
+/// The resolved source tables, as quoted qualified names ready to splice into SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Sources {
+    pub users: String,
+    pub events: String,
+    pub products: Option<String>,
+    pub has_status: bool,
+    pub has_username: bool,
+}
+
+/// A relation's quoted qualified name, or None when the oid names no table-like relation.
+fn relation_name(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<Option<String>> {
+    client
+        .select(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = $1 AND c.relkind IN ('r', 'v', 'm', 'p', 'f')",
+            Some(1),
+            &[oid.into()],
+        )
+        .ctx("reading pg_class")?
+        .first()
+        .get_one::<String>()
+        .ctx("reading pg_class")
+}
+
+/// Checks `table`'s columns against `specs`; returns which optional columns exist.
+fn check_columns(
+    client: &SpiClient<'_>,
+    role: &str,
+    oid: pg_sys::Oid,
+    table: &str,
+    specs: &[ColumnSpec],
+) -> Result<Vec<bool>> {
+    let rows = client
+        .select(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
+                    bt.oid::int8, bt.typcategory::text \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typbasetype <> 0 THEN t.typbasetype ELSE t.oid END \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            None,
+            &[oid.into()],
+        )
+        .ctx("reading pg_attribute")?;
+    let mut columns = Vec::new();
+    for row in rows {
+        let name: Option<String> = row.get(1).ctx("reading pg_attribute")?;
+        let shown: Option<String> = row.get(2).ctx("reading pg_attribute")?;
+        let type_oid: Option<i64> = row.get(3).ctx("reading pg_attribute")?;
+        let category: Option<String> = row.get(4).ctx("reading pg_attribute")?;
+        columns.push((
+            name.unwrap_or_default(),
+            shown.unwrap_or_default(),
+            type_oid.unwrap_or_default(),
+            category.unwrap_or_default(),
+        ));
+    }
+    let mut present = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match columns.iter().find(|c| c.0 == spec.name) {
+            None if spec.required => {
+                return Err(error::undefined_column(
+                    format!("{role} table {table} has no column \"{}\"", spec.name),
+                    &format!(
+                        "customer_analyzer reads {role}.{} ({}): {}. Add the column, or configure() a view that provides it.",
+                        spec.name,
+                        spec.expect.describe(),
+                        spec.meaning
+                    ),
+                ))
+            }
+            None => present.push(false),
+            Some((_, shown, type_oid, category)) => {
+                if !spec.expect.accepts(*type_oid, category) {
+                    return Err(error::wrong_type(
+                        format!(
+                            "column {table}.{} has type {shown}, expected {}",
+                            spec.name,
+                            spec.expect.describe()
+                        ),
+                        &format!(
+                            "{role}.{} is {}. Cast it in a view and configure() the view.",
+                            spec.name, spec.meaning
+                        ),
+                    ));
+                }
+                present.push(true);
+            }
+        }
+    }
+    Ok(present)
+}
+
+fn require_table(
+    client: &SpiClient<'_>,
+    role: &str,
+    oid: Option<pg_sys::Oid>,
+    default: &str,
+) -> Result<(pg_sys::Oid, String)> {
+    let missing = || {
+        error::undefined_table(
+            format!("the {role} table is missing (default {default})"),
+            "Create it, run customer_analyzer.generate_demo_data(), or call customer_analyzer.configure() with your tables.",
+        )
+    };
+    let oid = oid.ok_or_else(missing)?;
+    let name = relation_name(client, oid)?.ok_or_else(missing)?;
+    Ok((oid, name))
+}
+
+/// Validates a choice of tables and returns what the features will read.
+pub fn validate(
+    client: &SpiClient<'_>,
+    users: Option<pg_sys::Oid>,
+    events: Option<pg_sys::Oid>,
+    products: Option<pg_sys::Oid>,
+) -> Result<Sources> {
+    let (users_oid, users) = require_table(client, "users", users, "public.users")?;
+    let (events_oid, events) = require_table(client, "events", events, "public.events")?;
+    let user_cols = check_columns(client, "users", users_oid, &users, USERS)?;
+    check_columns(client, "events", events_oid, &events, EVENTS)?;
+    let products = match products {
+        None => None,
+        Some(oid) => {
+            let (oid, name) = require_table(client, "products", Some(oid), "public.products")?;
+            check_columns(client, "products", oid, &name, PRODUCTS)?;
+            Some(name)
+        }
+    };
+    Ok(Sources {
+        users,
+        events,
+        products,
+        has_status: user_cols[2],
+        has_username: user_cols[3],
+    })
+}
+
+/// The configured tables (or the public defaults when configure() was never called),
+/// checked again: columns may have changed since.
+pub fn load(client: &SpiClient<'_>) -> Result<Sources> {
+    let row = client
+        .select(
+            "SELECT users, events, products FROM customer_analyzer.config \
+             UNION ALL SELECT to_regclass('public.users'), to_regclass('public.events'), to_regclass('public.products') \
+             LIMIT 1",
+            Some(1),
+            &[],
+        )
+        .ctx("reading customer_analyzer.config")?
+        .first();
+    let users: Option<pg_sys::Oid> = row.get(1).ctx("reading config")?;
+    let events: Option<pg_sys::Oid> = row.get(2).ctx("reading config")?;
+    let products: Option<pg_sys::Oid> = row.get(3).ctx("reading config")?;
+    validate(client, users, events, products)
+}
+
+/// Chooses the shop's tables. Nothing is written unless every check passes.
+#[pg_extern(name = "_configure", volatile)]
+fn configure(
+    users: Option<pg_sys::Oid>,
+    events: Option<pg_sys::Oid>,
+    products: Option<pg_sys::Oid>,
+) -> Result<pgrx::JsonB> {
+    Spi::connect_mut(|client| {
+        let s = validate(client, users, events, products)?;
+        client
+            .update(
+                "INSERT INTO customer_analyzer.config AS c (singleton, users, events, products, configured_at) \
+                 VALUES (true, $1::oid::regclass, $2::oid::regclass, $3::oid::regclass, now()) \
+                 ON CONFLICT (singleton) DO UPDATE SET users = EXCLUDED.users, events = EXCLUDED.events, \
+                 products = EXCLUDED.products, configured_at = EXCLUDED.configured_at",
+                None,
+                &[users.into(), events.into(), products.into()],
+            )
+            .ctx("writing customer_analyzer.config")?;
+        Ok(pgrx::JsonB(serde_json::json!({
+            "users": s.users,
+            "events": s.events,
+            "products": s.products,
+            "optional_user_columns": {"status": s.has_status, "username": s.has_username},
+        })))
+    })
+}
