@@ -209,21 +209,26 @@ fn generate_demo_data(
                 .update(&format!("TRUNCATE {list} RESTART IDENTITY"), None, &[])
                 .ctx("emptying demo tables")?;
         }
-        client
-            .update(
-                "CREATE TABLE IF NOT EXISTS public.products (
-                    id bigint PRIMARY KEY, name text NOT NULL, category text NOT NULL, price numeric(12,2) NOT NULL);
-                 CREATE TABLE IF NOT EXISTS public.users (
-                    id bigint PRIMARY KEY, telegram_id bigint UNIQUE, username text,
-                    registered_at timestamptz NOT NULL, status text);
-                 CREATE TABLE IF NOT EXISTS public.events (
-                    id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES public.users (id),
-                    event_type text NOT NULL, created_at timestamptz NOT NULL,
-                    event_data jsonb NOT NULL DEFAULT '{}');",
-                None,
-                &[],
-            )
-            .ctx("creating demo tables")?;
+        let create = |t: &str| {
+            match t {
+            "products" => "CREATE TABLE public.products (
+                id bigint PRIMARY KEY, name text NOT NULL, category text NOT NULL, price numeric(12,2) NOT NULL)",
+            "users" => "CREATE TABLE public.users (
+                id bigint PRIMARY KEY, telegram_id bigint UNIQUE, username text,
+                registered_at timestamptz NOT NULL, status text)",
+            _ => "CREATE TABLE public.events (
+                id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES public.users (id),
+                event_type text NOT NULL, created_at timestamptz NOT NULL,
+                event_data jsonb NOT NULL DEFAULT '{}')",
+        }
+        };
+        for t in ["products", "users", "events"] {
+            if !existing.contains(&t) {
+                client
+                    .update(create(t), None, &[])
+                    .ctx("creating demo tables")?;
+            }
+        }
         let (n, d, s) = (spec.n_users as i32, spec.days as i32, spec.seed);
         let args = || [n.into(), d.into(), s.into(), ends_at.into()];
         client
@@ -254,8 +259,14 @@ fn generate_demo_data(
             .ctx("inserting demo events")?;
         client
             .update(
-                "CREATE INDEX IF NOT EXISTS events_user_id_created_at_idx ON public.events (user_id, created_at);
-                 CREATE INDEX IF NOT EXISTS events_created_at_idx ON public.events (created_at);
+                "DO $$ BEGIN
+                     IF to_regclass('public.events_user_id_created_at_idx') IS NULL THEN
+                         CREATE INDEX events_user_id_created_at_idx ON public.events (user_id, created_at);
+                     END IF;
+                     IF to_regclass('public.events_created_at_idx') IS NULL THEN
+                         CREATE INDEX events_created_at_idx ON public.events (created_at);
+                     END IF;
+                 END $$;
                  ANALYZE public.products; ANALYZE public.users; ANALYZE public.events;",
                 None,
                 &[],

@@ -259,7 +259,7 @@ pub fn simulate_user(
     };
     let b = match user.customer_type {
         CustomerType::Loyal => Behaviour {
-            sessions_per_day: ln(0.28, 0.4, &mut rng),
+            sessions_per_day: ln(0.4, 0.4, &mut rng),
             cart_rate: 0.3,
             buy_rate: 0.55,
             leave_hazard: 0.0015,
@@ -267,7 +267,7 @@ pub fn simulate_user(
             half_life: 0.0,
         },
         CustomerType::Occasional => Behaviour {
-            sessions_per_day: ln(0.06, 0.5, &mut rng),
+            sessions_per_day: ln(0.09, 0.5, &mut rng),
             cart_rate: 0.22,
             buy_rate: 0.4,
             leave_hazard: 0.004,
@@ -275,7 +275,7 @@ pub fn simulate_user(
             half_life: 0.0,
         },
         CustomerType::BargainHunter => Behaviour {
-            sessions_per_day: ln(0.16, 0.4, &mut rng),
+            sessions_per_day: ln(0.24, 0.4, &mut rng),
             cart_rate: 0.18,
             buy_rate: 0.3,
             leave_hazard: 0.003,
@@ -283,7 +283,7 @@ pub fn simulate_user(
             half_life: 0.0,
         },
         CustomerType::Fading => Behaviour {
-            sessions_per_day: ln(0.22, 0.4, &mut rng),
+            sessions_per_day: ln(0.33, 0.4, &mut rng),
             cart_rate: 0.25,
             buy_rate: 0.4,
             leave_hazard: 0.004,
@@ -291,7 +291,7 @@ pub fn simulate_user(
             half_life: rng.gen_range(5.0..30.0),
         },
         CustomerType::New => Behaviour {
-            sessions_per_day: ln(0.5, 0.4, &mut rng),
+            sessions_per_day: ln(0.7, 0.4, &mut rng),
             cart_rate: 0.2,
             buy_rate: 0.3,
             leave_hazard: 0.01,

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# SQL benchmark: demo generation, all-user refresh_features() and single-user refresh,
+# timed inside the server. Needs the extension installed (scripts/demo.sh does that).
+# Usage: benches/sql_bench.sh [n_users] [days]   (defaults 100000 users, 180 days)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N_USERS=${1:-100000}
+DAYS=${2:-180}
+DB=ca_bench
+bash scripts/cluster.sh >/dev/null
+runuser -u postgres -- psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+chmod 0644 benches/sql_bench.sql
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -v n_users="$N_USERS" -v days="$DAYS" -f benches/sql_bench.sql
