@@ -5,12 +5,13 @@ SET client_min_messages = warning;
 CREATE EXTENSION customer_analyzer;
 
 CREATE TEMP TABLE bench (what text, figure text);
+SELECT set_config('bench.n_users', :'n_users', false), set_config('bench.days', :'days', false) \gset
 
 DO $$
 DECLARE t0 timestamptz; r record;
 BEGIN
     t0 := clock_timestamp();
-    SELECT * INTO r FROM customer_analyzer.generate_demo_data(:n_users, :days, 42);
+    SELECT * INTO r FROM customer_analyzer.generate_demo_data(current_setting('bench.n_users')::int, current_setting('bench.days')::int, 42);
     INSERT INTO bench VALUES
         ('demo shop', format('%s users, %s events, %s products', r.users, r.events, r.products)),
         ('generate_demo_data()', format('%s s', round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2)));

@@ -14,9 +14,20 @@ pub enum Scope {
     OneUser,
 }
 
-/// `$1 - N days`, in 24-hour days so that daylight-saving changes do not move windows.
+/// The start of the N-day window, `$1 - N days` in 24-hour days (daylight-saving changes
+/// do not move windows), read from the one-row `bounds` CTE so that PostgreSQL computes
+/// it once per query rather than once per event.
 fn since(days: u32) -> String {
-    format!("($1 - interval '{} hours')", days * 24)
+    format!("(SELECT w{days} FROM bounds)")
+}
+
+/// The `bounds` CTE that [`since`] reads.
+fn bounds() -> String {
+    let cols: Vec<String> = [7, 14, 30, 60, 90]
+        .iter()
+        .map(|d| format!("$1 - interval '{} hours' AS w{d}", d * 24))
+        .collect();
+    format!("bounds AS (SELECT {})", cols.join(", "))
 }
 
 /// The feature query: one row per user registered before `$1`, columns `user_id` then
@@ -36,29 +47,14 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
     } else {
         "NULL::bigint"
     };
-    let (products_cte, product_join, product_cols) = match &s.products {
-        Some(products) => (
-            format!(
-                "pr AS (
-    SELECT DISTINCT ON (p.id) p.id::bigint AS product_id, p.category::text AS category,
+    let product_table = match &s.products {
+        Some(products) => format!(
+            "SELECT DISTINCT ON (p.id) p.id::bigint AS product_id, p.category::text AS category,
            CASE WHEN p.price::float8 > 0 AND p.price::float8 < 'Infinity' THEN p.price::float8 END AS price
-    FROM {products} p WHERE p.id IS NOT NULL ORDER BY p.id
-),
-pc AS (
-    SELECT pr.product_id, pr.category, pr.price, pr.price / cm.mean_price AS price_level
-    FROM pr LEFT JOIN (SELECT category, avg(price) AS mean_price FROM pr
-                       WHERE category IS NOT NULL AND price IS NOT NULL GROUP BY category) cm
-         ON cm.category = pr.category
-),"
-            ),
-            "LEFT JOIN pc ON pc.product_id = seq.product_id",
-            "pc.category, pc.price, pc.price_level",
+    FROM {products} p WHERE p.id IS NOT NULL ORDER BY p.id"
         ),
-        None => (
-            String::new(),
-            "",
-            "NULL::text AS category, NULL::float8 AS price, NULL::float8 AS price_level",
-        ),
+        None => "SELECT NULL::bigint AS product_id, NULL::text AS category, NULL::float8 AS price WHERE false"
+            .to_string(),
     };
     let has_products = s.products.is_some();
     let product_count = |expr: &str| {
@@ -69,23 +65,7 @@ pc AS (
         }
     };
     let (w7, w14, w30, w60, w90) = (since(7), since(14), since(30), since(60), since(90));
-    let favourite = if has_products {
-        format!(
-            "fav AS (
-    SELECT DISTINCT ON (user_id) user_id, category AS favourite_category,
-           n::float8 / sum(n) OVER (PARTITION BY user_id) AS favourite_category_share
-    FROM (SELECT ev.user_id, pc.category, count(*) AS n
-          FROM ev JOIN pc ON pc.product_id = ev.product_id
-          WHERE pc.category IS NOT NULL
-          GROUP BY ev.user_id, pc.category) c
-    ORDER BY user_id, n DESC, category COLLATE \"C\"
-)"
-        )
-    } else {
-        "fav AS (SELECT NULL::bigint AS user_id, NULL::text AS favourite_category, \
-         NULL::float8 AS favourite_category_share WHERE false)"
-            .to_string()
-    };
+    let bounds = bounds();
     let users = &s.users;
     let events = &s.events;
     let user_filter = one_user("src.id");
@@ -94,21 +74,34 @@ pc AS (
     let distinct_cats_bought = product_count("a.categories_bought");
     format!(
         r#"WITH
+{bounds},
 u AS (
     SELECT src.id::bigint AS user_id, src.registered_at::timestamptz AS registered_at,
            {status} AS status, {has_username} AS has_username
     FROM {users} src
     WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1{user_filter}
 ),
-{products_cte}
+pr AS ({product_table}),
+pc AS (
+    SELECT pr.product_id, pr.category, pr.price, pr.price / cm.mean_price AS price_level
+    FROM pr LEFT JOIN (SELECT category, avg(price) AS mean_price FROM pr
+                       WHERE category IS NOT NULL AND price IS NOT NULL GROUP BY category) cm
+         ON cm.category = pr.category
+),
+-- Products as one jsonb object keyed by the id's canonical text: a lookup per event
+-- instead of a join, which keeps the events in (user_id, at) order for the aggregate.
+pm AS (
+    SELECT coalesce(jsonb_object_agg(product_id::text, jsonb_build_array(category, price, price_level)),
+                    '{{}}') AS m
+    FROM pc
+),
 ev AS NOT MATERIALIZED (
     SELECT e.user_id::bigint AS user_id, e.event_type::text AS kind, e.created_at::timestamptz AS at,
            CASE WHEN e.event_type::text = 'purchase'
                  AND e.event_data::jsonb ->> 'amount' ~ '^\s*[0-9]{{1,15}}(\.[0-9]+)?\s*$'
                 THEN (e.event_data::jsonb ->> 'amount')::float8 END AS amount,
            CASE WHEN e.event_type::text IN ('product_view', 'add_to_cart', 'purchase')
-                 AND e.event_data::jsonb ->> 'product_id' ~ '^[0-9]{{1,18}}$'
-                THEN (e.event_data::jsonb ->> 'product_id')::bigint END AS product_id,
+                THEN e.event_data::jsonb ->> 'product_id' END AS raw_product,
            CASE WHEN e.event_type::text = 'bot_command' THEN e.event_data::jsonb ->> 'command' END AS command
     FROM {events} e
     WHERE e.created_at::timestamptz < $1 AND e.user_id IS NOT NULL{event_filter}
@@ -116,16 +109,19 @@ ev AS NOT MATERIALIZED (
 ),
 seq AS (
     SELECT ev.*,
-           ev.at - lag(ev.at) OVER w AS gap,
-           max(ev.at) FILTER (WHERE ev.kind = 'purchase')
-               OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_purchase_at,
-           floor(extract(epoch FROM $1 - ev.at) / 86400)::bigint AS day
+           ev.at - lag(ev.at) OVER (PARTITION BY ev.user_id ORDER BY ev.at) AS gap,
+           floor(date_part('epoch', $1 - ev.at) / 86400)
+               IS DISTINCT FROM floor(date_part('epoch', $1 - lead(ev.at) OVER (PARTITION BY ev.user_id ORDER BY ev.at)) / 86400)
+               AS last_of_day,
+           (SELECT m FROM pm) -> ev.raw_product AS product
     FROM ev
-    WINDOW w AS (PARTITION BY ev.user_id ORDER BY ev.at)
 ),
 x AS (
-    SELECT seq.*, (seq.gap IS NULL OR seq.gap > interval '30 minutes') AS session_start, {product_cols}
-    FROM seq {product_join}
+    SELECT seq.*, (seq.gap IS NULL OR seq.gap > interval '30 minutes') AS session_start,
+           seq.product ->> 0 AS category, (seq.product ->> 1)::float8 AS price,
+           (seq.product ->> 2)::float8 AS price_level,
+           CASE WHEN seq.raw_product ~ '^(0|[1-9][0-9]{{0,17}})$' THEN seq.raw_product END AS product_id
+    FROM seq
 ),
 a AS (
     SELECT user_id,
@@ -139,9 +135,10 @@ a AS (
            min(at) FILTER (WHERE kind = 'purchase') AS first_purchase_at,
            max(at) FILTER (WHERE kind = 'purchase') AS last_purchase_at,
            max(at) FILTER (WHERE kind = 'add_to_cart') AS last_cart_at,
-           count(DISTINCT day) FILTER (WHERE at >= {w7}) AS ad7,
-           count(DISTINCT day) FILTER (WHERE at >= {w30}) AS ad30,
-           count(DISTINCT day) AS ad_total,
+           -- a day is active in a window when its latest event is: windows end at as_of
+           count(*) FILTER (WHERE last_of_day AND at >= {w7}) AS ad7,
+           count(*) FILTER (WHERE last_of_day AND at >= {w30}) AS ad30,
+           count(*) FILTER (WHERE last_of_day) AS ad_total,
            count(*) FILTER (WHERE kind = 'page_view' AND at >= {w7}) AS pv7,
            count(*) FILTER (WHERE kind = 'page_view' AND at >= {w30}) AS pv30,
            count(*) FILTER (WHERE kind = 'product_view') AS prv_total,
@@ -165,6 +162,10 @@ a AS (
            avg(amount) AS aov, max(amount) AS max_amount, min(amount) AS min_amount,
            stddev_samp(amount) AS sd_amount,
            avg(amount) FILTER (WHERE at >= {w60}) AS aov60,
+           count(*) FILTER (WHERE session_start) AS sessions,
+           count(*) FILTER (WHERE session_start AND at >= {w30}) AS sessions30,
+           sum(date_part('epoch', gap)) FILTER (WHERE NOT session_start) AS session_seconds,
+           array_agg(at ORDER BY at) FILTER (WHERE kind = 'purchase') AS purchase_times,
            count(DISTINCT product_id) FILTER (WHERE kind = 'product_view') AS products_viewed,
            count(DISTINCT product_id) FILTER (WHERE kind = 'purchase') AS products_bought,
            count(DISTINCT category) FILTER (WHERE kind = 'product_view') AS categories_viewed,
@@ -172,15 +173,10 @@ a AS (
            avg(price) FILTER (WHERE kind = 'product_view') AS viewed_price,
            avg(price_level) AS price_level,
            avg(price_level) FILTER (WHERE kind = 'purchase') AS bought_price_level,
-           count(*) FILTER (WHERE session_start) AS sessions,
-           count(*) FILTER (WHERE session_start AND at >= {w30}) AS sessions30,
-           sum(extract(epoch FROM gap)) FILTER (WHERE NOT session_start) AS session_seconds,
-           stddev_samp(extract(epoch FROM at - prev_purchase_at)::float8 / 86400)
-               FILTER (WHERE kind = 'purchase' AND prev_purchase_at IS NOT NULL) AS purchase_gap_sd
+           array_agg(category) FILTER (WHERE category IS NOT NULL) AS categories
     FROM x
     GROUP BY user_id
-),
-{favourite}
+)
 SELECT u.user_id,
        extract(epoch FROM $1 - u.registered_at)::float8 / 86400 AS days_since_registration,
        extract(epoch FROM $1 - a.last_at)::float8 / 86400 AS days_since_last_activity,
@@ -236,25 +232,29 @@ SELECT u.user_id,
        coalesce(a.products_bought, 0) AS distinct_products_purchased,
        {distinct_cats_viewed} AS distinct_categories_viewed,
        {distinct_cats_bought} AS distinct_categories_purchased,
-       fav.favourite_category,
-       fav.favourite_category_share,
+       fav.category AS favourite_category,
+       fav.n::float8 / cardinality(a.categories) AS favourite_category_share,
        a.viewed_price AS avg_viewed_price,
        a.price_level AS price_level_vs_category,
        a.bought_price_level AS purchased_price_level_vs_category,
        coalesce(a.sessions, 0) AS sessions_total,
        coalesce(a.sessions30, 0) AS sessions_last_30_days,
        a.events_total::float8 / nullif(a.sessions, 0) AS avg_events_per_session,
-       (coalesce(a.session_seconds, 0) / 60)::float8 / nullif(a.sessions, 0) AS avg_session_duration_minutes,
+       coalesce(a.session_seconds, 0) / 60 / nullif(a.sessions, 0) AS avg_session_duration_minutes,
        CASE WHEN a.buy_total >= 2
             THEN extract(epoch FROM a.last_purchase_at - a.first_purchase_at)::float8 / 86400 / (a.buy_total - 1) END
            AS days_between_purchases_mean,
-       a.purchase_gap_sd AS days_between_purchases_std,
+       (SELECT stddev_samp(extract(epoch FROM a.purchase_times[i + 1] - a.purchase_times[i])::float8 / 86400)
+        FROM generate_series(1, cardinality(a.purchase_times) - 1) i) AS days_between_purchases_std,
        u.status,
        u.has_username,
        extract(epoch FROM a.first_purchase_at - u.registered_at)::float8 / 86400 AS days_to_first_purchase
 FROM u
 LEFT JOIN a ON a.user_id = u.user_id
-LEFT JOIN fav ON fav.user_id = u.user_id
+LEFT JOIN LATERAL (
+    SELECT c.category, count(*) AS n FROM unnest(a.categories) AS c(category)
+    GROUP BY c.category ORDER BY n DESC, c.category COLLATE "C" LIMIT 1
+) fav ON true
 ORDER BY u.user_id"#
     )
 }

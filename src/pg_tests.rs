@@ -222,7 +222,8 @@ mod tests {
             t0 = ts(t)
         ));
         let after = sql_features(t);
-        assert_eq!(before, after, "events at or after as_of changed features");
+        // equal up to float summation order, which may follow the plan
+        assert_agree(&after, &before, "events at or after as_of changed features");
         assert!(after.iter().all(|f| f.user_id < 100000));
         assert_agree(&after, &shop.reference_features(t, true), "after inserts");
     }

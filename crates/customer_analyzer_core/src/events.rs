@@ -123,7 +123,8 @@ pub fn parse_amount(v: &Value) -> Option<f64> {
 }
 
 /// `event_data->>'product_id'` as a product id: a whole JSON number or a string of at
-/// most 18 digits. Mirrors the SQL regular expression `^[0-9]{1,18}$`.
+/// most 18 digits in canonical form (no leading zero), so that the text is the id's own
+/// text. Mirrors the SQL regular expression `^(0|[1-9][0-9]{0,17})$`.
 pub fn parse_product_id(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n
@@ -131,7 +132,10 @@ pub fn parse_product_id(v: &Value) -> Option<i64> {
             .filter(|x| *x < 1_000_000_000_000_000_000)
             .map(|x| x as i64),
         Value::String(s)
-            if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) =>
+            if !s.is_empty()
+                && s.len() <= 18
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && (s == "0" || !s.starts_with('0')) =>
         {
             s.parse().ok()
         }
@@ -179,6 +183,8 @@ mod tests {
         assert_eq!(parse_product_id(&json!(-1)), None);
         assert_eq!(parse_product_id(&json!("x1")), None);
         assert_eq!(parse_product_id(&json!("")), None);
+        assert_eq!(parse_product_id(&json!("007")), None);
+        assert_eq!(parse_product_id(&json!("0")), Some(0));
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn random_data(rng: &mut ChaCha8Rng, event_type: &str) -> Option<String> {
             let pid = match rng.gen_range(0..8) {
                 0 => r#""7""#.to_string(),
                 1 => "12.5".to_string(),
-                2 => r#""x9""#.to_string(),
+                2 => [r#""x9""#, r#""007""#][rng.gen_range(0..2)].to_string(),
                 3 => "999".to_string(), // not in the products table
                 _ => rng.gen_range(1..=30).to_string(),
             };
