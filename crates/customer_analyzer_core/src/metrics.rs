@@ -1,0 +1,195 @@
+//! Binary classification metrics: AUC, log loss, Brier score, and the confusion matrix,
+//! precision, recall and F1 at a threshold, with the threshold that maximises F1.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything reported for one evaluation of a classifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub rows: usize,
+    pub positives: usize,
+    pub auc: f64,
+    pub log_loss: f64,
+    pub brier: f64,
+    pub threshold: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub true_positives: usize,
+    pub false_positives: usize,
+    pub true_negatives: usize,
+    pub false_negatives: usize,
+}
+
+/// Area under the ROC curve by the rank-sum formula, ties counted as half. NaN when
+/// only one class is present.
+pub fn auc(y: &[f64], p: &[f64]) -> f64 {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let (mut rank_sum, mut n_pos) = (0.0, 0.0);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && p[idx[j + 1]] == p[idx[i]] {
+            j += 1;
+        }
+        let mid_rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            if y[k] > 0.5 {
+                rank_sum += mid_rank;
+                n_pos += 1.0;
+            }
+        }
+        i = j + 1;
+    }
+    let n_neg = p.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return f64::NAN;
+    }
+    (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+}
+
+pub fn log_loss(y: &[f64], p: &[f64]) -> f64 {
+    let eps = 1e-15;
+    let s: f64 = y
+        .iter()
+        .zip(p)
+        .map(|(&y, &p)| {
+            let p = p.clamp(eps, 1.0 - eps);
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        })
+        .sum();
+    s / y.len().max(1) as f64
+}
+
+pub fn brier(y: &[f64], p: &[f64]) -> f64 {
+    let s: f64 = y.iter().zip(p).map(|(&y, &p)| (p - y) * (p - y)).sum();
+    s / y.len().max(1) as f64
+}
+
+/// (tp, fp, tn, fn) with "positive" meaning p >= threshold.
+pub fn confusion(y: &[f64], p: &[f64], threshold: f64) -> (usize, usize, usize, usize) {
+    let mut c = (0, 0, 0, 0);
+    for (&y, &p) in y.iter().zip(p) {
+        match (p >= threshold, y > 0.5) {
+            (true, true) => c.0 += 1,
+            (true, false) => c.1 += 1,
+            (false, false) => c.2 += 1,
+            (false, true) => c.3 += 1,
+        }
+    }
+    c
+}
+
+fn prf(tp: usize, fp: usize, fn_: usize) -> (f64, f64, f64) {
+    let precision = if tp + fp > 0 { tp as f64 / (tp + fp) as f64 } else { 0.0 };
+    let recall = if tp + fn_ > 0 { tp as f64 / (tp + fn_) as f64 } else { 0.0 };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    (precision, recall, f1)
+}
+
+/// The score threshold with the highest F1 (one pass over the sorted scores).
+pub fn best_f1_threshold(y: &[f64], p: &[f64]) -> f64 {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let total_pos = y.iter().filter(|&&v| v > 0.5).count();
+    let (mut tp, mut fp) = (0usize, 0usize);
+    let (mut best_f1, mut best_t) = (-1.0, 0.5);
+    let mut i = 0;
+    while i < idx.len() {
+        let t = p[idx[i]];
+        while i < idx.len() && p[idx[i]] == t {
+            if y[idx[i]] > 0.5 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            i += 1;
+        }
+        let (_, _, f1) = prf(tp, fp, total_pos - tp);
+        if f1 > best_f1 {
+            best_f1 = f1;
+            best_t = t;
+        }
+    }
+    best_t
+}
+
+/// All metrics, at `threshold` or (None) at the F1-maximising threshold.
+pub fn evaluate(y: &[f64], p: &[f64], threshold: Option<f64>) -> Metrics {
+    let threshold = threshold.unwrap_or_else(|| best_f1_threshold(y, p));
+    let (tp, fp, tn, fn_) = confusion(y, p, threshold);
+    let (precision, recall, f1) = prf(tp, fp, fn_);
+    Metrics {
+        rows: y.len(),
+        positives: y.iter().filter(|&&v| v > 0.5).count(),
+        auc: auc(y, p),
+        log_loss: log_loss(y, p),
+        brier: brier(y, p),
+        threshold,
+        precision,
+        recall,
+        f1,
+        true_positives: tp,
+        false_positives: fp,
+        true_negatives: tn,
+        false_negatives: fn_,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AUC by its definition: the share of (positive, negative) pairs ranked correctly.
+    fn slow_auc(y: &[f64], p: &[f64]) -> f64 {
+        let (mut good, mut pairs) = (0.0, 0.0);
+        for i in 0..y.len() {
+            for j in 0..y.len() {
+                if y[i] > 0.5 && y[j] < 0.5 {
+                    pairs += 1.0;
+                    if p[i] > p[j] {
+                        good += 1.0;
+                    } else if p[i] == p[j] {
+                        good += 0.5;
+                    }
+                }
+            }
+        }
+        good / pairs
+    }
+
+    #[test]
+    fn auc_matches_the_pairwise_definition() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..20 {
+            let n = rng.gen_range(5..60);
+            let y: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 1.0 } else { 0.0 }).collect();
+            // coarse scores so that ties happen
+            let p: Vec<f64> = (0..n).map(|_| (rng.gen_range(0..8) as f64) / 8.0).collect();
+            assert!((auc(&y, &p) - slow_auc(&y, &p)).abs() < 1e-12);
+        }
+        assert!(auc(&[1.0, 1.0], &[0.2, 0.3]).is_nan());
+        assert_eq!(auc(&[0.0, 1.0], &[0.2, 0.3]), 1.0);
+    }
+
+    #[test]
+    fn confusion_and_f1_at_threshold() {
+        let y = [1.0, 1.0, 0.0, 0.0, 1.0];
+        let p = [0.9, 0.6, 0.7, 0.1, 0.2];
+        let m = evaluate(&y, &p, Some(0.5));
+        assert_eq!((m.true_positives, m.false_positives, m.true_negatives, m.false_negatives), (2, 1, 1, 1));
+        assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.brier - (0.01 + 0.16 + 0.49 + 0.01 + 0.64) / 5.0).abs() < 1e-12);
+        // the best threshold is at least as good as 0.5
+        let best = evaluate(&y, &p, None);
+        assert!(best.f1 >= m.f1);
+        assert_eq!(best.threshold, 0.2); // P = 3/4, R = 1, F1 = 6/7
+    }
+}
