@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod demo;
 pub mod events;
 pub mod features;
+pub mod metrics;
 pub mod testkit;
 
 /// Errors the core reports; the extension maps each to a SQLSTATE.

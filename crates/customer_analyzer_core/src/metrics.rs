@@ -82,8 +82,16 @@ pub fn confusion(y: &[f64], p: &[f64], threshold: f64) -> (usize, usize, usize, 
 }
 
 fn prf(tp: usize, fp: usize, fn_: usize) -> (f64, f64, f64) {
-    let precision = if tp + fp > 0 { tp as f64 / (tp + fp) as f64 } else { 0.0 };
-    let recall = if tp + fn_ > 0 { tp as f64 / (tp + fn_) as f64 } else { 0.0 };
+    let precision = if tp + fp > 0 {
+        tp as f64 / (tp + fp) as f64
+    } else {
+        0.0
+    };
+    let recall = if tp + fn_ > 0 {
+        tp as f64 / (tp + fn_) as f64
+    } else {
+        0.0
+    };
     let f1 = if precision + recall > 0.0 {
         2.0 * precision * recall / (precision + recall)
     } else {
@@ -183,7 +191,15 @@ mod tests {
         let y = [1.0, 1.0, 0.0, 0.0, 1.0];
         let p = [0.9, 0.6, 0.7, 0.1, 0.2];
         let m = evaluate(&y, &p, Some(0.5));
-        assert_eq!((m.true_positives, m.false_positives, m.true_negatives, m.false_negatives), (2, 1, 1, 1));
+        assert_eq!(
+            (
+                m.true_positives,
+                m.false_positives,
+                m.true_negatives,
+                m.false_negatives
+            ),
+            (2, 1, 1, 1)
+        );
         assert!((m.precision - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.brier - (0.01 + 0.16 + 0.49 + 0.01 + 0.64) / 5.0).abs() < 1e-12);
