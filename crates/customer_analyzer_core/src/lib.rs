@@ -3,10 +3,15 @@
 //! `cargo test -p customer_analyzer_core` and benchmarked with criterion.
 
 pub mod catalog;
+pub mod codec;
 pub mod demo;
 pub mod events;
 pub mod features;
+pub mod frame;
 pub mod metrics;
+pub mod model;
+pub mod params;
+pub mod preprocess;
 pub mod testkit;
 
 /// Errors the core reports; the extension maps each to a SQLSTATE.
@@ -15,4 +20,16 @@ pub enum Error {
     /// A caller's argument is out of its documented range (SQLSTATE 22023).
     #[error("{message}")]
     InvalidParameter { name: &'static str, message: String },
+    /// Too few rows, or a single class, to train or evaluate (SQLSTATE 22023... see src/error.rs).
+    #[error("not enough data: {0}")]
+    NotEnoughData(String),
+    /// A stored model blob that does not decode (SQLSTATE XX001).
+    #[error("corrupt model: {0}")]
+    CorruptModel(String),
+    /// A stored model written in a newer format than this build reads.
+    #[error("model format {0} is newer than this extension reads")]
+    FutureModelVersion(u16),
+    /// A failure inside a library that is not the caller's fault.
+    #[error("{0}")]
+    Internal(String),
 }

@@ -1,0 +1,673 @@
+//! Classifiers for churn and purchase: gradient-boosted trees (forust-ml), a random
+//! forest of bagged forust regression trees, and L2 logistic regression (linfa-logistic),
+//! each behind the stored preprocessing; training with a time-based holdout, optional
+//! 5-fold CV or 80/20 split, hyperparameter search; importance and per-row explanations.
+
+use forust_ml::gradientbooster::{ContributionsMethod, GradientBooster, ImportanceMethod};
+use forust_ml::objective::ObjectiveType;
+use forust_ml::Matrix;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Poisson};
+use serde::{Deserialize, Serialize};
+
+use crate::frame::Frame;
+use crate::metrics::{evaluate, Metrics};
+use crate::params::{Algorithm, TrainParams, Validation};
+use crate::preprocess::{PreprocessOptions, Preprocessor};
+use crate::Error;
+
+/// Rows to learn from: features, 0/1 labels, the snapshot each row comes from (0 is the
+/// oldest) and its user (so that validation folds never split a user).
+#[derive(Debug, Clone, Default)]
+pub struct TrainingData {
+    pub frame: Frame,
+    pub y: Vec<f64>,
+    pub snapshot: Vec<usize>,
+    pub user_id: Vec<i64>,
+}
+
+/// The fitted estimator, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Estimator {
+    /// forust-ml booster (LogLoss), as forust's own JSON.
+    Gbm {
+        booster: String,
+    },
+    /// Regression trees on 0/1 labels whose leaves hold positive rates; the score is
+    /// their mean.
+    Forest {
+        trees: Vec<String>,
+    },
+    Logistic {
+        weights: Vec<f64>,
+        intercept: f64,
+    },
+}
+
+/// A trained classifier: preprocessing, estimator and decision threshold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Model {
+    pub algorithm: Algorithm,
+    pub preprocessor: Preprocessor,
+    pub estimator: Estimator,
+    pub threshold: f64,
+}
+
+/// How a model did, stored with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub holdout: Metrics,
+    pub cross_validation: Option<Vec<Metrics>>,
+    pub split: Option<Metrics>,
+    /// (feature, importance): gain share for trees, signed coefficient for the linear model.
+    pub importance: Vec<(String, f64)>,
+    pub params: serde_json::Value,
+    /// (parameters, validation AUC) of every candidate when searching.
+    pub search: Option<Vec<(serde_json::Value, f64)>>,
+    pub train_rows: usize,
+    pub train_positive_rate: f64,
+}
+
+fn preprocess_options(p: &TrainParams) -> PreprocessOptions {
+    let linear = p.algorithm == Algorithm::Logistic || p.pca.is_some();
+    PreprocessOptions {
+        log_transform: linear,
+        impute: linear,
+        scale: linear,
+        one_hot: linear,
+        max_categories: 12,
+        max_correlation: Some(0.95),
+        pca_components: p.pca,
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// Row-major to forust's column-major layout.
+fn column_major(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; x.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = x[i * cols + j];
+        }
+    }
+    out
+}
+
+fn forust_err(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("forust-ml: {e}"))
+}
+
+fn fit_gbm(
+    x: &[f64],
+    rows: usize,
+    cols: usize,
+    y: &[f64],
+    p: &TrainParams,
+) -> Result<GradientBooster, Error> {
+    let data = column_major(x, rows, cols);
+    let m = Matrix::new(&data, rows, cols);
+    let mut b = GradientBooster::default()
+        .set_objective_type(ObjectiveType::LogLoss)
+        .set_iterations(p.iterations)
+        .set_learning_rate(p.learning_rate as f32)
+        .set_max_depth(p.max_depth)
+        .set_max_leaves(usize::MAX)
+        .set_min_leaf_weight(p.min_leaf_weight as f32)
+        .set_l2(p.l2 as f32)
+        .set_subsample(p.subsample as f32)
+        .set_seed(p.seed)
+        .set_parallel(true);
+    b.fit(&m, y, &vec![1.0; rows], None).map_err(forust_err)?;
+    Ok(b)
+}
+
+fn fit_forest(
+    x: &[f64],
+    rows: usize,
+    cols: usize,
+    y: &[f64],
+    p: &TrainParams,
+) -> Result<Vec<GradientBooster>, Error> {
+    let data = column_major(x, rows, cols);
+    let m = Matrix::new(&data, rows, cols);
+    let fraction = p
+        .feature_fraction
+        .unwrap_or_else(|| ((cols as f64).sqrt() / cols as f64).max(1.0 / cols as f64));
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    let bootstrap =
+        Poisson::new(p.subsample.max(0.05)).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut trees = Vec::with_capacity(p.n_trees);
+    for t in 0..p.n_trees {
+        // Poisson(1) weights are the bootstrap: each row drawn k ~ Poisson(1) times.
+        let weights: Vec<f64> = (0..rows).map(|_| bootstrap.sample(&mut rng)).collect();
+        let mut b = GradientBooster::default()
+            .set_objective_type(ObjectiveType::SquaredLoss)
+            .set_iterations(1)
+            .set_learning_rate(1.0)
+            .set_max_depth(p.max_depth)
+            .set_max_leaves(usize::MAX)
+            .set_min_leaf_weight(p.min_leaf_weight as f32)
+            .set_l2(0.0)
+            .set_gamma(0.0)
+            .set_initialize_base_score(false)
+            .set_base_score(0.0)
+            .set_colsample_bytree(fraction)
+            .set_seed(
+                p.seed
+                    .wrapping_add(t as u64)
+                    .wrapping_add(rng.gen::<u32>() as u64),
+            )
+            .set_parallel(true);
+        b.fit(&m, y, &weights, None).map_err(forust_err)?;
+        trees.push(b);
+    }
+    Ok(trees)
+}
+
+fn fit_logistic(
+    x: &[f64],
+    rows: usize,
+    cols: usize,
+    y: &[f64],
+    p: &TrainParams,
+) -> Result<(Vec<f64>, f64), Error> {
+    use linfa::traits::Fit;
+    let records = ndarray::Array2::from_shape_vec((rows, cols), x.to_vec())
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let targets = ndarray::Array1::from_iter(y.iter().map(|&v| v > 0.5));
+    let fitted = linfa_logistic::LogisticRegression::default()
+        .alpha(p.alpha)
+        .max_iterations(p.max_iterations)
+        .fit(&linfa::Dataset::new(records, targets))
+        .map_err(|e| Error::Internal(format!("linfa-logistic: {e}")))?;
+    // linfa's probability is of its "positive" class, the more frequent label; turn the
+    // weights round when that is `false` so that scores are always P(label = true).
+    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
+    Ok((
+        fitted.params().iter().map(|w| sign * w).collect(),
+        sign * fitted.intercept(),
+    ))
+}
+
+/// A model ready to score: boosters parsed once (the cache holds these).
+pub struct Scorer {
+    pub model: Model,
+    boosters: Vec<GradientBooster>,
+}
+
+impl Scorer {
+    pub fn new(model: Model) -> Result<Scorer, Error> {
+        let boosters = match &model.estimator {
+            Estimator::Gbm { booster } => {
+                vec![GradientBooster::from_json(booster).map_err(forust_err)?]
+            }
+            Estimator::Forest { trees } => trees
+                .iter()
+                .map(|t| GradientBooster::from_json(t).map_err(forust_err))
+                .collect::<Result<_, _>>()?,
+            Estimator::Logistic { .. } => Vec::new(),
+        };
+        Ok(Scorer { model, boosters })
+    }
+
+    /// Probabilities for preprocessed rows (row-major, `rows` of them).
+    pub fn predict_prepared(&self, x: &[f64], rows: usize) -> Vec<f64> {
+        let cols = self.model.preprocessor.n_outputs();
+        match &self.model.estimator {
+            Estimator::Logistic { weights, intercept } => (0..rows)
+                .map(|i| {
+                    let z: f64 = x[i * cols..(i + 1) * cols]
+                        .iter()
+                        .zip(weights)
+                        .map(|(a, w)| a * w)
+                        .sum();
+                    sigmoid(z + intercept)
+                })
+                .collect(),
+            Estimator::Gbm { .. } => {
+                let data = column_major(x, rows, cols);
+                let m = Matrix::new(&data, rows, cols);
+                self.boosters[0]
+                    .predict(&m, rows > 1000)
+                    .into_iter()
+                    .map(sigmoid)
+                    .collect()
+            }
+            Estimator::Forest { .. } => {
+                let data = column_major(x, rows, cols);
+                let m = Matrix::new(&data, rows, cols);
+                let mut sum = vec![0.0; rows];
+                for b in &self.boosters {
+                    for (s, v) in sum.iter_mut().zip(b.predict(&m, rows > 1000)) {
+                        *s += v;
+                    }
+                }
+                let n = self.boosters.len().max(1) as f64;
+                sum.into_iter().map(|s| (s / n).clamp(0.0, 1.0)).collect()
+            }
+        }
+    }
+
+    pub fn predict(&self, frame: &Frame) -> Vec<f64> {
+        let x = self.model.preprocessor.transform(frame);
+        self.predict_prepared(&x, frame.rows)
+    }
+
+    /// One user's score from raw feature values.
+    pub fn predict_one(&self, numeric: &[f64], categorical: &[Option<String>]) -> f64 {
+        let x = self.model.preprocessor.transform_row(numeric, categorical);
+        self.predict_prepared(&x, 1)
+            .first()
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Per-feature contributions to one score, summed back onto source features:
+    /// Shapley values in log-odds for boosting, in probability for the forest, and
+    /// coefficient x scaled value (log-odds, relative to the training mean) for the
+    /// linear model. Returns (feature, contribution), largest magnitude first.
+    pub fn explain(&self, numeric: &[f64], categorical: &[Option<String>]) -> Vec<(String, f64)> {
+        let pre = &self.model.preprocessor;
+        let x = pre.transform_row(numeric, categorical);
+        let cols = x.len();
+        let raw: Vec<f64> = match &self.model.estimator {
+            Estimator::Logistic { weights, .. } => {
+                x.iter().zip(weights).map(|(a, w)| a * w).collect()
+            }
+            Estimator::Gbm { .. } | Estimator::Forest { .. } => {
+                let m = Matrix::new(&x, 1, cols);
+                let mut acc = vec![0.0; cols];
+                for b in &self.boosters {
+                    let c = b.predict_contributions(&m, ContributionsMethod::Shapley, false);
+                    for (a, v) in acc.iter_mut().zip(c) {
+                        *a += v;
+                    }
+                }
+                let n = self.boosters.len().max(1) as f64;
+                acc.into_iter().map(|a| a / n).collect()
+            }
+        };
+        let names: &[String] = if pre.output_sources.len() == cols {
+            &pre.output_sources
+        } else {
+            &pre.output_names
+        };
+        let mut by_source: Vec<(String, f64)> = Vec::new();
+        for (name, v) in names.iter().zip(raw) {
+            match by_source.iter_mut().find(|(n, _)| n == name) {
+                Some(e) => e.1 += v,
+                None => by_source.push((name.clone(), v)),
+            }
+        }
+        by_source.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        by_source
+    }
+
+    fn importance(&self) -> Vec<(String, f64)> {
+        let pre = &self.model.preprocessor;
+        let mut out: Vec<(String, f64)> = match &self.model.estimator {
+            Estimator::Logistic { weights, .. } => pre
+                .output_names
+                .iter()
+                .cloned()
+                .zip(weights.iter().copied())
+                .collect(),
+            _ => {
+                let mut acc = vec![0.0; pre.n_outputs()];
+                for b in &self.boosters {
+                    for (k, v) in b.calculate_feature_importance(ImportanceMethod::TotalGain, false)
+                    {
+                        if let Some(a) = acc.get_mut(k) {
+                            *a += v as f64;
+                        }
+                    }
+                }
+                let total: f64 = acc.iter().sum();
+                pre.output_names
+                    .iter()
+                    .cloned()
+                    .zip(
+                        acc.into_iter()
+                            .map(|a| if total > 0.0 { a / total } else { 0.0 }),
+                    )
+                    .collect()
+            }
+        };
+        out.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        out
+    }
+}
+
+/// Fits preprocessing and estimator on `rows` of `data`.
+fn fit(data: &TrainingData, rows: &[usize], p: &TrainParams) -> Result<Scorer, Error> {
+    let frame = data.frame.select(rows);
+    let y: Vec<f64> = rows.iter().map(|&i| data.y[i]).collect();
+    check_classes(&y, "training rows")?;
+    let pre = Preprocessor::fit(&frame, &preprocess_options(p))?;
+    let x = pre.transform(&frame);
+    let cols = pre.n_outputs();
+    let estimator = match p.algorithm {
+        Algorithm::Gbm => Estimator::Gbm {
+            booster: fit_gbm(&x, frame.rows, cols, &y, p)?
+                .json_dump()
+                .map_err(forust_err)?,
+        },
+        Algorithm::RandomForest => Estimator::Forest {
+            trees: fit_forest(&x, frame.rows, cols, &y, p)?
+                .iter()
+                .map(|b| b.json_dump().map_err(forust_err))
+                .collect::<Result<_, _>>()?,
+        },
+        Algorithm::Logistic => {
+            let (weights, intercept) = fit_logistic(&x, frame.rows, cols, &y, p)?;
+            Estimator::Logistic { weights, intercept }
+        }
+    };
+    Scorer::new(Model {
+        algorithm: p.algorithm,
+        preprocessor: pre,
+        estimator,
+        threshold: 0.5,
+    })
+}
+
+fn check_classes(y: &[f64], what: &str) -> Result<(), Error> {
+    let pos = y.iter().filter(|&&v| v > 0.5).count();
+    if y.len() < 20 {
+        return Err(Error::NotEnoughData(format!(
+            "{what}: {} rows, at least 20 are needed",
+            y.len()
+        )));
+    }
+    if pos == 0 || pos == y.len() {
+        return Err(Error::NotEnoughData(format!(
+            "{what}: all {} rows have the same label, both classes are needed",
+            y.len()
+        )));
+    }
+    Ok(())
+}
+
+fn score(s: &Scorer, data: &TrainingData, rows: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let frame = data.frame.select(rows);
+    (rows.iter().map(|&i| data.y[i]).collect(), s.predict(&frame))
+}
+
+/// The documented search space, per algorithm.
+pub fn search_space(algorithm: Algorithm) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let mut out = Vec::new();
+    match algorithm {
+        Algorithm::Gbm => {
+            for iterations in [100, 300] {
+                for learning_rate in [0.05, 0.1] {
+                    for max_depth in [3, 6] {
+                        out.push(json!({"iterations": iterations, "learning_rate": learning_rate, "max_depth": max_depth}));
+                    }
+                }
+            }
+        }
+        Algorithm::RandomForest => {
+            for max_depth in [6, 10, 14] {
+                for min_leaf_weight in [2.0, 10.0] {
+                    out.push(json!({"max_depth": max_depth, "min_leaf_weight": min_leaf_weight}));
+                }
+            }
+        }
+        Algorithm::Logistic => {
+            for alpha in [0.01, 0.1, 1.0, 10.0] {
+                out.push(json!({"alpha": alpha}));
+            }
+        }
+    }
+    out
+}
+
+fn with_overrides(base: &TrainParams, overrides: &serde_json::Value) -> Result<TrainParams, Error> {
+    let mut merged = base.effective_json();
+    if let (Some(m), Some(o)) = (merged.as_object_mut(), overrides.as_object()) {
+        for (k, v) in o {
+            m.insert(k.clone(), v.clone());
+        }
+        m.retain(|k, v| !(k == "feature_fraction" && v.is_null()));
+    }
+    let mut p = TrainParams::from_json(base.algorithm, &merged)?;
+    p.validation = base.validation;
+    Ok(p)
+}
+
+/// Users split into `k` groups by a seeded shuffle of the distinct ids.
+fn user_groups(data: &TrainingData, rows: &[usize], k: usize, seed: u64) -> Vec<usize> {
+    let mut users: Vec<i64> = rows.iter().map(|&i| data.user_id[i]).collect();
+    users.sort_unstable();
+    users.dedup();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let group: std::collections::HashMap<i64, usize> = users
+        .into_iter()
+        .map(|u| (u, rng.gen_range(0..k)))
+        .collect();
+    rows.iter().map(|&i| group[&data.user_id[i]]).collect()
+}
+
+/// Trains a model: time-based holdout on the latest snapshot, the other validations on
+/// request, and (with `search`) the best candidate of the search space by AUC on the
+/// latest training snapshot.
+pub fn train(data: &TrainingData, params: &TrainParams) -> Result<(Model, Report), Error> {
+    let latest = data.snapshot.iter().copied().max().unwrap_or(0);
+    if latest == 0 {
+        return Err(Error::NotEnoughData(
+            "only one snapshot has matured; the time-based holdout needs at least two".into(),
+        ));
+    }
+    let train_rows: Vec<usize> = (0..data.y.len())
+        .filter(|&i| data.snapshot[i] < latest)
+        .collect();
+    let holdout_rows: Vec<usize> = (0..data.y.len())
+        .filter(|&i| data.snapshot[i] == latest)
+        .collect();
+    check_classes(
+        &holdout_rows.iter().map(|&i| data.y[i]).collect::<Vec<_>>(),
+        "holdout snapshot",
+    )?;
+
+    let mut params = params.clone();
+    let mut search_log = None;
+    if params.search {
+        let inner_latest = latest - 1;
+        let fit_rows: Vec<usize> = train_rows
+            .iter()
+            .copied()
+            .filter(|&i| data.snapshot[i] < inner_latest)
+            .collect();
+        let val_rows: Vec<usize> = train_rows
+            .iter()
+            .copied()
+            .filter(|&i| data.snapshot[i] == inner_latest)
+            .collect();
+        if inner_latest == 0 || fit_rows.is_empty() {
+            return Err(Error::NotEnoughData(
+                "hyperparameter search needs at least three matured snapshots".into(),
+            ));
+        }
+        let mut log = Vec::new();
+        let mut best: Option<(f64, TrainParams)> = None;
+        for candidate in search_space(params.algorithm) {
+            let p = with_overrides(&params, &candidate)?;
+            let s = fit(data, &fit_rows, &p)?;
+            let (y, pr) = score(&s, data, &val_rows);
+            let auc = crate::metrics::auc(&y, &pr);
+            log.push((candidate, auc));
+            if best.as_ref().is_none_or(|(b, _)| auc > *b) {
+                best = Some((auc, p));
+            }
+        }
+        if let Some((_, p)) = best {
+            params = p;
+        }
+        search_log = Some(log);
+    }
+
+    let scorer = fit(data, &train_rows, &params)?;
+    let (y, p) = score(&scorer, data, &holdout_rows);
+    let holdout = evaluate(&y, &p, params.threshold);
+    let importance = scorer.importance();
+
+    let extra =
+        |k: usize, seed: u64, test_group: &dyn Fn(usize) -> bool| -> Result<Metrics, Error> {
+            let groups = user_groups(data, &train_rows, k, seed);
+            let (mut fit_rows, mut test_rows) = (Vec::new(), Vec::new());
+            for (&i, &g) in train_rows.iter().zip(&groups) {
+                if test_group(g) {
+                    test_rows.push(i)
+                } else {
+                    fit_rows.push(i)
+                }
+            }
+            let s = fit(data, &fit_rows, &params)?;
+            let (y, p) = score(&s, data, &test_rows);
+            Ok(evaluate(&y, &p, params.threshold))
+        };
+    let cross_validation = match params.validation {
+        Validation::CrossValidation => Some(
+            (0..5)
+                .map(|fold| extra(5, params.seed, &|g| g == fold))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        _ => None,
+    };
+    let split = match params.validation {
+        Validation::Split => Some(extra(5, params.seed, &|g| g == 0)?),
+        _ => None,
+    };
+
+    let train_y: Vec<f64> = train_rows.iter().map(|&i| data.y[i]).collect();
+    let mut model = scorer.model;
+    model.threshold = holdout.threshold;
+    let report = Report {
+        holdout,
+        cross_validation,
+        split,
+        importance,
+        params: params.effective_json(),
+        search: search_log,
+        train_rows: train_rows.len(),
+        train_positive_rate: train_y.iter().sum::<f64>() / train_y.len().max(1) as f64,
+    };
+    Ok((model, report))
+}
+
+/// Synthetic training data for tests in this crate.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A learnable problem: the label depends on two features plus noise.
+    pub(crate) fn synthetic(n_users: usize, snapshots: usize, seed: u64) -> TrainingData {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut d = TrainingData {
+            frame: Frame {
+                numeric_names: vec![
+                    "recency".into(),
+                    "spend".into(),
+                    "noise".into(),
+                    "gappy".into(),
+                ],
+                categorical_names: vec!["status".into()],
+                ..Frame::default()
+            },
+            ..TrainingData::default()
+        };
+        for s in 0..snapshots {
+            for u in 0..n_users {
+                let recency: f64 = rng.gen_range(0.0..60.0);
+                let spend: f64 = rng.gen_range(0.0..500.0f64).powi(2) / 500.0;
+                let vip = rng.gen_bool(0.3);
+                let z = -0.08 * recency
+                    + 0.004 * spend
+                    + if vip { 1.0 } else { 0.0 }
+                    + rng.gen_range(-1.0..1.0);
+                let gappy = if rng.gen_bool(0.2) {
+                    f64::NAN
+                } else {
+                    recency * 2.0
+                };
+                d.frame
+                    .numeric
+                    .extend([recency, spend, rng.gen_range(0.0..1.0), gappy]);
+                d.frame
+                    .categorical
+                    .push(Some(if vip { "vip" } else { "member" }.into()));
+                d.frame.rows += 1;
+                d.y.push(if z > -1.0 { 1.0 } else { 0.0 });
+                d.snapshot.push(s);
+                d.user_id.push(u as i64);
+            }
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::synthetic;
+    use super::*;
+
+    #[test]
+    fn every_algorithm_learns_and_round_trips() {
+        let data = synthetic(400, 3, 1);
+        for algo in [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic] {
+            let mut p = TrainParams::defaults(algo);
+            p.iterations = 60;
+            p.n_trees = 20;
+            let (model, report) = train(&data, &p).unwrap();
+            assert!(
+                report.holdout.auc > 0.8,
+                "{algo:?} AUC {}",
+                report.holdout.auc
+            );
+            assert!(!report.importance.is_empty());
+            let json = serde_json::to_string(&model).unwrap();
+            let back: Model = serde_json::from_str(&json).unwrap();
+            let a = Scorer::new(model).unwrap();
+            let b = Scorer::new(back).unwrap();
+            assert_eq!(a.predict(&data.frame), b.predict(&data.frame));
+            let e = a.explain(data.frame.numeric_row(0), data.frame.categorical_row(0));
+            assert!(e.iter().any(|(n, _)| n == "recency"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn validations_and_search_are_reported() {
+        let data = synthetic(200, 4, 2);
+        let mut p = TrainParams::defaults(Algorithm::Logistic);
+        p.validation = Validation::CrossValidation;
+        p.search = true;
+        let (_, r) = train(&data, &p).unwrap();
+        assert_eq!(r.cross_validation.as_ref().map(Vec::len), Some(5));
+        assert_eq!(r.search.as_ref().map(Vec::len), Some(4));
+        p.validation = Validation::Split;
+        p.search = false;
+        let (_, r) = train(&data, &p).unwrap();
+        assert!(r.split.is_some());
+    }
+
+    #[test]
+    fn single_class_and_single_snapshot_are_refused() {
+        let mut data = synthetic(100, 2, 3);
+        let p = TrainParams::defaults(Algorithm::Logistic);
+        let one_snapshot = TrainingData {
+            snapshot: vec![0; data.y.len()],
+            ..data.clone()
+        };
+        assert!(matches!(
+            train(&one_snapshot, &p),
+            Err(Error::NotEnoughData(_))
+        ));
+        data.y.iter_mut().for_each(|y| *y = 0.0);
+        assert!(matches!(train(&data, &p), Err(Error::NotEnoughData(_))));
+    }
+}
