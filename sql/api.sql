@@ -170,3 +170,73 @@ COMMENT ON FUNCTION customer_analyzer.demo_users(integer, integer, bigint, times
     'The demo shop''s users, with the hidden customer type that drives their behaviour.';
 COMMENT ON FUNCTION customer_analyzer.demo_events(integer, integer, bigint, timestamptz) IS
     'The demo shop''s event history, user by user, as rows ready for an events table.';
+
+-- Models, deployments and predictions ------------------------------------------------
+
+CREATE VIEW customer_analyzer.deployed_models AS
+SELECT DISTINCT ON (d.task)
+       d.task, d.model_id, m.algorithm, d.deployed_at, d.reason,
+       (m.metrics -> 'holdout' ->> 'auc')::float8 AS holdout_auc
+FROM customer_analyzer.deployments d
+JOIN customer_analyzer.models m ON m.id = d.model_id
+ORDER BY d.task, d.id DESC;
+
+CREATE VIEW customer_analyzer.model_metrics AS
+SELECT m.id AS model_id, m.task, m.algorithm, m.created_at, m.trained_as_of,
+       (m.metrics -> 'holdout' ->> 'auc')::float8 AS auc,
+       (m.metrics -> 'holdout' ->> 'f1')::float8 AS f1,
+       (m.metrics -> 'holdout' ->> 'precision')::float8 AS precision,
+       (m.metrics -> 'holdout' ->> 'recall')::float8 AS recall,
+       (m.metrics -> 'holdout' ->> 'brier')::float8 AS brier,
+       (m.metrics -> 'holdout' ->> 'log_loss')::float8 AS log_loss,
+       (m.metrics -> 'holdout' ->> 'threshold')::float8 AS threshold,
+       (m.metrics -> 'holdout' ->> 'rows')::bigint AS holdout_rows,
+       (m.metrics ->> 'train_rows')::bigint AS train_rows,
+       m.size_bytes,
+       d.model_id IS NOT NULL AS deployed
+FROM customer_analyzer.models m
+LEFT JOIN customer_analyzer.deployed_models d ON d.model_id = m.id;
+
+CREATE VIEW customer_analyzer.feature_importance AS
+SELECT d.task, d.model_id, d.algorithm, i.rank, i.item ->> 0 AS feature,
+       (i.item ->> 1)::float8 AS importance
+FROM customer_analyzer.deployed_models d
+JOIN customer_analyzer.models m ON m.id = d.model_id,
+     jsonb_array_elements(m.metrics -> 'importance') WITH ORDINALITY AS i(item, rank);
+
+CREATE VIEW customer_analyzer.latest_predictions AS
+SELECT p.*
+FROM customer_analyzer.predictions p
+JOIN (SELECT task, max(as_of) AS as_of FROM customer_analyzer.predictions GROUP BY task) l
+  USING (task, as_of);
+
+COMMENT ON TABLE customer_analyzer.models IS
+    'Trained models, one immutable row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
+COMMENT ON TABLE customer_analyzer.deployments IS
+    'Deployment history; the newest row per task names the model that serves it. Written by train(), deploy() and rollback() inside the caller''s transaction.';
+COMMENT ON TABLE customer_analyzer.predictions IS
+    'Scores written by score_all(): one batch per task and as_of.';
+COMMENT ON FUNCTION customer_analyzer._refuse_model_update() IS
+    'Internal: keeps model rows immutable so that the per-backend cache, keyed by model id, is always right.';
+COMMENT ON VIEW customer_analyzer.deployed_models IS 'The model serving each task, with its holdout AUC.';
+COMMENT ON VIEW customer_analyzer.model_metrics IS 'Holdout metrics of every model, for comparing and for BI tools.';
+COMMENT ON VIEW customer_analyzer.feature_importance IS
+    'Global importance of the features of each deployed model: gain share for trees, coefficient for the linear model (scaled inputs).';
+COMMENT ON VIEW customer_analyzer.latest_predictions IS 'The newest score_all() batch of each task.';
+COMMENT ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz) IS
+    'Trains a churn (no event in 60 days) or purchase (a purchase within 30 days) model on point-in-time snapshots; stores it and deploys it when it beats the deployed one on the same holdout. Returns id and holdout metrics.';
+COMMENT ON FUNCTION customer_analyzer.tune(text, text, timestamptz) IS
+    'train() with hyperparameter search over the documented space, scored on time-based validation.';
+COMMENT ON FUNCTION customer_analyzer.labels(text, timestamptz) IS
+    'The task''s population as of a time with each user''s label (the horizon must have passed).';
+COMMENT ON FUNCTION customer_analyzer.deploy(bigint) IS 'Makes a model serve its task (inside the caller''s transaction); returns the task.';
+COMMENT ON FUNCTION customer_analyzer.rollback(text) IS 'Returns a task to the model that served before the current one; returns its id.';
+COMMENT ON FUNCTION customer_analyzer.clear_model_cache() IS 'Empties this backend''s model cache; returns how many models it held.';
+COMMENT ON FUNCTION customer_analyzer.cached_models() IS 'Ids of the models this backend has decoded and keeps.';
+COMMENT ON FUNCTION customer_analyzer.predict_churn(bigint) IS 'Probability that the user has no event in the next 60 days, from the deployed churn model.';
+COMMENT ON FUNCTION customer_analyzer.predict_purchase(bigint) IS 'Probability that the user buys in the next 30 days, from the deployed purchase model.';
+COMMENT ON FUNCTION customer_analyzer.predict(text, bigint) IS 'Score, label at the model''s threshold, model id and the as_of of the features used.';
+COMMENT ON FUNCTION customer_analyzer.explain(text, bigint, integer) IS
+    'The features that pushed a user''s score up or down most: Shapley values for trees, coefficient x scaled value for the linear model.';
+COMMENT ON FUNCTION customer_analyzer.score_all(text, timestamptz) IS
+    'Scores every user into predictions: the feature store when as_of is NULL, point-in-time features otherwise. Returns the number of users.';

@@ -91,3 +91,61 @@ CREATE TABLE customer_analyzer.user_metrics (
     refreshed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (user_id)
 );
+
+-- Models: versioned and immutable (a trigger refuses UPDATE). The model itself is a
+-- bincode blob behind a magic and a format number (see crates/.../codec.rs).
+CREATE TABLE customer_analyzer.models (
+    id bigserial PRIMARY KEY,
+    task text NOT NULL CHECK (task IN ('churn', 'purchase')),
+    algorithm text NOT NULL,
+    params jsonb NOT NULL,
+    preprocessing jsonb NOT NULL,
+    feature_names text[] NOT NULL,
+    catalog_version integer NOT NULL,
+    trained_as_of timestamptz NOT NULL,
+    training_from timestamptz NOT NULL,
+    training_to timestamptz NOT NULL,
+    metrics jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    size_bytes integer NOT NULL,
+    format_version integer NOT NULL,
+    model bytea NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.models', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.models_id_seq', '');
+
+CREATE FUNCTION customer_analyzer._refuse_model_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'customer_analyzer.models rows are immutable'
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              HINT = 'Train a new model instead; models that are not deployed can be deleted.';
+END
+$$;
+CREATE TRIGGER models_are_immutable BEFORE UPDATE ON customer_analyzer.models
+    FOR EACH ROW EXECUTE FUNCTION customer_analyzer._refuse_model_update();
+
+-- Which model serves each task: the newest row per task; older rows are the history.
+CREATE TABLE customer_analyzer.deployments (
+    id bigserial PRIMARY KEY,
+    task text NOT NULL CHECK (task IN ('churn', 'purchase')),
+    model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
+    deployed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    reason text NOT NULL
+);
+CREATE INDEX deployments_task_id_idx ON customer_analyzer.deployments (task, id DESC);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.deployments', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.deployments_id_seq', '');
+
+-- Batch scores written by score_all(); one batch per (task, as_of).
+CREATE TABLE customer_analyzer.predictions (
+    user_id bigint NOT NULL,
+    task text NOT NULL,
+    model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
+    score double precision NOT NULL,
+    label boolean NOT NULL,
+    as_of timestamptz NOT NULL,
+    predicted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (task, as_of, user_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');

@@ -85,11 +85,27 @@ pub fn internal(context: &str, e: impl std::fmt::Display) -> ErrorReport {
 
 /// Maps the core's errors to SQLSTATEs.
 pub fn from_core(e: customer_analyzer_core::Error) -> ErrorReport {
+    use customer_analyzer_core::Error as E;
     match e {
-        customer_analyzer_core::Error::InvalidParameter { name, message } => invalid_parameter(
+        E::InvalidParameter { name, message } => invalid_parameter(
             message,
-            &format!("See the documented range of {name} in the README."),
+            &format!("See the documented values of {name} in the README."),
         ),
+        E::NotEnoughData(message) => not_ready(
+            format!("not enough data: {message}"),
+            "Train on a longer history (more matured snapshots) or a larger shop; see customer_analyzer.labels() for the populations.",
+        ),
+        E::CorruptModel(message) => report(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            format!("stored model is corrupt: {message}"),
+            "Deploy another model (customer_analyzer.rollback() or deploy()) or train a new one.",
+        ),
+        E::FutureModelVersion(v) => report(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("stored model uses format {v}, newer than this extension reads"),
+            "Update the extension (ALTER EXTENSION customer_analyzer UPDATE) or deploy a model trained by this version.",
+        ),
+        E::Internal(message) => internal("customer_analyzer core", message),
     }
 }
 

@@ -1,16 +1,15 @@
 //! The feature store: `user_features(as_of)` (via `_feature_query`), the bulk refresh in
 //! SQL, the one-user refresh through a cached plan, and the data-quality report.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
-use customer_analyzer_core::catalog::FEATURES;
+use customer_analyzer_core::catalog::{Kind, FEATURES};
+use customer_analyzer_core::features::FeatureValue;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
 use crate::features_sql::{feature_query, Scope};
+use crate::plans;
 use crate::source::{self, Sources};
 
 /// The feature query over the configured tables; `user_features()` executes it.
@@ -46,25 +45,94 @@ fn refresh_one_sql(s: &Sources) -> String {
     )
 }
 
-thread_local! {
-    /// Plans for the one-user refresh, keyed by their SQL (which names the configured
-    /// tables). A backend is one thread; PostgreSQL's plan cache invalidates a plan
-    /// when a table it reads changes.
-    static PLANS: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
+    Ok(plans::select(
+        client,
+        &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", s.users),
+        &[INT8],
+        &[user_id.into()],
+    )?
+    .first()
+    .get_one::<bool>()
+    .ctx("looking up the user")?
+    .unwrap_or(false))
 }
 
-fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
-    Ok(client
-        .select(
-            &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", s.users),
-            None,
-            &[user_id.into()],
-        )
-        .ctx("looking up the user")?
+const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+
+/// Reads the catalog's features from `row`, starting at column `first` (1-based).
+pub fn read_features(row: &SpiHeapTupleData<'_>, first: usize) -> Result<Vec<FeatureValue>> {
+    let mut values = Vec::with_capacity(FEATURES.len());
+    for (i, f) in FEATURES.iter().enumerate() {
+        let c = first + i;
+        values.push(match f.kind {
+            Kind::Count => {
+                FeatureValue::Num(row.get::<i64>(c).ctx("reading features")?.map(|v| v as f64))
+            }
+            Kind::Real => FeatureValue::Num(row.get::<f64>(c).ctx("reading features")?),
+            Kind::Category => FeatureValue::Text(row.get::<String>(c).ctx("reading features")?),
+        });
+    }
+    Ok(values)
+}
+
+/// One user's features for scoring: the stored row, or (when the store has none)
+/// computed now without writing. Errors for unknown users and users with no features.
+pub fn features_for_user(
+    client: &SpiClient<'_>,
+    user_id: i64,
+) -> Result<(Vec<FeatureValue>, TimestampWithTimeZone)> {
+    let stored = plans::select(
+        client,
+        "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m WHERE m.user_id = $1",
+        &[INT8],
+        &[user_id.into()],
+    )?;
+    if let Some(row) = stored.into_iter().next() {
+        let as_of = row
+            .get::<TimestampWithTimeZone>(FEATURES.len() + 4)
+            .ctx("reading features")?
+            .ok_or_else(|| error::internal("reading features", "NULL as_of"))?;
+        return Ok((read_features(&row, 2)?, as_of));
+    }
+    let s = source::load(client)?;
+    if !user_exists(client, &s, user_id)? {
+        return Err(error::unknown_user(user_id, &s.users));
+    }
+    let sql = format!(
+        "SELECT f.*, now() FROM ({}) f",
+        feature_query(&s, Scope::OneUser)
+    );
+    let rows = plans::select(
+        client,
+        &sql,
+        &[TIMESTAMPTZ, INT8],
+        &[now(client)?.into(), user_id.into()],
+    )?;
+    match rows.into_iter().next() {
+        Some(row) => {
+            let as_of = row
+                .get::<TimestampWithTimeZone>(FEATURES.len() + 2)
+                .ctx("reading features")?
+                .ok_or_else(|| error::internal("reading features", "NULL as_of"))?;
+            Ok((read_features(&row, 2)?, as_of))
+        }
+        None => Err(error::not_ready(
+            format!("user {user_id} registered after now() and has no features yet"),
+            "Score the user once their registration time has passed.",
+        )),
+    }
+}
+
+fn now(client: &SpiClient<'_>) -> Result<TimestampWithTimeZone> {
+    client
+        .select("SELECT now()", None, &[])
+        .ctx("reading now()")?
         .first()
-        .get_one::<bool>()
-        .ctx("looking up the user")?
-        .unwrap_or(false))
+        .get_one::<TimestampWithTimeZone>()
+        .ctx("reading now()")?
+        .ok_or_else(|| error::internal("reading now()", "NULL"))
 }
 
 /// Recomputes one user's features as of now; the real-time path calls this per event.
@@ -77,41 +145,14 @@ fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
         if !user_exists(client, &s, user_id)? {
             return Err(error::unknown_user(user_id, &s.users));
         }
-        let sql = refresh_one_sql(&s);
-        let now = client
-            .select("SELECT now()", None, &[])
-            .ctx("reading now()")?
-            .first()
-            .get_one::<TimestampWithTimeZone>()
-            .ctx("reading now()")?
-            .ok_or_else(|| error::internal("reading now()", "NULL"))?;
-        let written = PLANS.with(|plans| -> Result<u64> {
-            let mut plans = plans.borrow_mut();
-            if !plans.contains_key(&sql) {
-                if plans.len() >= 8 {
-                    plans.clear();
-                }
-                let plan = client
-                    .prepare_mut(
-                        sql.as_str(),
-                        &[
-                            PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID),
-                            PgOid::BuiltIn(PgBuiltInOids::INT8OID),
-                        ],
-                    )
-                    .ctx("planning the one-user refresh")?
-                    .keep();
-                plans.insert(sql.clone(), plan);
-            }
-            let plan = plans
-                .get(&sql)
-                .ok_or_else(|| error::internal("planning the one-user refresh", "plan missing"))?;
-            let t = client
-                .update(plan, None, &[now.into(), user_id.into()])
-                .ctx("refreshing one user's features")?;
-            Ok(t.len() as u64)
-        })?;
-        Ok(written > 0)
+        let now = now(client)?;
+        let written = plans::update(
+            client,
+            &refresh_one_sql(&s),
+            &[TIMESTAMPTZ, INT8],
+            &[now.into(), user_id.into()],
+        )?;
+        Ok(!written.is_empty())
     })
 }
 

@@ -13,8 +13,12 @@ mod demo;
 mod error;
 mod feature_store;
 mod features_sql;
+mod models;
+mod plans;
+mod serving;
 mod source;
 mod time;
+mod training;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", finalize);

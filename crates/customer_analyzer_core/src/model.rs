@@ -437,6 +437,7 @@ fn with_overrides(base: &TrainParams, overrides: &serde_json::Value) -> Result<T
     }
     let mut p = TrainParams::from_json(base.algorithm, &merged)?;
     p.validation = base.validation;
+    p.deploy = base.deploy;
     Ok(p)
 }
 

@@ -48,6 +48,16 @@ pub enum Validation {
     Split,
 }
 
+/// Whether `train()` deploys what it trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeployPolicy {
+    /// Deploy when nothing is deployed or the new model has the higher AUC on the new
+    /// model's holdout (the deployed model is scored on the same rows).
+    IfBetter,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainParams {
     pub algorithm: Algorithm,
@@ -70,6 +80,10 @@ pub struct TrainParams {
     pub search: bool,
     pub validation: Validation,
     pub seed: u64,
+    /// Training snapshots (the latest is the holdout) and the days between them.
+    pub snapshots: usize,
+    pub snapshot_days: usize,
+    pub deploy: DeployPolicy,
 }
 
 impl TrainParams {
@@ -99,13 +113,25 @@ impl TrainParams {
             search: false,
             validation: Validation::Holdout,
             seed: 42,
+            snapshots: 8,
+            snapshot_days: 7,
+            deploy: DeployPolicy::IfBetter,
         }
     }
 
     /// The keys `params` may hold for an algorithm.
-    pub fn allowed_keys(algorithm: Algorithm) -> &'static [&'static str] {
-        const COMMON: [&str; 6] = ["pca", "threshold", "search", "validation", "seed", "deploy"];
-        match algorithm {
+    pub fn allowed_keys(algorithm: Algorithm) -> Vec<&'static str> {
+        const COMMON: [&str; 8] = [
+            "pca",
+            "threshold",
+            "search",
+            "validation",
+            "seed",
+            "deploy",
+            "snapshots",
+            "snapshot_days",
+        ];
+        let own: &[&str] = match algorithm {
             Algorithm::Gbm => &[
                 "iterations",
                 "learning_rate",
@@ -113,12 +139,6 @@ impl TrainParams {
                 "min_leaf_weight",
                 "subsample",
                 "l2",
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
-                COMMON[3],
-                COMMON[4],
-                COMMON[5],
             ],
             Algorithm::RandomForest => &[
                 "n_trees",
@@ -126,24 +146,10 @@ impl TrainParams {
                 "min_leaf_weight",
                 "feature_fraction",
                 "subsample",
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
-                COMMON[3],
-                COMMON[4],
-                COMMON[5],
             ],
-            Algorithm::Logistic => &[
-                "alpha",
-                "max_iterations",
-                COMMON[0],
-                COMMON[1],
-                COMMON[2],
-                COMMON[3],
-                COMMON[4],
-                COMMON[5],
-            ],
-        }
+            Algorithm::Logistic => &["alpha", "max_iterations"],
+        };
+        own.iter().chain(COMMON.iter()).copied().collect()
     }
 
     /// Parses `params` (a JSON object) for `algorithm`.
@@ -230,6 +236,25 @@ impl TrainParams {
         if let Some(v) = obj.get("seed") {
             p.seed = int(v, "seed", 0, i64::MAX)? as u64;
         }
+        if let Some(v) = obj.get("snapshots") {
+            p.snapshots = int(v, "snapshots", 2, 52)? as usize;
+        }
+        if let Some(v) = obj.get("snapshot_days") {
+            p.snapshot_days = int(v, "snapshot_days", 1, 60)? as usize;
+        }
+        if let Some(v) = obj.get("deploy") {
+            p.deploy = match v.as_str() {
+                Some("if_better") => DeployPolicy::IfBetter,
+                Some("always") => DeployPolicy::Always,
+                Some("never") => DeployPolicy::Never,
+                _ => {
+                    return Err(bad(
+                        "deploy",
+                        "deploy must be \"if_better\", \"always\" or \"never\"".into(),
+                    ))
+                }
+            };
+        }
         Ok(p)
     }
 
@@ -263,6 +288,8 @@ impl TrainParams {
         put("pca", self.pca.into());
         put("threshold", self.threshold.into());
         put("seed", self.seed.into());
+        put("snapshots", self.snapshots.into());
+        put("snapshot_days", self.snapshot_days.into());
         Value::Object(m)
     }
 }

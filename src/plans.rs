@@ -1,0 +1,72 @@
+//! Per-backend cache of prepared statements for the hot paths (one-user refresh,
+//! predictions). Keyed by SQL text, which names the configured tables; PostgreSQL's
+//! plan cache revalidates a kept plan when a table it reads changes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::PgOid;
+
+use crate::error::{self, Result, SpiContext};
+
+const MAX_PLANS: usize = 32;
+
+thread_local! {
+    static PLANS: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+fn ensure(client: &SpiClient<'_>, sql: &str, types: &[PgOid], mutating: bool) -> Result<()> {
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(sql) {
+            if plans.len() >= MAX_PLANS {
+                plans.clear();
+            }
+            let plan = if mutating {
+                client.prepare_mut(sql, types)
+            } else {
+                client.prepare(sql, types)
+            }
+            .ctx("preparing a statement")?
+            .keep();
+            plans.insert(sql.to_string(), plan);
+        }
+        Ok(())
+    })
+}
+
+/// Runs a read-only statement through its kept plan.
+pub fn select<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> Result<SpiTupleTable<'conn>> {
+    ensure(client, sql, types, false)?;
+    PLANS.with(|plans| {
+        let plans = plans.borrow();
+        let plan = plans
+            .get(sql)
+            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+        client.select(plan, None, args).ctx("running a kept plan")
+    })
+}
+
+/// Runs a writing statement through its kept plan.
+pub fn update<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> Result<SpiTupleTable<'conn>> {
+    ensure(client, sql, types, true)?;
+    PLANS.with(|plans| {
+        let plans = plans.borrow();
+        let plan = plans
+            .get(sql)
+            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+        client.update(plan, None, args).ctx("running a kept plan")
+    })
+}

@@ -1,0 +1,206 @@
+//! Predictions: one user from the feature store through the model cache, explanations,
+//! and batch scoring into `customer_analyzer.predictions`.
+
+use customer_analyzer_core::features::FeatureValue;
+use customer_analyzer_core::frame::Frame;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::error::{self, Result, SpiContext};
+use crate::feature_store::{features_for_user, read_features};
+use crate::models;
+
+struct Scored {
+    score: f64,
+    label: bool,
+    model_id: i64,
+    as_of: TimestampWithTimeZone,
+}
+
+fn frame_of(values: &[FeatureValue]) -> Frame {
+    let mut f = Frame::for_catalog();
+    f.push_catalog_row(values);
+    f
+}
+
+fn score_user(client: &SpiClient<'_>, task: &str, user_id: i64) -> Result<Scored> {
+    let model_id = models::deployed_model_id(client, task)?;
+    let scorer = models::scorer(client, model_id)?;
+    let (values, as_of) = features_for_user(client, user_id)?;
+    let f = frame_of(&values);
+    let score = scorer.predict_one(f.numeric_row(0), f.categorical_row(0));
+    Ok(Scored {
+        score,
+        label: score >= scorer.model.threshold,
+        model_id,
+        as_of,
+    })
+}
+
+fn predict_score(task: &str, user_id: Option<i64>) -> Result<f64> {
+    let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
+    Spi::connect(|client| Ok(score_user(client, task, user_id)?.score))
+}
+
+/// Probability that the user has no event in the next 60 days.
+#[pg_extern(stable, parallel_restricted)]
+fn predict_churn(user_id: Option<i64>) -> Result<f64> {
+    predict_score("churn", user_id)
+}
+
+/// Probability that the user buys in the next 30 days.
+#[pg_extern(stable, parallel_restricted)]
+fn predict_purchase(user_id: Option<i64>) -> Result<f64> {
+    predict_score("purchase", user_id)
+}
+
+/// Score, label at the model's threshold, the serving model and the features' as_of.
+#[pg_extern(stable, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn predict(
+    task: Option<&str>,
+    user_id: Option<i64>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(score, f64),
+            name!(label, bool),
+            name!(model_id, i64),
+            name!(as_of, TimestampWithTimeZone),
+        ),
+    >,
+> {
+    let task = models::task(task)?;
+    let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
+    let s = Spi::connect(|client| score_user(client, task, user_id))?;
+    Ok(TableIterator::once((s.score, s.label, s.model_id, s.as_of)))
+}
+
+fn show(v: &FeatureValue) -> Option<String> {
+    match v {
+        FeatureValue::Num(x) => x.map(|x| format!("{x}")),
+        FeatureValue::Text(t) => t.clone(),
+    }
+}
+
+/// The features that pushed this user's score up (positive) or down (negative) most.
+#[pg_extern(stable, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn explain(
+    task: Option<&str>,
+    user_id: Option<i64>,
+    top: default!(Option<i32>, 5),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(feature, String),
+            name!(value, Option<String>),
+            name!(contribution, f64),
+            name!(direction, String),
+        ),
+    >,
+> {
+    let task = models::task(task)?;
+    let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
+    let top = top.ok_or_else(|| error::null_argument("top"))?;
+    if !(1..=1000).contains(&top) {
+        return Err(error::invalid_parameter(
+            format!("top must be between 1 and 1000, got {top}"),
+            "Ask for the few features that matter, e.g. top => 5.",
+        ));
+    }
+    let rows = Spi::connect(
+        |client| -> Result<Vec<(String, Option<String>, f64, String)>> {
+            let model_id = models::deployed_model_id(client, task)?;
+            let scorer = models::scorer(client, model_id)?;
+            let (values, _) = features_for_user(client, user_id)?;
+            let f = frame_of(&values);
+            let contributions = scorer.explain(f.numeric_row(0), f.categorical_row(0));
+            Ok(contributions
+                .into_iter()
+                .take(top as usize)
+                .map(|(name, c)| {
+                    let value = customer_analyzer_core::catalog::index_of(&name)
+                        .and_then(|i| show(&values[i]));
+                    let direction = if c >= 0.0 { "raises" } else { "lowers" };
+                    (name, value, c, direction.to_string())
+                })
+                .collect())
+        },
+    )?;
+    Ok(TableIterator::new(rows))
+}
+
+/// Scores every user with the deployed model into `predictions`. With `as_of` NULL the
+/// feature store is scored as it stands; with a time, features are computed as of that
+/// time (point-in-time), so a model can be checked on history. Returns the row count.
+#[pg_extern(volatile)]
+fn score_all(
+    task: Option<&str>,
+    as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> Result<i64> {
+    let task = models::task(task)?;
+    Spi::connect_mut(|client| {
+        let model_id = models::deployed_model_id(client, task)?;
+        let scorer = models::scorer(client, model_id)?;
+        let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match as_of {
+            None => (
+                "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m",
+                vec![],
+            ),
+            Some(t) => (
+                "SELECT f.*, $1 FROM customer_analyzer.user_features($1) f",
+                vec![t.into()],
+            ),
+        };
+        let rows = client
+            .select(sql, None, &args)
+            .ctx("reading features to score")?;
+        let n_features = customer_analyzer_core::catalog::FEATURES.len();
+        let as_of_col = if as_of.is_none() {
+            n_features + 4
+        } else {
+            n_features + 2
+        };
+        let mut frame = Frame::for_catalog();
+        let (mut ids, mut times) = (Vec::new(), Vec::new());
+        for row in rows {
+            frame.push_catalog_row(&read_features(&row, 2)?);
+            ids.push(
+                row.get::<i64>(1)
+                    .ctx("reading features to score")?
+                    .unwrap_or_default(),
+            );
+            times.push(
+                row.get::<TimestampWithTimeZone>(as_of_col)
+                    .ctx("reading features to score")?
+                    .ok_or_else(|| error::internal("reading features to score", "NULL as_of"))?,
+            );
+        }
+        if frame.rows == 0 {
+            return Err(error::not_ready(
+                "there are no features to score",
+                "Run SELECT customer_analyzer.refresh_features(); first, or pass an as_of.",
+            ));
+        }
+        let scores = scorer.predict(&frame);
+        let labels: Vec<bool> = scores
+            .iter()
+            .map(|&s| s >= scorer.model.threshold)
+            .collect();
+        client
+            .update(
+                "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
+                 SELECT u, $2, $3, s, l, t FROM unnest($1::bigint[], $4::float8[], $5::bool[], $6::timestamptz[]) AS x(u, s, l, t)
+                 ON CONFLICT (task, as_of, user_id) DO UPDATE
+                 SET model_id = EXCLUDED.model_id, score = EXCLUDED.score, label = EXCLUDED.label,
+                     predicted_at = clock_timestamp()",
+                None,
+                &[ids.into(), task.into(), model_id.into(), scores.into(), labels.into(), times.into()],
+            )
+            .ctx("writing predictions")?;
+        Ok(frame.rows as i64)
+    })
+}

@@ -1,0 +1,411 @@
+//! Labels and `train()`: stacks point-in-time snapshots whose horizon has passed, hands
+//! them to the core, stores the model row and deploys it when it wins.
+//!
+//! Labels, with T a snapshot's as_of:
+//! - purchase_30d: every user registered before T; 1 when the user makes a purchase in
+//!   (T, T + 30 days].
+//! - churn_60d: users with an event in the 30 days before T; 1 when the user has no
+//!   event at all in (T, T + 60 days].
+
+use customer_analyzer_core::catalog::{CATALOG_VERSION, FEATURES};
+use customer_analyzer_core::codec::{self, Payload};
+use customer_analyzer_core::events::MICROS_PER_DAY;
+use customer_analyzer_core::frame::Frame;
+use customer_analyzer_core::metrics::auc;
+use customer_analyzer_core::model::{self, TrainingData};
+use customer_analyzer_core::params::{Algorithm, DeployPolicy, TrainParams};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::json;
+
+use crate::error::{self, Result, SpiContext};
+use crate::feature_store::read_features;
+use crate::models::{self, record_deployment};
+use crate::source::{self, Sources};
+use crate::time::{from_unix_micros, to_unix_micros};
+
+/// Days after as_of that a task's label looks at.
+pub fn horizon_days(task: &str) -> i64 {
+    if task == "churn" {
+        60
+    } else {
+        30
+    }
+}
+
+/// `user_features($1)` with the task's population and label as the last column.
+fn labelled_query(s: &Sources, task: &str) -> String {
+    let events = &s.events;
+    let hours = horizon_days(task) * 24;
+    match task {
+        "churn" => format!(
+            "SELECT f.*, NOT EXISTS (
+                 SELECT 1 FROM {events} e WHERE e.user_id = f.user_id
+                   AND e.created_at::timestamptz > $1
+                   AND e.created_at::timestamptz <= $1 + interval '{hours} hours') AS label
+             FROM customer_analyzer.user_features($1) f
+             WHERE f.events_last_30_days > 0"
+        ),
+        _ => format!(
+            "SELECT f.*, EXISTS (
+                 SELECT 1 FROM {events} e WHERE e.user_id = f.user_id
+                   AND e.event_type::text = 'purchase'
+                   AND e.created_at::timestamptz > $1
+                   AND e.created_at::timestamptz <= $1 + interval '{hours} hours') AS label
+             FROM customer_analyzer.user_features($1) f"
+        ),
+    }
+}
+
+fn one_time(client: &SpiClient<'_>, sql: &str) -> Result<Option<TimestampWithTimeZone>> {
+    client
+        .select(sql, None, &[])
+        .ctx("reading the data's time range")?
+        .first()
+        .get_one::<TimestampWithTimeZone>()
+        .ctx("reading the data's time range")
+}
+
+fn horizon_passed(
+    client: &SpiClient<'_>,
+    as_of: TimestampWithTimeZone,
+    task: &str,
+) -> Result<bool> {
+    Ok(client
+        .select(
+            &format!(
+                "SELECT $1 + interval '{} hours' <= now()",
+                horizon_days(task) * 24
+            ),
+            None,
+            &[as_of.into()],
+        )
+        .ctx("checking the label horizon")?
+        .first()
+        .get_one::<bool>()
+        .ctx("checking the label horizon")?
+        .unwrap_or(false))
+}
+
+/// The task's population as of `as_of` with each user's label.
+#[pg_extern(stable)]
+fn labels(
+    task: Option<&str>,
+    as_of: Option<TimestampWithTimeZone>,
+) -> Result<TableIterator<'static, (name!(user_id, i64), name!(label, bool))>> {
+    let task = models::task(task)?;
+    let as_of = as_of.ok_or_else(|| error::null_argument("as_of"))?;
+    let rows = Spi::connect(|client| -> Result<Vec<(i64, bool)>> {
+        if !horizon_passed(client, as_of, task)? {
+            return Err(error::invalid_parameter(
+                format!(
+                    "the {task} label of {} needs {} days after as_of, which have not passed",
+                    task,
+                    horizon_days(task)
+                ),
+                "Pass an as_of at least the horizon before now().",
+            ));
+        }
+        let s = source::load(client)?;
+        let sql = format!(
+            "SELECT user_id, label FROM ({}) l",
+            labelled_query(&s, task)
+        );
+        let mut out = Vec::new();
+        for row in client
+            .select(&sql, None, &[as_of.into()])
+            .ctx("computing labels")?
+        {
+            out.push((
+                row.get::<i64>(1)
+                    .ctx("computing labels")?
+                    .unwrap_or_default(),
+                row.get::<bool>(2).ctx("computing labels")?.unwrap_or(false),
+            ));
+        }
+        Ok(out)
+    })?;
+    Ok(TableIterator::new(rows))
+}
+
+/// Snapshot times, oldest first: end - horizon - k * step for k = 0.., kept while at
+/// least a week after the first registration.
+fn snapshot_times(end: i64, first_registration: i64, task: &str, p: &TrainParams) -> Vec<i64> {
+    let newest = end - horizon_days(task) * MICROS_PER_DAY;
+    let mut out: Vec<i64> = (0..p.snapshots as i64)
+        .map(|k| newest - k * p.snapshot_days as i64 * MICROS_PER_DAY)
+        .filter(|&t| t > first_registration + 7 * MICROS_PER_DAY)
+        .collect();
+    out.reverse();
+    out
+}
+
+fn gather(client: &SpiClient<'_>, s: &Sources, task: &str, times: &[i64]) -> Result<TrainingData> {
+    let sql = labelled_query(s, task);
+    let mut data = TrainingData {
+        frame: Frame::for_catalog(),
+        ..TrainingData::default()
+    };
+    for (i, &t) in times.iter().enumerate() {
+        let as_of = from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t))?;
+        for row in client
+            .select(&sql, None, &[as_of.into()])
+            .ctx("reading a training snapshot")?
+        {
+            data.frame.push_catalog_row(&read_features(&row, 2)?);
+            data.user_id.push(
+                row.get::<i64>(1)
+                    .ctx("reading a training snapshot")?
+                    .unwrap_or_default(),
+            );
+            let label = row
+                .get::<bool>(FEATURES.len() + 2)
+                .ctx("reading a training snapshot")?
+                .unwrap_or(false);
+            data.y.push(if label { 1.0 } else { 0.0 });
+            data.snapshot.push(i);
+        }
+    }
+    Ok(data)
+}
+
+/// AUC of the deployed model on the new holdout rows, when it can be compared.
+fn deployed_auc(
+    client: &SpiClient<'_>,
+    task: &str,
+    data: &TrainingData,
+) -> Result<Option<(i64, f64)>> {
+    let Ok(id) = models::deployed_model_id(client, task) else {
+        return Ok(None);
+    };
+    let version = client
+        .select(
+            "SELECT catalog_version FROM customer_analyzer.models WHERE id = $1",
+            None,
+            &[id.into()],
+        )
+        .ctx("reading the deployed model")?
+        .first()
+        .get_one::<i32>()
+        .ctx("reading the deployed model")?;
+    if version != Some(CATALOG_VERSION) {
+        return Ok(None);
+    }
+    let Ok(scorer) = models::scorer(client, id) else {
+        return Ok(None);
+    };
+    let latest = data.snapshot.iter().copied().max().unwrap_or(0);
+    let rows: Vec<usize> = (0..data.y.len())
+        .filter(|&i| data.snapshot[i] == latest)
+        .collect();
+    let y: Vec<f64> = rows.iter().map(|&i| data.y[i]).collect();
+    let p = scorer.predict(&data.frame.select(&rows));
+    Ok(Some((id, auc(&y, &p))))
+}
+
+type TrainRow = (i64, String, String, f64, f64, f64, f64, f64, bool);
+
+fn train_impl(
+    task: &'static str,
+    algorithm: Algorithm,
+    params: TrainParams,
+    as_of: Option<TimestampWithTimeZone>,
+) -> Result<TrainRow> {
+    Spi::connect_mut(|client| {
+        let s = source::load(client)?;
+        let end = match as_of {
+            Some(t) => t,
+            None => one_time(
+                client,
+                &format!(
+                    "SELECT max(created_at::timestamptz) FROM {} WHERE created_at::timestamptz <= now()",
+                    s.events
+                ),
+            )?
+            .ok_or_else(|| {
+                error::not_ready(
+                    "the events table holds no events to learn from",
+                    "Load the shop's events, or run customer_analyzer.generate_demo_data().",
+                )
+            })?,
+        };
+        if !end.is_finite() {
+            return Err(error::invalid_parameter(
+                "as_of must be a finite time",
+                "Leave as_of NULL to use the newest event.",
+            ));
+        }
+        let future = client
+            .select("SELECT $1 > now()", None, &[end.into()])
+            .ctx("checking as_of")?
+            .first()
+            .get_one::<bool>()
+            .ctx("checking as_of")?
+            .unwrap_or(false);
+        if future {
+            return Err(error::invalid_parameter(
+                "as_of is in the future",
+                "Labels need events after each snapshot; leave as_of NULL to use the newest event.",
+            ));
+        }
+        let first = one_time(
+            client,
+            &format!("SELECT min(registered_at::timestamptz) FROM {}", s.users),
+        )?
+        .ok_or_else(|| {
+            error::not_ready("the users table is empty", "Load the shop's users first.")
+        })?;
+        let times = snapshot_times(to_unix_micros(end), to_unix_micros(first), task, &params);
+        if times.len() < 2 {
+            return Err(error::from_core(
+                customer_analyzer_core::Error::NotEnoughData(format!(
+                "only {} snapshot(s) fit between the first registration and {} days before as_of",
+                times.len(),
+                horizon_days(task)
+            )),
+            ));
+        }
+        let data = gather(client, &s, task, &times)?;
+        let (model, report) = model::train(&data, &params).map_err(error::from_core)?;
+        let preprocessing = json!({
+            "options": model.preprocessor.options,
+            "inputs": model.preprocessor.output_names,
+        });
+        let blob = codec::encode(&Payload::Classifier(model)).map_err(error::from_core)?;
+        let previous = deployed_auc(client, task, &data)?;
+        let holdout_auc = report.holdout.auc;
+        let deploy = match params.deploy {
+            DeployPolicy::Always => true,
+            DeployPolicy::Never => false,
+            DeployPolicy::IfBetter => previous.is_none_or(|(_, old)| !(old >= holdout_auc)),
+        };
+        let mut metrics =
+            serde_json::to_value(&report).map_err(|e| error::internal("encoding metrics", e))?;
+        if let Some(m) = metrics.as_object_mut() {
+            m.insert(
+                "compared_with".into(),
+                match previous {
+                    Some((id, auc)) => json!({"model_id": id, "holdout_auc": auc}),
+                    None => serde_json::Value::Null,
+                },
+            );
+            m.insert("snapshots".into(), json!(times.len()));
+        }
+        let first_snapshot =
+            from_unix_micros(times[0]).ok_or_else(|| error::internal("snapshot time", times[0]))?;
+        let holdout_snapshot = from_unix_micros(times[times.len() - 1])
+            .ok_or_else(|| error::internal("snapshot time", times[times.len() - 1]))?;
+        let names: Vec<String> = FEATURES.iter().map(|f| f.name.to_string()).collect();
+        let size = blob.len() as i32;
+        let id = client
+            .update(
+                "INSERT INTO customer_analyzer.models (task, algorithm, params, preprocessing, feature_names,
+                     catalog_version, trained_as_of, training_from, training_to, metrics, size_bytes,
+                     format_version, model)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                None,
+                &[
+                    task.into(),
+                    algorithm.as_str().into(),
+                    JsonB(report.params.clone()).into(),
+                    JsonB(preprocessing).into(),
+                    names.into(),
+                    CATALOG_VERSION.into(),
+                    end.into(),
+                    first_snapshot.into(),
+                    holdout_snapshot.into(),
+                    JsonB(metrics).into(),
+                    size.into(),
+                    (codec::FORMAT_VERSION as i32).into(),
+                    blob.into(),
+                ],
+            )
+            .ctx("storing the model")?
+            .first()
+            .get_one::<i64>()
+            .ctx("storing the model")?
+            .ok_or_else(|| error::internal("storing the model", "no id returned"))?;
+        if deploy {
+            record_deployment(client, task, id, "train")?;
+        }
+        let h = &report.holdout;
+        Ok((
+            id,
+            task.to_string(),
+            algorithm.as_str().to_string(),
+            h.auc,
+            h.f1,
+            h.precision,
+            h.recall,
+            h.brier,
+            deploy,
+        ))
+    })
+}
+
+/// Trains a churn or purchase model on the configured shop; see the module comment for
+/// the labels and the README for the parameters.
+#[pg_extern(volatile)]
+fn train(
+    task: Option<&str>,
+    algorithm: default!(Option<&str>, "'gbm'"),
+    params: default!(Option<JsonB>, "'{}'"),
+    as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(model_id, i64),
+            name!(task, String),
+            name!(algorithm, String),
+            name!(auc, f64),
+            name!(f1, f64),
+            name!(precision, f64),
+            name!(recall, f64),
+            name!(brier, f64),
+            name!(deployed, bool),
+        ),
+    >,
+> {
+    let task = models::task(task)?;
+    let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
+        .map_err(error::from_core)?;
+    let params = params.map(|j| j.0).unwrap_or(serde_json::Value::Null);
+    let params = TrainParams::from_json(algorithm, &params).map_err(error::from_core)?;
+    Ok(TableIterator::once(train_impl(
+        task, algorithm, params, as_of,
+    )?))
+}
+
+/// `train()` with hyperparameter search over the documented space.
+#[pg_extern(volatile)]
+fn tune(
+    task: Option<&str>,
+    algorithm: default!(Option<&str>, "'gbm'"),
+    as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(model_id, i64),
+            name!(task, String),
+            name!(algorithm, String),
+            name!(auc, f64),
+            name!(f1, f64),
+            name!(precision, f64),
+            name!(recall, f64),
+            name!(brier, f64),
+            name!(deployed, bool),
+        ),
+    >,
+> {
+    let task = models::task(task)?;
+    let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
+        .map_err(error::from_core)?;
+    let mut params = TrainParams::defaults(algorithm);
+    params.search = true;
+    Ok(TableIterator::once(train_impl(
+        task, algorithm, params, as_of,
+    )?))
+}
