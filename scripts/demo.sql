@@ -48,3 +48,48 @@ FROM customer_analyzer.customer_features ORDER BY total_spent DESC LIMIT 5;
 \echo '== Data quality of the source tables'
 SELECT coalesce(string_agg(check_name || ': ' || rows, ', '), 'every check clean') AS data_quality
 FROM customer_analyzer.data_quality() WHERE rows > 0;
+
+\echo
+\echo '== Training: churn (no event in the next 60 days) and purchase (a purchase in the next 30 days)'
+\echo '   each with gradient boosting, random forest and logistic regression; time-based holdout'
+\timing on
+SELECT model_id, task, algorithm, round(auc::numeric, 3) AS auc, round(f1::numeric, 3) AS f1,
+       round(precision::numeric, 3) AS precision, round(recall::numeric, 3) AS recall,
+       round(brier::numeric, 4) AS brier, deployed
+FROM (VALUES ('churn', 'gbm'), ('churn', 'random_forest'), ('churn', 'logistic'),
+             ('purchase', 'gbm'), ('purchase', 'random_forest'), ('purchase', 'logistic')) AS j(task, algorithm),
+     LATERAL customer_analyzer.train(j.task, j.algorithm) t;
+\timing off
+
+\echo '== Metrics of every model (customer_analyzer.model_metrics), deployed = serving its task'
+SELECT model_id, task, algorithm, round(auc::numeric, 3) AS auc, round(f1::numeric, 3) AS f1,
+       round(precision::numeric, 3) AS precision, round(recall::numeric, 3) AS recall,
+       round(brier::numeric, 4) AS brier, round(log_loss::numeric, 4) AS log_loss,
+       holdout_rows, train_rows, pg_size_pretty(size_bytes::bigint) AS size, deployed
+FROM customer_analyzer.model_metrics ORDER BY task, model_id;
+
+\echo '== Most important features of the deployed churn model'
+SELECT rank, feature, round(importance::numeric, 4) AS importance
+FROM customer_analyzer.feature_importance WHERE task = 'churn' AND rank <= 8 ORDER BY rank;
+
+\echo '== Batch scoring of every user (customer_analyzer.score_all)'
+\timing on
+SELECT customer_analyzer.score_all('churn') AS churn_scored, customer_analyzer.score_all('purchase') AS purchase_scored;
+\timing off
+
+\echo '== The 10 active customers most at risk of churning'
+SELECT p.user_id, round(p.score::numeric, 3) AS churn_risk,
+       round(customer_analyzer.predict_purchase(p.user_id)::numeric, 3) AS purchase_chance,
+       f.events_last_30_days, round(f.days_since_last_activity::numeric, 1) AS last_seen_days,
+       round(f.total_spent::numeric, 2) AS spent
+FROM customer_analyzer.latest_predictions p
+JOIN customer_analyzer.customer_features f USING (user_id)
+WHERE p.task = 'churn' AND f.events_last_30_days > 0
+ORDER BY p.score DESC LIMIT 10;
+
+\echo '== Why the riskiest one? (customer_analyzer.explain)'
+SELECT feature, value, round(contribution::numeric, 4) AS contribution, direction
+FROM customer_analyzer.explain('churn',
+       (SELECT p.user_id FROM customer_analyzer.latest_predictions p
+        JOIN customer_analyzer.customer_features f USING (user_id)
+        WHERE p.task = 'churn' AND f.events_last_30_days > 0 ORDER BY p.score DESC LIMIT 1), 5);

@@ -528,4 +528,312 @@ mod tests {
         );
         assert!(cols.unwrap_or(0) >= 60);
     }
+
+    /// A small demo shop in public tables, configured as the default.
+    fn small_demo() {
+        run(
+            "DROP TABLE IF EXISTS public.events, public.users, public.products CASCADE;
+             DELETE FROM customer_analyzer.config;
+             SELECT * FROM customer_analyzer.generate_demo_data(500, 150, 3, replace => true);",
+        );
+    }
+
+    const QUICK: &str = r#"{"iterations": 30, "snapshots": 4}"#;
+
+    fn train(task: &str, algorithm: &str, params: &str) -> i64 {
+        one::<i64>(&format!(
+            "SELECT model_id FROM customer_analyzer.train('{task}', '{algorithm}', '{params}')"
+        ))
+        .unwrap_or(-1)
+    }
+
+    #[pg_test]
+    fn train_predict_explain_and_score() {
+        small_demo();
+        let id = train("churn", "gbm", QUICK);
+        assert!(id > 0);
+        let (auc, deployed) = (
+            one::<f64>(&format!(
+                "SELECT auc FROM customer_analyzer.model_metrics WHERE model_id = {id}"
+            )),
+            one::<bool>(&format!(
+                "SELECT deployed FROM customer_analyzer.model_metrics WHERE model_id = {id}"
+            )),
+        );
+        let auc = auc.unwrap_or(0.0);
+        assert!(auc > 0.6 && auc < 1.0, "holdout AUC {auc}");
+        assert_eq!(deployed, Some(true), "the first model is deployed");
+        let p = one::<f64>("SELECT customer_analyzer.predict_churn(7)").unwrap_or(-1.0);
+        assert!((0.0..=1.0).contains(&p));
+        let served = one::<i64>("SELECT model_id FROM customer_analyzer.predict('churn', 7)");
+        assert_eq!(served, Some(id));
+        // explanations name catalog features and are ordered by magnitude
+        let n = one::<i64>(
+            "SELECT count(*) FROM customer_analyzer.explain('churn', 7, 3) e
+             JOIN customer_analyzer.feature_catalog c ON c.name = e.feature",
+        );
+        assert_eq!(n, Some(3));
+        let ordered = one::<bool>(
+            "SELECT bool_and(ok) FROM (SELECT abs(contribution) <= lag(abs(contribution), 1, 'Infinity') OVER () AS ok
+             FROM customer_analyzer.explain('churn', 7, 5)) x",
+        );
+        assert_eq!(ordered, Some(true));
+        // batch scoring writes one row per user, point in time as well
+        let users = one::<i64>("SELECT count(*) FROM public.users WHERE registered_at < now()");
+        assert_eq!(
+            one::<i64>("SELECT customer_analyzer.score_all('churn', now())"),
+            users
+        );
+        let past =
+            one::<i64>("SELECT customer_analyzer.score_all('churn', now() - interval '20 days')");
+        assert!(past < users);
+        assert_eq!(
+            one::<i64>("SELECT count(DISTINCT as_of) FROM customer_analyzer.predictions WHERE task = 'churn'"),
+            Some(2)
+        );
+        // importance view lists the deployed model's features
+        assert!(
+            one::<i64>(
+                "SELECT count(*) FROM customer_analyzer.feature_importance WHERE task = 'churn'"
+            )
+            .unwrap_or(0)
+                > 10
+        );
+    }
+
+    #[pg_test]
+    fn every_algorithm_trains_and_validations_are_stored() {
+        small_demo();
+        for (algo, params) in [
+            (
+                "random_forest",
+                r#"{"n_trees": 15, "snapshots": 4, "validation": "split"}"#,
+            ),
+            ("logistic", r#"{"snapshots": 4, "validation": "cv"}"#),
+        ] {
+            let id = train("purchase", algo, params);
+            let auc = one::<f64>(&format!(
+                "SELECT auc FROM customer_analyzer.model_metrics WHERE model_id = {id}"
+            ));
+            assert!(auc.unwrap_or(0.0) > 0.6, "{algo} AUC {auc:?}");
+        }
+        assert_eq!(
+            one::<i64>("SELECT jsonb_array_length(metrics -> 'cross_validation') FROM customer_analyzer.models WHERE algorithm = 'logistic'"),
+            Some(5)
+        );
+        assert_eq!(
+            one::<bool>("SELECT metrics -> 'split' ->> 'auc' IS NOT NULL FROM customer_analyzer.models WHERE algorithm = 'random_forest'"),
+            Some(true)
+        );
+        let searched = train(
+            "purchase",
+            "logistic",
+            r#"{"snapshots": 4, "search": true, "deploy": "never"}"#,
+        );
+        let tuned = one::<i64>(&format!(
+            "SELECT jsonb_array_length(metrics -> 'search') FROM customer_analyzer.models WHERE id = {searched}"
+        ));
+        assert_eq!(tuned, Some(4));
+    }
+
+    #[pg_test]
+    fn labels_only_read_the_horizon() {
+        small_demo();
+        let t = "now() - interval '40 days'";
+        let label = |user: i64| {
+            one::<bool>(&format!(
+                "SELECT label FROM customer_analyzer.labels('purchase', {t}) WHERE user_id = {user}"
+            ))
+        };
+        let buyer_free = one::<i64>(&format!(
+            "SELECT user_id FROM customer_analyzer.labels('purchase', {t}) WHERE NOT label ORDER BY user_id LIMIT 2"
+        ))
+        .unwrap_or(-1);
+        assert_eq!(label(buyer_free), Some(false));
+        // a purchase after the 30-day horizon does not count
+        run(&format!(
+            "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES ({buyer_free}, 'purchase', {t} + interval '31 days', '{{\"amount\": 5}}')"
+        ));
+        assert_eq!(label(buyer_free), Some(false));
+        // one inside (as_of, as_of + 30 days] does; one exactly at as_of does not
+        run(&format!(
+            "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES ({buyer_free}, 'purchase', {t}, '{{\"amount\": 5}}')"
+        ));
+        assert_eq!(label(buyer_free), Some(false));
+        run(&format!(
+            "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES ({buyer_free}, 'purchase', {t} + interval '29 days', '{{\"amount\": 5}}')"
+        ));
+        assert_eq!(label(buyer_free), Some(true));
+        // churn's population: only users active in the 30 days before as_of
+        let outside = one::<i64>(&format!(
+            "SELECT count(*) FROM customer_analyzer.labels('churn', now() - interval '70 days') l
+             JOIN customer_analyzer.user_features(now() - interval '70 days') f USING (user_id)
+             WHERE f.events_last_30_days = 0"
+        ));
+        assert_eq!(outside, Some(0));
+        // a horizon that has not passed yet is refused
+        assert_fails(
+            "SELECT * FROM customer_analyzer.labels('churn', now() - interval '10 days')",
+            "22023",
+        );
+    }
+
+    #[pg_test]
+    fn scoring_uses_the_stored_preprocessing() {
+        small_demo();
+        train("purchase", "logistic", r#"{"snapshots": 4}"#);
+        run("SELECT customer_analyzer.refresh_features()");
+        let before = one::<f64>("SELECT customer_analyzer.predict_purchase(11)");
+        // shift the whole population: a refit would move every scaling constant
+        run(
+            "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             SELECT id, 'purchase', now() - interval '1 hour', '{\"amount\": 99999}'
+             FROM public.users WHERE id <> 11;
+             SELECT customer_analyzer.refresh_features();",
+        );
+        let after = one::<f64>("SELECT customer_analyzer.predict_purchase(11)");
+        assert_eq!(before, after);
+        let inputs = one::<i64>(
+            "SELECT jsonb_array_length(preprocessing -> 'inputs') FROM customer_analyzer.models WHERE algorithm = 'logistic'",
+        );
+        assert!(inputs.unwrap_or(0) > 40);
+    }
+
+    #[pg_test]
+    fn a_rolled_back_deploy_never_serves_from_the_cache() {
+        small_demo();
+        let a = train("churn", "gbm", QUICK);
+        let b = train(
+            "churn",
+            "logistic",
+            r#"{"snapshots": 4, "deploy": "always"}"#,
+        );
+        assert_eq!(
+            one::<i64>("SELECT model_id FROM customer_analyzer.predict('churn', 5)"),
+            Some(b)
+        );
+        // deploy A and score with it inside a subtransaction that then fails
+        let inner = one::<i64>(&format!(
+            "CREATE OR REPLACE FUNCTION pg_temp.try_deploy() RETURNS bigint LANGUAGE plpgsql AS $$
+             DECLARE served bigint;
+             BEGIN
+                 BEGIN
+                     PERFORM customer_analyzer.deploy({a});
+                     SELECT model_id INTO served FROM customer_analyzer.predict('churn', 5);
+                     RAISE EXCEPTION 'undo';
+                 EXCEPTION WHEN raise_exception THEN
+                     RETURN served;
+                 END;
+             END $$;
+             SELECT pg_temp.try_deploy()"
+        ));
+        assert_eq!(inner, Some(a), "inside the subtransaction A served");
+        // A is still cached, but the deployment was rolled back: B serves
+        let cached =
+            one::<Vec<i64>>("SELECT customer_analyzer.cached_models()").unwrap_or_default();
+        assert!(cached.contains(&a) && cached.contains(&b));
+        assert_eq!(
+            one::<i64>("SELECT model_id FROM customer_analyzer.predict('churn', 5)"),
+            Some(b)
+        );
+        // rollback() returns to the previous model
+        assert_eq!(
+            one::<i64>("SELECT customer_analyzer.rollback('churn')"),
+            Some(a)
+        );
+        assert_eq!(
+            one::<i64>("SELECT model_id FROM customer_analyzer.predict('churn', 5)"),
+            Some(a)
+        );
+        assert_fails(
+            "UPDATE customer_analyzer.models SET algorithm = 'x'",
+            "55000",
+        );
+    }
+
+    #[pg_test]
+    fn model_bad_input_is_refused() {
+        small_demo();
+        assert_fails("SELECT customer_analyzer.predict_churn(1)", "55000");
+        assert_fails("SELECT * FROM customer_analyzer.train('revenue')", "22023");
+        assert_fails("SELECT * FROM customer_analyzer.train(NULL)", "22004");
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'xgboost')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', '{\"iterations\": \"many\"}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', '{\"iterations\": 0}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', '{\"trees\": 5}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', '[1]')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', '{}', now() + interval '1 day')",
+            "22023",
+        );
+        // too little history for two matured snapshots
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', '{}', (SELECT min(registered_at) FROM public.users) + interval '70 days')",
+            "55000",
+        );
+        // a single class: nobody ever purchases
+        let nothing_written = one::<i64>("SELECT count(*) FROM customer_analyzer.models");
+        run("DELETE FROM public.events WHERE event_type = 'purchase'");
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('purchase', 'logistic', '{\"snapshots\": 4}')",
+            "55000",
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.models"),
+            nothing_written
+        );
+        let id = train("churn", "gbm", QUICK);
+        assert_fails("SELECT customer_analyzer.predict_churn(987654)", "P0002");
+        assert_fails("SELECT customer_analyzer.predict_churn(NULL)", "22004");
+        assert_fails(
+            "SELECT * FROM customer_analyzer.explain('churn', 1, 0)",
+            "22023",
+        );
+        assert_fails("SELECT customer_analyzer.deploy(987654)", "22023");
+        assert_fails("SELECT customer_analyzer.rollback('churn')", "55000");
+        // corrupted and future-format blobs are refused at deploy time
+        let copy = |blob: &str| {
+            one::<i64>(&format!(
+                "INSERT INTO customer_analyzer.models (task, algorithm, params, preprocessing, feature_names,
+                     catalog_version, trained_as_of, training_from, training_to, metrics, size_bytes, format_version, model)
+                 SELECT task, algorithm, params, preprocessing, feature_names, catalog_version, trained_as_of,
+                        training_from, training_to, metrics, size_bytes, format_version, {blob}
+                 FROM customer_analyzer.models WHERE id = {id} RETURNING id"
+            ))
+            .unwrap_or(-1)
+        };
+        let corrupt = copy("substring(model FROM 1 FOR 40)");
+        assert_fails(
+            &format!("SELECT customer_analyzer.deploy({corrupt})"),
+            "XX001",
+        );
+        let future = copy("overlay(model PLACING '\\x63'::bytea FROM 5 FOR 1)");
+        assert_fails(
+            &format!("SELECT customer_analyzer.deploy({future})"),
+            "0A000",
+        );
+        // and a corrupt model deployed behind the extension's back fails cleanly
+        run(&format!(
+            "INSERT INTO customer_analyzer.deployments (task, model_id, reason) VALUES ('churn', {corrupt}, 'test')"
+        ));
+        assert_fails("SELECT customer_analyzer.predict_churn(1)", "XX001");
+    }
 }
