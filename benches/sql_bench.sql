@@ -54,6 +54,52 @@ SELECT 'refresh_features(user_id), 1000 random users',
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3))
 FROM single;
 
+-- models: train on the 100k shop, then serve
+DO $$
+DECLARE t0 timestamptz; r record; task text; algo text;
+BEGIN
+    -- one model through SQL (snapshots + fit + store); per-algorithm fit times are in
+    -- the criterion bench, which leaves out the feature snapshots
+    FOREACH task IN ARRAY ARRAY['churn'] LOOP
+        FOREACH algo IN ARRAY ARRAY['gbm'] LOOP
+            t0 := clock_timestamp();
+            SELECT * INTO r FROM customer_analyzer.train(task, algo);
+            INSERT INTO bench VALUES (format('train(%L, %L)', task, algo),
+                format('%s s; holdout AUC %s, F1 %s, Brier %s; model %s',
+                       round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1),
+                       round(r.auc::numeric, 3), round(r.f1::numeric, 3), round(r.brier::numeric, 4),
+                       (SELECT pg_size_pretty(size_bytes::bigint) || ', ' || (metrics ->> 'train_rows') || ' training rows'
+                        FROM customer_analyzer.models WHERE id = r.model_id)));
+        END LOOP;
+    END LOOP;
+END $$;
+
+-- single predictions on a warm backend: 10,000 calls, minus the loop's own cost
+DO $$
+DECLARE t0 timestamptz; t_loop float8; t_pred float8; i int; n bigint; x float8;
+BEGIN
+    SELECT max(id) INTO n FROM public.users;
+    PERFORM customer_analyzer.predict_churn(1);          -- decode the model once
+    t0 := clock_timestamp();
+    FOR i IN 1..10000 LOOP x := (1 + (i * 7919) % n)::float8; END LOOP;
+    t_loop := extract(epoch FROM clock_timestamp() - t0);
+    t0 := clock_timestamp();
+    FOR i IN 1..10000 LOOP x := customer_analyzer.predict_churn(1 + (i * 7919) % n); END LOOP;
+    t_pred := extract(epoch FROM clock_timestamp() - t0);
+    INSERT INTO bench VALUES ('predict_churn(user_id), 10,000 calls, warm backend',
+        format('%s ms per call (server side)', round(((t_pred - t_loop) / 10000 * 1000)::numeric, 4)));
+END $$;
+
+DO $$
+DECLARE t0 timestamptz; n bigint; s float8;
+BEGIN
+    t0 := clock_timestamp();
+    n := customer_analyzer.score_all('churn');
+    s := extract(epoch FROM clock_timestamp() - t0);
+    INSERT INTO bench VALUES ('score_all(''churn'') from the feature store',
+        format('%s users in %s s = %s users/min', n, round(s::numeric, 2), round(n / s * 60)));
+END $$;
+
 INSERT INTO bench SELECT 'events table size', pg_size_pretty(pg_total_relation_size('public.events'));
 INSERT INTO bench SELECT 'user_metrics size', pg_size_pretty(pg_total_relation_size('customer_analyzer.user_metrics'));
 SELECT what, figure FROM bench;

@@ -53,9 +53,9 @@ FROM customer_analyzer.data_quality() WHERE rows > 0;
 \echo '== Training: churn (no event in the next 60 days) and purchase (a purchase in the next 30 days)'
 \echo '   each with gradient boosting, random forest and logistic regression; time-based holdout'
 \timing on
-SELECT model_id, task, algorithm, round(auc::numeric, 3) AS auc, round(f1::numeric, 3) AS f1,
-       round(precision::numeric, 3) AS precision, round(recall::numeric, 3) AS recall,
-       round(brier::numeric, 4) AS brier, deployed
+SELECT t.model_id, t.task, t.algorithm, round(t.auc::numeric, 3) AS auc, round(t.f1::numeric, 3) AS f1,
+       round(t.precision::numeric, 3) AS precision, round(t.recall::numeric, 3) AS recall,
+       round(t.brier::numeric, 4) AS brier, t.deployed
 FROM (VALUES ('churn', 'gbm'), ('churn', 'random_forest'), ('churn', 'logistic'),
              ('purchase', 'gbm'), ('purchase', 'random_forest'), ('purchase', 'logistic')) AS j(task, algorithm),
      LATERAL customer_analyzer.train(j.task, j.algorithm) t;

@@ -240,3 +240,5 @@ COMMENT ON FUNCTION customer_analyzer.explain(text, bigint, integer) IS
     'The features that pushed a user''s score up or down most: Shapley values for trees, coefficient x scaled value for the linear model.';
 COMMENT ON FUNCTION customer_analyzer.score_all(text, timestamptz) IS
     'Scores every user into predictions: the feature store when as_of is NULL, point-in-time features otherwise. Returns the number of users.';
+COMMENT ON FUNCTION customer_analyzer.training_snapshots(text, timestamptz, jsonb) IS
+    'The snapshot times train() stacks for a task (role train or holdout); join labels() and user_features() on them to export a training set.';

@@ -204,6 +204,95 @@ fn deployed_auc(
     Ok(Some((id, auc(&y, &p))))
 }
 
+/// The end of the data: `as_of`, or the newest event that is not in the future.
+fn data_end(
+    client: &SpiClient<'_>,
+    s: &Sources,
+    as_of: Option<TimestampWithTimeZone>,
+) -> Result<TimestampWithTimeZone> {
+    let end = match as_of {
+        Some(t) => t,
+        None => one_time(
+            client,
+            &format!(
+                "SELECT max(created_at::timestamptz) FROM {} WHERE created_at::timestamptz <= now()",
+                s.events
+            ),
+        )?
+        .ok_or_else(|| {
+            error::not_ready(
+                "the events table holds no events to learn from",
+                "Load the shop's events, or run customer_analyzer.generate_demo_data().",
+            )
+        })?,
+    };
+    let future = client
+        .select("SELECT NOT isfinite($1) OR $1 > now()", None, &[end.into()])
+        .ctx("checking as_of")?
+        .first()
+        .get_one::<bool>()
+        .ctx("checking as_of")?
+        .unwrap_or(true);
+    if future {
+        return Err(error::invalid_parameter(
+            "as_of is in the future or not finite",
+            "Labels need events after each snapshot; leave as_of NULL to use the newest event.",
+        ));
+    }
+    Ok(end)
+}
+
+/// The snapshot times train() uses, oldest first, with at least two of them.
+fn snapshots_for(
+    client: &SpiClient<'_>,
+    s: &Sources,
+    task: &str,
+    end: TimestampWithTimeZone,
+    params: &TrainParams,
+) -> Result<Vec<i64>> {
+    let first = one_time(
+        client,
+        &format!("SELECT min(registered_at::timestamptz) FROM {}", s.users),
+    )?
+    .ok_or_else(|| error::not_ready("the users table is empty", "Load the shop's users first."))?;
+    let times = snapshot_times(to_unix_micros(end), to_unix_micros(first), task, params);
+    if times.len() < 2 {
+        return Err(error::from_core(
+            customer_analyzer_core::Error::NotEnoughData(format!(
+                "only {} snapshot(s) fit between the first registration and {} days before as_of",
+                times.len(),
+                horizon_days(task)
+            )),
+        ));
+    }
+    Ok(times)
+}
+
+/// The snapshots train() would stack for `task`: each as_of and whether it trains or is
+/// the holdout. With labels() and user_features() this exports a training set.
+#[pg_extern(stable)]
+fn training_snapshots(
+    task: Option<&str>,
+    as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
+    params: default!(Option<JsonB>, "'{}'"),
+) -> Result<TableIterator<'static, (name!(as_of, TimestampWithTimeZone), name!(role, String))>> {
+    let task = models::task(task)?;
+    let params = params.map(|j| j.0).unwrap_or(serde_json::Value::Null);
+    let params = TrainParams::from_json(Algorithm::Gbm, &params).map_err(error::from_core)?;
+    let times = Spi::connect(|client| {
+        let s = source::load(client)?;
+        let end = data_end(client, &s, as_of)?;
+        snapshots_for(client, &s, task, end, &params)
+    })?;
+    let last = times.len() - 1;
+    let mut rows = Vec::with_capacity(times.len());
+    for (i, t) in times.into_iter().enumerate() {
+        let at = from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t))?;
+        rows.push((at, if i == last { "holdout" } else { "train" }.to_string()));
+    }
+    Ok(TableIterator::new(rows))
+}
+
 type TrainRow = (i64, String, String, f64, f64, f64, f64, f64, bool);
 
 fn train_impl(
@@ -214,58 +303,8 @@ fn train_impl(
 ) -> Result<TrainRow> {
     Spi::connect_mut(|client| {
         let s = source::load(client)?;
-        let end = match as_of {
-            Some(t) => t,
-            None => one_time(
-                client,
-                &format!(
-                    "SELECT max(created_at::timestamptz) FROM {} WHERE created_at::timestamptz <= now()",
-                    s.events
-                ),
-            )?
-            .ok_or_else(|| {
-                error::not_ready(
-                    "the events table holds no events to learn from",
-                    "Load the shop's events, or run customer_analyzer.generate_demo_data().",
-                )
-            })?,
-        };
-        if !end.is_finite() {
-            return Err(error::invalid_parameter(
-                "as_of must be a finite time",
-                "Leave as_of NULL to use the newest event.",
-            ));
-        }
-        let future = client
-            .select("SELECT $1 > now()", None, &[end.into()])
-            .ctx("checking as_of")?
-            .first()
-            .get_one::<bool>()
-            .ctx("checking as_of")?
-            .unwrap_or(false);
-        if future {
-            return Err(error::invalid_parameter(
-                "as_of is in the future",
-                "Labels need events after each snapshot; leave as_of NULL to use the newest event.",
-            ));
-        }
-        let first = one_time(
-            client,
-            &format!("SELECT min(registered_at::timestamptz) FROM {}", s.users),
-        )?
-        .ok_or_else(|| {
-            error::not_ready("the users table is empty", "Load the shop's users first.")
-        })?;
-        let times = snapshot_times(to_unix_micros(end), to_unix_micros(first), task, &params);
-        if times.len() < 2 {
-            return Err(error::from_core(
-                customer_analyzer_core::Error::NotEnoughData(format!(
-                "only {} snapshot(s) fit between the first registration and {} days before as_of",
-                times.len(),
-                horizon_days(task)
-            )),
-            ));
-        }
+        let end = data_end(client, &s, as_of)?;
+        let times = snapshots_for(client, &s, task, end, &params)?;
         let data = gather(client, &s, task, &times)?;
         let (model, report) = model::train(&data, &params).map_err(error::from_core)?;
         let preprocessing = json!({

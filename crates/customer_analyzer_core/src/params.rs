@@ -93,7 +93,7 @@ impl TrainParams {
             iterations: 200,
             learning_rate: 0.1,
             max_depth: if algorithm == Algorithm::RandomForest {
-                10
+                8
             } else {
                 5
             },
@@ -104,7 +104,7 @@ impl TrainParams {
             },
             subsample: 1.0,
             l2: 1.0,
-            n_trees: 100,
+            n_trees: 50,
             feature_fraction: None,
             alpha: 1.0,
             max_iterations: 200,

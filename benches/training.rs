@@ -1,0 +1,107 @@
+//! Criterion benchmarks of model training and scoring in the core, on features computed
+//! from the demo shop (no database): `cargo bench -p customer_analyzer_core --bench training`.
+//! CA_BENCH_USERS sets the shop size (default 100,000 users, one snapshot, 68 features).
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use customer_analyzer_core::demo::{products, simulate_user, DemoSpec};
+use customer_analyzer_core::events::{Event, EventKind, MICROS_PER_DAY};
+use customer_analyzer_core::features::{compute_features, Product, ProductTable, UserRecord};
+use customer_analyzer_core::frame::Frame;
+use customer_analyzer_core::model::{train, Scorer, TrainingData};
+use customer_analyzer_core::params::{Algorithm, TrainParams};
+
+const END: i64 = 1_750_000_000 * 1_000_000;
+
+/// Purchase-in-30-days data: two snapshots (train, holdout) of every user.
+fn dataset(n: i64) -> TrainingData {
+    let spec = DemoSpec::new(n, 180, 42, END).expect("valid spec");
+    let cat = products(42);
+    let table = ProductTable::new(cat.iter().map(|p| {
+        (
+            p.id,
+            Product {
+                category: Some(p.category.to_string()),
+                price: Some(p.price),
+            },
+        )
+    }));
+    let snapshots = [END - 60 * MICROS_PER_DAY, END - 30 * MICROS_PER_DAY];
+    let mut data = TrainingData {
+        frame: Frame::for_catalog(),
+        ..TrainingData::default()
+    };
+    for id in 1..=n {
+        let (u, evs) = simulate_user(&spec, id, &cat);
+        let events: Vec<Event> = evs
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.data).expect("demo json");
+                Event::from_raw(e.at, e.event_type, &v)
+            })
+            .collect();
+        let record = UserRecord {
+            user_id: u.id,
+            registered_at: u.registered_at,
+            status: Some(u.status.to_string()),
+            has_username: Some(u.username.is_some()),
+        };
+        for (s, &t) in snapshots.iter().enumerate() {
+            if let Some(f) = compute_features(t, &record, &events, Some(&table)) {
+                let bought = events.iter().any(|e| {
+                    e.kind == EventKind::Purchase && e.at > t && e.at <= t + 30 * MICROS_PER_DAY
+                });
+                data.frame.push_catalog_row(&f.values);
+                data.y.push(if bought { 1.0 } else { 0.0 });
+                data.snapshot.push(s);
+                data.user_id.push(u.id);
+            }
+        }
+    }
+    data
+}
+
+fn training(c: &mut Criterion) {
+    let n: i64 = std::env::var("CA_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let data = dataset(n);
+    let train_rows = data.snapshot.iter().filter(|&&s| s == 0).count();
+    let mut g = c.benchmark_group(format!("train {train_rows} rows x 68 features"));
+    g.sample_size(10);
+    for algo in [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic] {
+        let p = TrainParams::defaults(algo);
+        g.bench_function(algo.as_str(), |b| {
+            b.iter(|| black_box(train(&data, &p).expect("trains")))
+        });
+        let (model, report) = train(&data, &p).expect("trains");
+        let blob = customer_analyzer_core::codec::encode(
+            &customer_analyzer_core::codec::Payload::Classifier(model.clone()),
+        )
+        .expect("encodes");
+        eprintln!(
+            "{}: holdout AUC {:.4}, F1 {:.4}, Brier {:.4}, model {} bytes",
+            algo.as_str(),
+            report.holdout.auc,
+            report.holdout.f1,
+            report.holdout.brier,
+            blob.len()
+        );
+        let scorer = Scorer::new(model).expect("loads");
+        let holdout: Vec<usize> = (0..data.y.len())
+            .filter(|&i| data.snapshot[i] == 1)
+            .collect();
+        let frame = data.frame.select(&holdout);
+        g.bench_function(
+            format!("{} score {} rows", algo.as_str(), frame.rows),
+            |b| b.iter(|| black_box(scorer.predict(&frame))),
+        );
+        g.bench_function(format!("{} score one row", algo.as_str()), |b| {
+            b.iter(|| black_box(scorer.predict_one(frame.numeric_row(0), frame.categorical_row(0))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, training);
+criterion_main!(benches);
