@@ -242,3 +242,38 @@ COMMENT ON FUNCTION customer_analyzer.score_all(text, timestamptz) IS
     'Scores every user into predictions: the feature store when as_of is NULL, point-in-time features otherwise. Returns the number of users.';
 COMMENT ON FUNCTION customer_analyzer.training_snapshots(text, timestamptz, jsonb) IS
     'The snapshot times train() stacks for a task (role train or holdout); join labels() and user_features() on them to export a training set.';
+
+-- Segmentation -------------------------------------------------------------------------
+
+CREATE VIEW customer_analyzer.segmentation_quality AS
+SELECT m.id AS segmentation_id, m.algorithm, m.created_at,
+       jsonb_array_length(m.metrics -> 'sizes') AS segments,
+       (m.metrics ->> 'silhouette')::float8 AS silhouette,
+       (m.metrics ->> 'silhouette_sample')::bigint AS silhouette_sample,
+       (m.metrics ->> 'inertia')::float8 AS inertia,
+       (m.metrics ->> 'davies_bouldin')::float8 AS davies_bouldin,
+       m.metrics -> 'sizes' AS sizes,
+       (m.metrics ->> 'clustered_sample')::bigint AS clustered_sample,
+       (m.metrics ->> 'eps')::float8 AS eps,
+       m.metrics -> 'k_scores' AS k_scores,
+       d.model_id IS NOT NULL AS serving
+FROM customer_analyzer.models m
+LEFT JOIN customer_analyzer.deployed_models d ON d.model_id = m.id
+WHERE m.task = 'segmentation';
+
+CREATE VIEW customer_analyzer.current_segments AS
+SELECT s.*
+FROM customer_analyzer.segments s
+JOIN customer_analyzer.deployed_models d ON d.task = 'segmentation' AND d.model_id = s.segmentation_id;
+
+COMMENT ON TABLE customer_analyzer.segments IS
+    'Segments of every segmentation: name (renamable), description, size, share, mean recency (days since last activity), frequency (purchases), monetary (total spent) and churn rate (mean churn probability where a churn model serves).';
+COMMENT ON TABLE customer_analyzer.user_segments IS 'Every user''s segment and distance to its centre, per segmentation.';
+COMMENT ON VIEW customer_analyzer.segmentation_quality IS
+    'Quality of each segmentation: silhouette (on a sample, size stated), inertia, Davies-Bouldin, segment sizes, the sample the quadratic algorithms clustered, eps and the silhouette of each k tried.';
+COMMENT ON VIEW customer_analyzer.current_segments IS 'The segments of the segmentation that serves segment_of().';
+COMMENT ON FUNCTION customer_analyzer.segment_users(text, integer, jsonb) IS
+    'Clusters every user of the feature store (kmeans, dbscan or agglomerative), stores the segmentation as a model row, writes segments and user_segments, and returns one row per named segment.';
+COMMENT ON FUNCTION customer_analyzer.segment_of(bigint) IS
+    'One user''s segment in the serving segmentation, assigned from the stored centres without re-clustering.';
+COMMENT ON FUNCTION customer_analyzer.rename_segment(bigint, integer, text) IS 'Gives a segment a name of your choosing.';

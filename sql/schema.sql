@@ -96,7 +96,7 @@ CREATE TABLE customer_analyzer.user_metrics (
 -- bincode blob behind a magic and a format number (see crates/.../codec.rs).
 CREATE TABLE customer_analyzer.models (
     id bigserial PRIMARY KEY,
-    task text NOT NULL CHECK (task IN ('churn', 'purchase')),
+    task text NOT NULL CHECK (task IN ('churn', 'purchase', 'segmentation')),
     algorithm text NOT NULL,
     params jsonb NOT NULL,
     preprocessing jsonb NOT NULL,
@@ -128,7 +128,7 @@ CREATE TRIGGER models_are_immutable BEFORE UPDATE ON customer_analyzer.models
 -- Which model serves each task: the newest row per task; older rows are the history.
 CREATE TABLE customer_analyzer.deployments (
     id bigserial PRIMARY KEY,
-    task text NOT NULL CHECK (task IN ('churn', 'purchase')),
+    task text NOT NULL CHECK (task IN ('churn', 'purchase', 'segmentation')),
     model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
     deployed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     reason text NOT NULL
@@ -149,3 +149,34 @@ CREATE TABLE customer_analyzer.predictions (
     PRIMARY KEY (task, as_of, user_id)
 );
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
+
+-- Segments of each segmentation (a models row with task 'segmentation'); names can be
+-- changed with rename_segment(), the rest is as computed.
+CREATE TABLE customer_analyzer.segments (
+    segmentation_id bigint NOT NULL REFERENCES customer_analyzer.models (id) ON DELETE CASCADE,
+    segment_id integer NOT NULL,
+    name text NOT NULL,
+    description text NOT NULL,
+    size bigint NOT NULL,
+    share double precision NOT NULL,
+    mean_recency_days double precision,
+    mean_frequency double precision,
+    mean_monetary double precision,
+    churn_rate double precision,
+    is_noise boolean NOT NULL,
+    PRIMARY KEY (segmentation_id, segment_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.segments', '');
+
+-- Every user's segment in each segmentation.
+CREATE TABLE customer_analyzer.user_segments (
+    user_id bigint NOT NULL,
+    segmentation_id bigint NOT NULL,
+    segment_id integer NOT NULL,
+    segment_name text NOT NULL,
+    distance double precision NOT NULL,
+    PRIMARY KEY (segmentation_id, user_id),
+    FOREIGN KEY (segmentation_id, segment_id)
+        REFERENCES customer_analyzer.segments (segmentation_id, segment_id) ON DELETE CASCADE
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.user_segments', '');

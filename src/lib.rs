@@ -15,6 +15,7 @@ mod feature_store;
 mod features_sql;
 mod models;
 mod plans;
+mod segments;
 mod serving;
 mod source;
 mod time;

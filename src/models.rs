@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use customer_analyzer_core::codec::{self, Payload};
 use customer_analyzer_core::model::Scorer;
+use customer_analyzer_core::segment::Segmentation;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid};
@@ -32,8 +33,14 @@ pub fn task(task: Option<&str>) -> Result<&'static str> {
 
 const MAX_CACHED: usize = 16;
 
+/// A decoded model row.
+pub enum Loaded {
+    Classifier(Scorer),
+    Segmentation(Segmentation),
+}
+
 thread_local! {
-    static CACHE: RefCell<HashMap<i64, Rc<Scorer>>> = RefCell::new(HashMap::new());
+    static CACHE: RefCell<HashMap<i64, Rc<Loaded>>> = RefCell::new(HashMap::new());
 }
 
 /// The model currently serving `task`, or 55000 when none is deployed.
@@ -56,14 +63,39 @@ pub fn deployed_model_id(client: &SpiClient<'_>, task: &str) -> Result<i64> {
 }
 
 /// Decodes a stored model blob.
-pub fn decode(blob: &[u8]) -> Result<Scorer> {
+pub fn decode(blob: &[u8]) -> Result<Loaded> {
     match codec::decode(blob).map_err(error::from_core)? {
-        Payload::Classifier(model) => Scorer::new(model).map_err(error::from_core),
+        Payload::Classifier(model) => Ok(Loaded::Classifier(
+            Scorer::new(model).map_err(error::from_core)?,
+        )),
+        Payload::Segmentation(s) => Ok(Loaded::Segmentation(s)),
     }
 }
 
-/// The scorer for `model_id`, from the cache or decoded from its row.
-pub fn scorer(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Scorer>> {
+impl Loaded {
+    pub fn classifier(&self) -> Result<&Scorer> {
+        match self {
+            Loaded::Classifier(s) => Ok(s),
+            Loaded::Segmentation(_) => Err(error::invalid_parameter(
+                "the model is a segmentation, not a classifier",
+                "Use segment_of() for segmentations.",
+            )),
+        }
+    }
+
+    pub fn segmentation(&self) -> Result<&Segmentation> {
+        match self {
+            Loaded::Segmentation(s) => Ok(s),
+            Loaded::Classifier(_) => Err(error::invalid_parameter(
+                "the model is a classifier, not a segmentation",
+                "Use predict() for classifiers.",
+            )),
+        }
+    }
+}
+
+/// Any model row, from the cache or decoded from its row.
+pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Loaded>> {
     if let Some(s) = CACHE.with(|c| c.borrow().get(&model_id).cloned()) {
         return Ok(s);
     }
@@ -139,7 +171,7 @@ fn deploy(model_id: Option<i64>) -> Result<String> {
     let model_id = model_id.ok_or_else(|| error::null_argument("model_id"))?;
     Spi::connect_mut(|client| {
         let task = model_task(client, model_id)?;
-        scorer(client, model_id)?;
+        loaded(client, model_id)?;
         record_deployment(client, &task, model_id, "deploy")?;
         Ok(task)
     })
@@ -148,7 +180,10 @@ fn deploy(model_id: Option<i64>) -> Result<String> {
 /// Returns `task` to the model that served before the current one; returns its id.
 #[pg_extern(volatile)]
 fn rollback(task: Option<&str>) -> Result<i64> {
-    let task = self::task(task)?;
+    let task = match task {
+        Some("segmentation") => "segmentation",
+        other => self::task(other)?,
+    };
     Spi::connect_mut(|client| {
         let current = deployed_model_id(client, task)?;
         let previous = client

@@ -25,7 +25,8 @@ fn frame_of(values: &[FeatureValue]) -> Frame {
 
 fn score_user(client: &SpiClient<'_>, task: &str, user_id: i64) -> Result<Scored> {
     let model_id = models::deployed_model_id(client, task)?;
-    let scorer = models::scorer(client, model_id)?;
+    let loaded = models::loaded(client, model_id)?;
+    let scorer = loaded.classifier()?;
     let (values, as_of) = features_for_user(client, user_id)?;
     let f = frame_of(&values);
     let score = scorer.predict_one(f.numeric_row(0), f.categorical_row(0));
@@ -114,7 +115,8 @@ fn explain(
     let rows = Spi::connect(
         |client| -> Result<Vec<(String, Option<String>, f64, String)>> {
             let model_id = models::deployed_model_id(client, task)?;
-            let scorer = models::scorer(client, model_id)?;
+            let loaded = models::loaded(client, model_id)?;
+            let scorer = loaded.classifier()?;
             let (values, _) = features_for_user(client, user_id)?;
             let f = frame_of(&values);
             let contributions = scorer.explain(f.numeric_row(0), f.categorical_row(0));
@@ -144,7 +146,8 @@ fn score_all(
     let task = models::task(task)?;
     Spi::connect_mut(|client| {
         let model_id = models::deployed_model_id(client, task)?;
-        let scorer = models::scorer(client, model_id)?;
+        let loaded = models::loaded(client, model_id)?;
+        let scorer = loaded.classifier()?;
         let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match as_of {
             None => (
                 "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m",

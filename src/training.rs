@@ -192,7 +192,10 @@ fn deployed_auc(
     if version != Some(CATALOG_VERSION) {
         return Ok(None);
     }
-    let Ok(scorer) = models::scorer(client, id) else {
+    let Ok(loaded) = models::loaded(client, id) else {
+        return Ok(None);
+    };
+    let Ok(scorer) = loaded.classifier() else {
         return Ok(None);
     };
     let latest = data.snapshot.iter().copied().max().unwrap_or(0);

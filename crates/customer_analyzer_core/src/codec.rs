@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
+use crate::segment::Segmentation;
 use crate::Error;
 
 pub const MAGIC: [u8; 4] = *b"CAM\x01";
@@ -15,6 +16,7 @@ pub const FORMAT_VERSION: u16 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Payload {
     Classifier(Model),
+    Segmentation(Segmentation),
 }
 
 pub fn encode(payload: &Payload) -> Result<Vec<u8>, Error> {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod preprocess;
+pub mod segment;
 pub mod testkit;
 
 /// Errors the core reports; the extension maps each to a SQLSTATE.

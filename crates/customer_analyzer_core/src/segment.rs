@@ -1,0 +1,882 @@
+//! Customer segmentation: k-means (linfa-clustering, k-means++), DBSCAN (linfa-clustering)
+//! and Ward agglomerative clustering (kodama) on the scaled numeric features, with
+//! segments named and described by a deterministic rule from their members' profile.
+//!
+//! DBSCAN and agglomerative clustering are quadratic, so they run on a seeded sample
+//! (`sample_size`, default 5,000 and 3,000 users) and every other user joins the nearest
+//! segment centre (DBSCAN: only within the cluster's radius, otherwise noise).
+
+use linfa::traits::{Fit, Transformer};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::frame::Frame;
+use crate::preprocess::{PreprocessOptions, Preprocessor};
+use crate::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SegAlgorithm {
+    KMeans,
+    Dbscan,
+    Agglomerative,
+}
+
+impl SegAlgorithm {
+    pub fn parse(s: &str) -> Result<SegAlgorithm, Error> {
+        match s {
+            "kmeans" => Ok(SegAlgorithm::KMeans),
+            "dbscan" => Ok(SegAlgorithm::Dbscan),
+            "agglomerative" => Ok(SegAlgorithm::Agglomerative),
+            other => Err(bad(
+                "algorithm",
+                format!("unknown algorithm \"{other}\"; use kmeans, dbscan or agglomerative"),
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegAlgorithm::KMeans => "kmeans",
+            SegAlgorithm::Dbscan => "dbscan",
+            SegAlgorithm::Agglomerative => "agglomerative",
+        }
+    }
+}
+
+fn bad(name: &'static str, message: String) -> Error {
+    Error::InvalidParameter { name, message }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegParams {
+    pub algorithm: SegAlgorithm,
+    pub k: Option<usize>,
+    pub eps: Option<f64>,
+    pub min_points: usize,
+    pub pca: Option<usize>,
+    pub sample_size: usize,
+    pub silhouette_sample: usize,
+    pub seed: u64,
+}
+
+impl SegParams {
+    /// Parses `params` and checks `k` against the number of users.
+    pub fn from_json(
+        algorithm: SegAlgorithm,
+        k: Option<i64>,
+        params: &Value,
+        n_users: usize,
+    ) -> Result<SegParams, Error> {
+        let empty = Map::new();
+        let obj = match params {
+            Value::Object(m) => m,
+            Value::Null => &empty,
+            _ => return Err(bad("params", "params must be a JSON object".into())),
+        };
+        let allowed = [
+            "eps",
+            "min_points",
+            "pca",
+            "sample_size",
+            "silhouette_sample",
+            "seed",
+        ];
+        if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(bad(
+                "params",
+                format!(
+                    "unknown parameter \"{key}\"; allowed: {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        let int = |name: &'static str, lo: i64, hi: i64| -> Result<Option<i64>, Error> {
+            match obj.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => {
+                    let n = v.as_i64().ok_or_else(|| {
+                        bad(name, format!("{name} must be a whole number, got {v}"))
+                    })?;
+                    if n < lo || n > hi {
+                        return Err(bad(
+                            name,
+                            format!("{name} must be between {lo} and {hi}, got {n}"),
+                        ));
+                    }
+                    Ok(Some(n))
+                }
+            }
+        };
+        if n_users < 2 {
+            return Err(Error::NotEnoughData(format!(
+                "{n_users} user(s) with features; segmentation needs at least 2"
+            )));
+        }
+        let k = match k {
+            None => None,
+            Some(k) if k < 2 || k as usize > n_users || k > 100 => {
+                return Err(bad(
+                    "k",
+                    format!(
+                        "k must be between 2 and min(100, number of users = {n_users}), got {k}"
+                    ),
+                ))
+            }
+            Some(k) => Some(k as usize),
+        };
+        let eps = match obj.get("eps") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let e = v
+                    .as_f64()
+                    .ok_or_else(|| bad("eps", format!("eps must be a number, got {v}")))?;
+                if !(e > 0.0 && e.is_finite()) {
+                    return Err(bad(
+                        "eps",
+                        format!("eps must be a positive distance, got {e}"),
+                    ));
+                }
+                Some(e)
+            }
+        };
+        let default_sample = if algorithm == SegAlgorithm::Agglomerative {
+            3000
+        } else {
+            5000
+        };
+        Ok(SegParams {
+            algorithm,
+            k,
+            eps,
+            min_points: int("min_points", 1, 10_000)?.unwrap_or(10) as usize,
+            pca: int("pca", 1, 100)?.map(|v| v as usize),
+            sample_size: int("sample_size", 100, 20_000)?.unwrap_or(default_sample) as usize,
+            silhouette_sample: int("silhouette_sample", 100, 20_000)?.unwrap_or(2000) as usize,
+            seed: int("seed", 0, i64::MAX)?.unwrap_or(42) as u64,
+        })
+    }
+}
+
+/// The raw features a segment's profile and name are read from.
+pub const PROFILE: [&str; 6] = [
+    "days_since_last_activity",
+    "purchase_count",
+    "total_spent",
+    "days_since_registration",
+    "product_views_total",
+    "price_level_vs_category",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    pub id: usize,
+    pub name: String,
+    pub description: String,
+    pub size: usize,
+    pub share: f64,
+    /// Mean of each PROFILE feature over the members (NaN ignored).
+    pub profile: Vec<f64>,
+    pub noise: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub silhouette: f64,
+    pub silhouette_sample: usize,
+    pub inertia: f64,
+    pub davies_bouldin: f64,
+    pub sizes: Vec<usize>,
+    /// (k, silhouette) of each k tried when k was chosen.
+    pub k_scores: Option<Vec<(usize, f64)>>,
+    pub eps: Option<f64>,
+    /// Users the quadratic algorithms clustered before the rest joined them.
+    pub clustered_sample: usize,
+}
+
+/// A stored segmentation: how to place a user, and what the segments are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segmentation {
+    pub algorithm: SegAlgorithm,
+    pub preprocessor: Preprocessor,
+    /// Centres of the non-noise segments, in the preprocessed space, by segment id.
+    pub centres: Vec<Vec<f64>>,
+    /// DBSCAN: a user farther than this from every centre is noise.
+    pub radius: Option<Vec<f64>>,
+    pub segments: Vec<Segment>,
+    pub quality: Quality,
+    /// Population means of the PROFILE features (the naming rule compares to these).
+    pub population: Vec<f64>,
+}
+
+fn dist2(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+impl Segmentation {
+    /// The segment and the distance to its centre for one preprocessed row.
+    fn place(&self, x: &[f64]) -> (usize, f64) {
+        let (best, d2) = self
+            .centres
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, dist2(x, c)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, f64::INFINITY));
+        let d = d2.sqrt();
+        if let (Some(r), Some(noise)) = (&self.radius, self.segments.iter().find(|s| s.noise)) {
+            if d > r[best] {
+                return (noise.id, d);
+            }
+        }
+        (best, d)
+    }
+
+    /// Assigns one user from raw features, without re-clustering.
+    pub fn assign(&self, numeric: &[f64], categorical: &[Option<String>]) -> (usize, f64) {
+        self.place(&self.preprocessor.transform_row(numeric, categorical))
+    }
+}
+
+/// The naming rule: compares a segment's profile with the population's, in order:
+/// Outliers (DBSCAN noise), Champions, Promising new, At risk, Hibernating, Bargain
+/// hunters, Loyal, Window shoppers, Needs attention. Returns (name, description).
+pub fn name_segment(
+    profile: &[f64],
+    population: &[f64],
+    size: usize,
+    share: f64,
+    noise: bool,
+) -> (String, String) {
+    let [r, f, m, age, views, price] =
+        [0, 1, 2, 3, 4, 5].map(|i| profile.get(i).copied().unwrap_or(f64::NAN));
+    let [rp, fp, mp, agep, viewsp, _] =
+        [0, 1, 2, 3, 4, 5].map(|i| population.get(i).copied().unwrap_or(f64::NAN));
+    let name = if noise {
+        "Outliers"
+    } else if r <= 0.5 * rp && f >= 1.5 * fp && m >= 1.5 * mp {
+        "Champions"
+    } else if age <= 0.5 * agep && r <= rp {
+        "Promising new"
+    } else if r >= 1.5 * rp && m >= mp {
+        "At risk"
+    } else if r >= 1.5 * rp {
+        "Hibernating"
+    } else if price <= 0.9 && f >= 0.75 * fp {
+        "Bargain hunters"
+    } else if f >= fp && r <= rp {
+        "Loyal"
+    } else if views >= viewsp && f <= 0.5 * fp {
+        "Window shoppers"
+    } else {
+        "Needs attention"
+    };
+    let description = format!(
+        "{size} users ({:.1}%): last active {r:.1} days ago on average (all users {rp:.1}); {f:.1} purchases and {m:.0} spent \
+         (all users {fp:.1} and {mp:.0}); registered {age:.0} days ago; {views:.0} product views; price level {price:.2} of the category mean.",
+        share * 100.0
+    );
+    (name.to_string(), description)
+}
+
+fn column_means(frame: &Frame, rows: &[usize], cols: &[Option<usize>]) -> Vec<f64> {
+    cols.iter()
+        .map(|c| {
+            let Some(j) = c else { return f64::NAN };
+            let vals: Vec<f64> = rows
+                .iter()
+                .map(|&i| frame.numeric_row(i)[*j])
+                .filter(|v| v.is_finite())
+                .collect();
+            if vals.is_empty() {
+                f64::NAN
+            } else {
+                vals.iter().sum::<f64>() / vals.len() as f64
+            }
+        })
+        .collect()
+}
+
+fn seeded_sample(n: usize, size: usize, seed: u64) -> Vec<usize> {
+    if n <= size {
+        return (0..n).collect();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut idx = sample(&mut rng, n, size).into_vec();
+    idx.sort_unstable();
+    idx
+}
+
+fn array(x: &[f64], rows: &[usize], d: usize) -> Result<ndarray::Array2<f64>, Error> {
+    let data: Vec<f64> = rows
+        .iter()
+        .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+        .collect();
+    ndarray::Array2::from_shape_vec((rows.len(), d), data)
+        .map_err(|e| Error::Internal(e.to_string()))
+}
+
+fn kmeans(
+    x: &[f64],
+    rows: &[usize],
+    d: usize,
+    k: usize,
+    seed: u64,
+) -> Result<Vec<Vec<f64>>, Error> {
+    use linfa_clustering::{KMeans, KMeansInit};
+    let records = array(x, rows, d)?;
+    let model = KMeans::params_with_rng(k, rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed))
+        .init_method(KMeansInit::KMeansPlusPlus)
+        .n_runs(3)
+        .max_n_iterations(100)
+        .tolerance(1e-4)
+        .fit(&linfa::DatasetBase::from(records))
+        .map_err(|e| Error::Internal(format!("k-means: {e}")))?;
+    let c = model.centroids();
+    Ok((0..c.nrows()).map(|i| c.row(i).to_vec()).collect())
+}
+
+fn nearest(x: &[f64], centres: &[Vec<f64>]) -> (usize, f64) {
+    centres
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, dist2(x, c)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, d2)| (i, d2.sqrt()))
+        .unwrap_or((0, f64::INFINITY))
+}
+
+/// Mean silhouette over the rows (labels None are skipped). O(rows^2).
+pub fn silhouette(x: &[f64], d: usize, rows: &[usize], labels: &[Option<usize>]) -> f64 {
+    let pts: Vec<(usize, usize)> = rows
+        .iter()
+        .zip(labels)
+        .filter_map(|(&r, l)| l.map(|l| (r, l)))
+        .collect();
+    let k = pts.iter().map(|p| p.1).max().map_or(0, |m| m + 1);
+    if k < 2 {
+        return f64::NAN;
+    }
+    let mut total = 0.0;
+    for &(i, li) in &pts {
+        let mut sum = vec![0.0; k];
+        let mut cnt = vec![0usize; k];
+        for &(j, lj) in &pts {
+            if i != j {
+                sum[lj] += dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]).sqrt();
+                cnt[lj] += 1;
+            }
+        }
+        if cnt[li] == 0 {
+            continue; // a singleton scores 0
+        }
+        let a = sum[li] / cnt[li] as f64;
+        let b = (0..k)
+            .filter(|&c| c != li && cnt[c] > 0)
+            .map(|c| sum[c] / cnt[c] as f64)
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() {
+            total += (b - a) / a.max(b);
+        }
+    }
+    total / pts.len() as f64
+}
+
+fn davies_bouldin(x: &[f64], d: usize, labels: &[Option<usize>], centres: &[Vec<f64>]) -> f64 {
+    let k = centres.len();
+    let mut scatter = vec![0.0; k];
+    let mut cnt = vec![0usize; k];
+    for (i, l) in labels.iter().enumerate() {
+        if let Some(l) = l {
+            scatter[*l] += dist2(&x[i * d..(i + 1) * d], &centres[*l]).sqrt();
+            cnt[*l] += 1;
+        }
+    }
+    let s: Vec<f64> = scatter
+        .iter()
+        .zip(&cnt)
+        .map(|(s, &c)| if c > 0 { s / c as f64 } else { 0.0 })
+        .collect();
+    if k < 2 {
+        return f64::NAN;
+    }
+    (0..k)
+        .map(|i| {
+            (0..k)
+                .filter(|&j| j != i)
+                .map(|j| (s[i] + s[j]) / dist2(&centres[i], &centres[j]).sqrt().max(1e-12))
+                .fold(0.0, f64::max)
+        })
+        .sum::<f64>()
+        / k as f64
+}
+
+/// Ward linkage on the sample, cut into k clusters: labels per sample row.
+fn ward_labels(steps: &[kodama::Step<f64>], n: usize, k: usize) -> Vec<usize> {
+    // union-find over the first n - k merges
+    let mut parent: Vec<usize> = (0..2 * n).collect();
+    fn find(p: &mut [usize], mut i: usize) -> usize {
+        while p[i] != i {
+            p[i] = p[p[i]];
+            i = p[i];
+        }
+        i
+    }
+    for (s, step) in steps.iter().enumerate().take(n.saturating_sub(k)) {
+        let new = n + s;
+        let (a, b) = (
+            find(&mut parent, step.cluster1),
+            find(&mut parent, step.cluster2),
+        );
+        parent[a] = new;
+        parent[b] = new;
+    }
+    let mut ids = std::collections::HashMap::new();
+    (0..n)
+        .map(|i| {
+            let r = find(&mut parent, i);
+            let next = ids.len();
+            *ids.entry(r).or_insert(next)
+        })
+        .collect()
+}
+
+fn centres_of(x: &[f64], d: usize, rows: &[usize], labels: &[usize], k: usize) -> Vec<Vec<f64>> {
+    let mut sums = vec![vec![0.0; d]; k];
+    let mut cnt = vec![0usize; k];
+    for (&r, &l) in rows.iter().zip(labels) {
+        for (s, v) in sums[l].iter_mut().zip(&x[r * d..(r + 1) * d]) {
+            *s += v;
+        }
+        cnt[l] += 1;
+    }
+    sums.into_iter()
+        .zip(cnt)
+        .map(|(s, c)| s.into_iter().map(|v| v / c.max(1) as f64).collect())
+        .collect()
+}
+
+/// The k-distance "knee": the min_points-th neighbour distance of every sample row,
+/// sorted, at the point farthest from the chord between its ends.
+pub fn knee_eps(x: &[f64], d: usize, rows: &[usize], min_points: usize) -> f64 {
+    let kth = min_points.clamp(1, rows.len().saturating_sub(1).max(1));
+    let mut kd: Vec<f64> = rows
+        .iter()
+        .map(|&i| {
+            let mut ds: Vec<f64> = rows
+                .iter()
+                .filter(|&&j| j != i)
+                .map(|&j| dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]))
+                .collect();
+            let idx = (kth - 1).min(ds.len().saturating_sub(1));
+            ds.select_nth_unstable_by(idx, f64::total_cmp);
+            ds[idx].sqrt()
+        })
+        .collect();
+    kd.sort_by(f64::total_cmp);
+    let n = kd.len();
+    if n < 3 {
+        return kd.last().copied().unwrap_or(1.0).max(1e-6);
+    }
+    let (x0, y0, x1, y1) = (0.0, kd[0], (n - 1) as f64, kd[n - 1]);
+    let (dx, dy) = (x1 - x0, y1 - y0);
+    let norm = (dx * dx + dy * dy).sqrt().max(1e-12);
+    let best = (0..n)
+        .max_by(|&a, &b| {
+            let da = (dy * a as f64 - dx * kd[a] + x1 * y0 - y1 * x0).abs() / norm;
+            let db = (dy * b as f64 - dx * kd[b] + x1 * y0 - y1 * x0).abs() / norm;
+            da.total_cmp(&db)
+        })
+        .unwrap_or(n - 1);
+    kd[best].max(1e-6)
+}
+
+/// Clusters every row of `frame` (numeric features only). Returns the segmentation and,
+/// per row, (segment id, distance to the segment centre).
+pub fn segment(
+    frame: &Frame,
+    params: &SegParams,
+) -> Result<(Segmentation, Vec<(usize, f64)>), Error> {
+    let n = frame.rows;
+    let numeric_only = Frame {
+        numeric_names: frame.numeric_names.clone(),
+        categorical_names: Vec::new(),
+        numeric: frame.numeric.clone(),
+        categorical: Vec::new(),
+        rows: n,
+    };
+    let options = PreprocessOptions {
+        log_transform: true,
+        impute: true,
+        scale: true,
+        one_hot: false,
+        max_categories: 0,
+        max_correlation: Some(0.95),
+        pca_components: params.pca,
+    };
+    let preprocessor = Preprocessor::fit(&numeric_only, &options)?;
+    let x = preprocessor.transform(&numeric_only);
+    let d = preprocessor.n_outputs();
+    let all: Vec<usize> = (0..n).collect();
+    let sil_rows = seeded_sample(n, params.silhouette_sample, params.seed ^ 0x5117);
+
+    let mut k_scores = None;
+    let mut eps_used = None;
+    let mut radius = None;
+    let mut clustered_sample = n;
+    let centres: Vec<Vec<f64>> = match params.algorithm {
+        SegAlgorithm::KMeans => {
+            let k = match params.k {
+                Some(k) => k,
+                None => {
+                    let fit_rows = seeded_sample(n, 20_000, params.seed);
+                    let mut scores = Vec::new();
+                    for k in 2..=10.min(n - 1).max(2) {
+                        let c = kmeans(&x, &fit_rows, d, k, params.seed)?;
+                        let labels: Vec<Option<usize>> = sil_rows
+                            .iter()
+                            .map(|&i| Some(nearest(&x[i * d..(i + 1) * d], &c).0))
+                            .collect();
+                        scores.push((k, silhouette(&x, d, &sil_rows, &labels)));
+                    }
+                    let best = scores
+                        .iter()
+                        .filter(|s| s.1.is_finite())
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                        .map_or(2, |s| s.0);
+                    k_scores = Some(scores);
+                    best
+                }
+            };
+            kmeans(&x, &all, d, k, params.seed)?
+        }
+        SegAlgorithm::Agglomerative => {
+            let rows = seeded_sample(n, params.sample_size, params.seed);
+            clustered_sample = rows.len();
+            let m = rows.len();
+            let mut condensed = Vec::with_capacity(m * (m - 1) / 2);
+            for a in 0..m {
+                for b in a + 1..m {
+                    condensed.push(
+                        dist2(
+                            &x[rows[a] * d..(rows[a] + 1) * d],
+                            &x[rows[b] * d..(rows[b] + 1) * d],
+                        )
+                        .sqrt(),
+                    );
+                }
+            }
+            let dendrogram = kodama::linkage(&mut condensed, m, kodama::Method::Ward);
+            let steps = dendrogram.steps();
+            let k = match params.k {
+                Some(k) if k > m => {
+                    return Err(bad(
+                        "k",
+                        format!("k = {k} is more than the {m} sampled users"),
+                    ));
+                }
+                Some(k) => k,
+                None => {
+                    let sil_local: Vec<usize> = (0..m)
+                        .step_by((m / params.silhouette_sample).max(1))
+                        .collect();
+                    let sil_global: Vec<usize> = sil_local.iter().map(|&i| rows[i]).collect();
+                    let mut scores = Vec::new();
+                    for k in 2..=10.min(m - 1).max(2) {
+                        let labels = ward_labels(steps, m, k);
+                        let l: Vec<Option<usize>> =
+                            sil_local.iter().map(|&i| Some(labels[i])).collect();
+                        scores.push((k, silhouette(&x, d, &sil_global, &l)));
+                    }
+                    let best = scores
+                        .iter()
+                        .filter(|s| s.1.is_finite())
+                        .max_by(|a, b| a.1.total_cmp(&b.1))
+                        .map_or(2, |s| s.0);
+                    k_scores = Some(scores);
+                    best
+                }
+            };
+            let labels = ward_labels(steps, m, k);
+            centres_of(&x, d, &rows, &labels, k)
+        }
+        SegAlgorithm::Dbscan => {
+            let rows = seeded_sample(n, params.sample_size, params.seed);
+            clustered_sample = rows.len();
+            let eps = params
+                .eps
+                .unwrap_or_else(|| knee_eps(&x, d, &rows, params.min_points));
+            eps_used = Some(eps);
+            let records = array(&x, &rows, d)?;
+            let labels = linfa_clustering::Dbscan::params(params.min_points)
+                .tolerance(eps)
+                .transform(&records)
+                .map_err(|e| Error::Internal(format!("DBSCAN: {e}")))?;
+            let k = labels.iter().flatten().max().map_or(0, |m| m + 1);
+            if k == 0 {
+                return Err(Error::NotEnoughData(format!(
+                    "DBSCAN found no cluster with eps = {eps:.4} and min_points = {}; pass a larger eps or a smaller min_points",
+                    params.min_points
+                )));
+            }
+            let (clustered, lab): (Vec<usize>, Vec<usize>) = rows
+                .iter()
+                .zip(labels.iter())
+                .filter_map(|(&r, l)| l.map(|l| (r, l)))
+                .unzip();
+            let centres = centres_of(&x, d, &clustered, &lab, k);
+            let mut r = vec![0.0f64; k];
+            for (&i, &l) in clustered.iter().zip(&lab) {
+                r[l] = r[l].max(dist2(&x[i * d..(i + 1) * d], &centres[l]).sqrt());
+            }
+            radius = Some(r);
+            centres
+        }
+    };
+
+    // place every row, then order segments by size (largest first), noise last
+    let k = centres.len();
+    let noise_id = radius.as_ref().map(|_| k);
+    let mut raw: Vec<(usize, f64)> = (0..n)
+        .map(|i| {
+            let (c, dist) = nearest(&x[i * d..(i + 1) * d], &centres);
+            match (&radius, noise_id) {
+                (Some(r), Some(noise)) if dist > r[c] => (noise, dist),
+                _ => (c, dist),
+            }
+        })
+        .collect();
+    let groups = k + usize::from(noise_id.is_some());
+    let mut sizes = vec![0usize; groups];
+    for (c, _) in &raw {
+        sizes[*c] += 1;
+    }
+    let mut order: Vec<usize> = (0..k).filter(|&c| sizes[c] > 0).collect();
+    order.sort_by(|&a, &b| sizes[b].cmp(&sizes[a]).then(a.cmp(&b)));
+    if let Some(noise) = noise_id.filter(|&z| sizes[z] > 0) {
+        order.push(noise);
+    }
+    let mut new_id = vec![usize::MAX; groups];
+    for (new, &old) in order.iter().enumerate() {
+        new_id[old] = new;
+    }
+    for r in raw.iter_mut() {
+        r.0 = new_id[r.0];
+    }
+    let centres: Vec<Vec<f64>> = order
+        .iter()
+        .filter(|&&c| Some(c) != noise_id)
+        .map(|&c| centres[c].clone())
+        .collect();
+    let radius = radius.map(|r| {
+        order
+            .iter()
+            .filter(|&&c| Some(c) != noise_id)
+            .map(|&c| r[c])
+            .collect()
+    });
+    let noise_new = noise_id.and_then(|z| (new_id[z] != usize::MAX).then_some(new_id[z]));
+
+    let profile_cols: Vec<Option<usize>> = PROFILE
+        .iter()
+        .map(|p| frame.numeric_names.iter().position(|n| n == p))
+        .collect();
+    let population = column_means(frame, &all, &profile_cols);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
+    for (i, r) in raw.iter().enumerate() {
+        members[r.0].push(i);
+    }
+    let mut used: std::collections::HashMap<String, usize> = Default::default();
+    let segments: Vec<Segment> = members
+        .iter()
+        .enumerate()
+        .map(|(id, rows)| {
+            let profile = column_means(frame, rows, &profile_cols);
+            let share = rows.len() as f64 / n as f64;
+            let noise = Some(id) == noise_new;
+            let (mut name, description) =
+                name_segment(&profile, &population, rows.len(), share, noise);
+            let count = used.entry(name.clone()).or_insert(0);
+            *count += 1;
+            if *count > 1 {
+                name = format!("{name} {count}");
+            }
+            Segment {
+                id,
+                name,
+                description,
+                size: rows.len(),
+                share,
+                profile,
+                noise,
+            }
+        })
+        .collect();
+
+    let labels: Vec<Option<usize>> = raw
+        .iter()
+        .map(|r| (Some(r.0) != noise_new).then_some(r.0))
+        .collect();
+    let sil_labels: Vec<Option<usize>> = sil_rows.iter().map(|&i| labels[i]).collect();
+    let quality = Quality {
+        silhouette: silhouette(&x, d, &sil_rows, &sil_labels),
+        silhouette_sample: sil_rows.len(),
+        inertia: raw
+            .iter()
+            .zip(&labels)
+            .filter(|(_, l)| l.is_some())
+            .map(|(r, _)| r.1 * r.1)
+            .sum(),
+        davies_bouldin: davies_bouldin(&x, d, &labels, &centres),
+        sizes: segments.iter().map(|s| s.size).collect(),
+        k_scores,
+        eps: eps_used,
+        clustered_sample,
+    };
+    Ok((
+        Segmentation {
+            algorithm: params.algorithm,
+            preprocessor,
+            centres,
+            radius,
+            segments,
+            quality,
+            population,
+        },
+        raw,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn blobs(per: usize, seed: u64) -> Frame {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut f = Frame {
+            numeric_names: PROFILE
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["noise".to_string()])
+                .collect(),
+            ..Frame::default()
+        };
+        // three groups: champions, hibernating, new
+        let centres = [
+            [2.0, 20.0, 2000.0, 150.0, 80.0, 1.0],
+            [80.0, 1.0, 50.0, 160.0, 10.0, 1.0],
+            [3.0, 0.5, 20.0, 10.0, 15.0, 1.0],
+        ];
+        for c in centres {
+            for _ in 0..per {
+                for v in c {
+                    f.numeric.push(v * rng.gen_range(0.9..1.1));
+                }
+                f.numeric.push(rng.gen_range(0.0..1.0));
+                f.rows += 1;
+            }
+        }
+        f
+    }
+
+    fn params(algorithm: SegAlgorithm, k: Option<i64>, n: usize) -> SegParams {
+        SegParams::from_json(algorithm, k, &Value::Null, n).unwrap()
+    }
+
+    #[test]
+    fn every_algorithm_finds_the_three_groups() {
+        let f = blobs(60, 1);
+        for algo in [
+            SegAlgorithm::KMeans,
+            SegAlgorithm::Agglomerative,
+            SegAlgorithm::Dbscan,
+        ] {
+            let (s, rows) = segment(&f, &params(algo, None, f.rows)).unwrap();
+            let real: Vec<&Segment> = s.segments.iter().filter(|x| !x.noise).collect();
+            assert_eq!(real.len(), 3, "{algo:?}: {:?}", s.quality);
+            assert!(
+                s.quality.silhouette > 0.3,
+                "{algo:?} silhouette {}",
+                s.quality.silhouette
+            );
+            // every group lands in one segment
+            for g in 0..3 {
+                let ids: std::collections::HashSet<usize> =
+                    rows[g * 60..(g + 1) * 60].iter().map(|r| r.0).collect();
+                assert!(ids.len() <= 2, "{algo:?} split group {g}: {ids:?}");
+            }
+            let names: Vec<&str> = real.iter().map(|x| x.name.as_str()).collect();
+            assert!(
+                names.contains(&"Champions") && names.contains(&"Hibernating"),
+                "{algo:?}: {names:?}"
+            );
+            // a new user is assigned, not re-clustered
+            let (seg, _) = s.assign(f.numeric_row(0), &[]);
+            assert_eq!(seg, rows[0].0);
+        }
+    }
+
+    #[test]
+    fn naming_rule_on_crafted_centres() {
+        let pop = [20.0, 4.0, 400.0, 100.0, 50.0, 1.0];
+        let name = |p: [f64; 6]| name_segment(&p, &pop, 10, 0.1, false).0;
+        assert_eq!(name([5.0, 10.0, 1000.0, 120.0, 60.0, 1.0]), "Champions");
+        assert_eq!(name([10.0, 1.0, 50.0, 20.0, 20.0, 1.0]), "Promising new");
+        assert_eq!(name([40.0, 5.0, 800.0, 150.0, 50.0, 1.0]), "At risk");
+        assert_eq!(name([40.0, 1.0, 50.0, 150.0, 50.0, 1.0]), "Hibernating");
+        assert_eq!(
+            name([15.0, 4.0, 200.0, 120.0, 50.0, 0.7]),
+            "Bargain hunters"
+        );
+        assert_eq!(name([15.0, 5.0, 450.0, 120.0, 50.0, 1.0]), "Loyal");
+        assert_eq!(name([25.0, 1.0, 50.0, 120.0, 90.0, 1.0]), "Window shoppers");
+        assert_eq!(
+            name([25.0, 3.0, 300.0, 120.0, 40.0, 1.0]),
+            "Needs attention"
+        );
+        assert_eq!(name_segment(&pop, &pop, 3, 0.01, true).0, "Outliers");
+        let (_, d) = name_segment(&[5.0, 10.0, 1000.0, 120.0, 60.0, 1.0], &pop, 10, 0.1, false);
+        assert!(
+            d.starts_with("10 users (10.0%)") && d.contains("last active 5.0 days ago"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert!(SegParams::from_json(SegAlgorithm::KMeans, Some(1), &Value::Null, 10).is_err());
+        assert!(SegParams::from_json(SegAlgorithm::KMeans, Some(11), &Value::Null, 10).is_err());
+        assert!(SegParams::from_json(
+            SegAlgorithm::Dbscan,
+            None,
+            &serde_json::json!({"eps": 0}),
+            10
+        )
+        .is_err());
+        assert!(SegParams::from_json(
+            SegAlgorithm::Dbscan,
+            None,
+            &serde_json::json!({"eps": -1}),
+            10
+        )
+        .is_err());
+        assert!(SegParams::from_json(
+            SegAlgorithm::Dbscan,
+            None,
+            &serde_json::json!({"min_points": 0}),
+            10
+        )
+        .is_err());
+        assert!(SegParams::from_json(
+            SegAlgorithm::KMeans,
+            None,
+            &serde_json::json!({"colour": 1}),
+            10
+        )
+        .is_err());
+        assert!(SegParams::from_json(SegAlgorithm::KMeans, None, &Value::Null, 1).is_err());
+        assert!(SegAlgorithm::parse("spectral").is_err());
+    }
+}

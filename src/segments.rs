@@ -1,0 +1,296 @@
+//! `segment_users()`, `segment_of()` and `rename_segment()`: segmentations are model rows
+//! (task 'segmentation', same table and codec as the classifiers), their segments and
+//! every user's assignment are tables, and the newest segmentation serves `segment_of`.
+
+use customer_analyzer_core::catalog::{CATALOG_VERSION, FEATURES};
+use customer_analyzer_core::codec::{self, Payload};
+use customer_analyzer_core::frame::Frame;
+use customer_analyzer_core::segment::{segment, SegAlgorithm, SegParams};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::json;
+
+use crate::error::{self, Result, SpiContext};
+use crate::feature_store::{features_for_user, read_features};
+use crate::models::{self, record_deployment};
+
+type SegmentRow = (
+    i32,
+    String,
+    String,
+    i64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Clusters every user of the feature store and stores the segmentation; returns one row
+/// per segment.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn segment_users(
+    algorithm: default!(Option<&str>, "'kmeans'"),
+    k: default!(Option<i32>, "NULL"),
+    params: default!(Option<JsonB>, "'{}'"),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(segment_id, i32),
+            name!(name, String),
+            name!(description, String),
+            name!(size, i64),
+            name!(share, f64),
+            name!(mean_recency_days, Option<f64>),
+            name!(mean_frequency, Option<f64>),
+            name!(mean_monetary, Option<f64>),
+            name!(churn_rate, Option<f64>),
+        ),
+    >,
+> {
+    let algorithm =
+        SegAlgorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
+            .map_err(error::from_core)?;
+    let params = params.map(|j| j.0).unwrap_or(serde_json::Value::Null);
+    let rows = Spi::connect_mut(|client| -> Result<Vec<SegmentRow>> {
+        let mut frame = Frame::for_catalog();
+        let mut ids = Vec::new();
+        let mut as_of = Vec::new();
+        for row in client
+            .select(
+                "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m ORDER BY m.user_id",
+                None,
+                &[],
+            )
+            .ctx("reading the feature store")?
+        {
+            frame.push_catalog_row(&read_features(&row, 2)?);
+            ids.push(
+                row.get::<i64>(1)
+                    .ctx("reading the feature store")?
+                    .unwrap_or_default(),
+            );
+            as_of.push(
+                row.get::<TimestampWithTimeZone>(FEATURES.len() + 4)
+                    .ctx("reading the feature store")?
+                    .ok_or_else(|| error::internal("reading the feature store", "NULL as_of"))?,
+            );
+        }
+        if frame.rows == 0 {
+            return Err(error::not_ready(
+                "the feature store holds no users to segment",
+                "Run SELECT customer_analyzer.refresh_features(); first.",
+            ));
+        }
+        let p = SegParams::from_json(algorithm, k.map(i64::from), &params, frame.rows)
+            .map_err(error::from_core)?;
+        let (seg, assignments) = segment(&frame, &p).map_err(error::from_core)?;
+
+        // churn rate: mean churn probability of the members, where a churn model serves
+        let churn: Option<Vec<f64>> = match models::deployed_model_id(client, "churn") {
+            Ok(id) => {
+                let loaded = models::loaded(client, id)?;
+                Some(loaded.classifier()?.predict(&frame))
+            }
+            Err(_) => None,
+        };
+        let mut churn_sum = vec![0.0; seg.segments.len()];
+        if let Some(c) = &churn {
+            for (a, p) in assignments.iter().zip(c) {
+                churn_sum[a.0] += p;
+            }
+        }
+
+        let blob = codec::encode(&Payload::Segmentation(seg.clone())).map_err(error::from_core)?;
+        let names: Vec<String> = FEATURES.iter().map(|f| f.name.to_string()).collect();
+        let first = as_of
+            .iter()
+            .min()
+            .copied()
+            .ok_or_else(|| error::internal("feature store", "empty"))?;
+        let last = as_of
+            .iter()
+            .max()
+            .copied()
+            .ok_or_else(|| error::internal("feature store", "empty"))?;
+        let quality = serde_json::to_value(&seg.quality)
+            .map_err(|e| error::internal("encoding quality", e))?;
+        let id = client
+            .update(
+                "INSERT INTO customer_analyzer.models (task, algorithm, params, preprocessing, feature_names,
+                     catalog_version, trained_as_of, training_from, training_to, metrics, size_bytes,
+                     format_version, model)
+                 VALUES ('segmentation', $1, $2, $3, $4, $5, $6, $7, $6, $8, $9, $10, $11) RETURNING id",
+                None,
+                &[
+                    algorithm.as_str().into(),
+                    JsonB(serde_json::to_value(&p).map_err(|e| error::internal("encoding params", e))?).into(),
+                    JsonB(json!({"options": seg.preprocessor.options, "inputs": seg.preprocessor.output_names})).into(),
+                    names.into(),
+                    CATALOG_VERSION.into(),
+                    last.into(),
+                    first.into(),
+                    JsonB(quality).into(),
+                    (blob.len() as i32).into(),
+                    (codec::FORMAT_VERSION as i32).into(),
+                    blob.into(),
+                ],
+            )
+            .ctx("storing the segmentation")?
+            .first()
+            .get_one::<i64>()
+            .ctx("storing the segmentation")?
+            .ok_or_else(|| error::internal("storing the segmentation", "no id"))?;
+
+        let mut out = Vec::with_capacity(seg.segments.len());
+        for s in &seg.segments {
+            let churn_rate = churn
+                .as_ref()
+                .map(|_| churn_sum[s.id] / s.size.max(1) as f64);
+            let row: SegmentRow = (
+                s.id as i32,
+                s.name.clone(),
+                s.description.clone(),
+                s.size as i64,
+                s.share,
+                finite(s.profile[0]),
+                finite(s.profile[1]),
+                finite(s.profile[2]),
+                churn_rate,
+            );
+            client
+                .update(
+                    "INSERT INTO customer_analyzer.segments VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    None,
+                    &[
+                        id.into(),
+                        row.0.into(),
+                        row.1.clone().into(),
+                        row.2.clone().into(),
+                        row.3.into(),
+                        row.4.into(),
+                        row.5.into(),
+                        row.6.into(),
+                        row.7.into(),
+                        row.8.into(),
+                        s.noise.into(),
+                    ],
+                )
+                .ctx("storing segments")?;
+            out.push(row);
+        }
+        let seg_ids: Vec<i32> = assignments.iter().map(|a| a.0 as i32).collect();
+        let dist: Vec<f64> = assignments.iter().map(|a| a.1).collect();
+        client
+            .update(
+                "INSERT INTO customer_analyzer.user_segments (user_id, segmentation_id, segment_id, segment_name, distance)
+                 SELECT u, $2, s, g.name, d
+                 FROM unnest($1::bigint[], $3::int[], $4::float8[]) AS x(u, s, d)
+                 JOIN customer_analyzer.segments g ON g.segmentation_id = $2 AND g.segment_id = x.s",
+                None,
+                &[ids.into(), id.into(), seg_ids.into(), dist.into()],
+            )
+            .ctx("storing user segments")?;
+        record_deployment(client, "segmentation", id, "segment_users")?;
+        Ok(out)
+    })?;
+    Ok(TableIterator::new(rows))
+}
+
+/// One user's segment in the serving segmentation, assigned from the stored centres
+/// without re-clustering (new users included).
+#[pg_extern(stable, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn segment_of(
+    user_id: Option<i64>,
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(segment_id, i32),
+            name!(segment_name, String),
+            name!(distance, f64),
+            name!(segmentation_id, i64),
+        ),
+    >,
+> {
+    let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
+    let row = Spi::connect(|client| -> Result<(i32, String, f64, i64)> {
+        let id = models::deployed_model_id(client, "segmentation").map_err(|_| {
+            error::not_ready(
+                "no segmentation exists yet",
+                "Run SELECT * FROM customer_analyzer.segment_users(); first.",
+            )
+        })?;
+        let loaded = models::loaded(client, id)?;
+        let seg = loaded.segmentation()?;
+        let (values, _) = features_for_user(client, user_id)?;
+        let mut f = Frame::for_catalog();
+        f.push_catalog_row(&values);
+        let (segment_id, distance) = seg.assign(f.numeric_row(0), &[]);
+        let name = crate::plans::select(
+            client,
+            "SELECT name FROM customer_analyzer.segments WHERE segmentation_id = $1 AND segment_id = $2",
+            &[
+                pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
+                pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4OID),
+            ],
+            &[id.into(), (segment_id as i32).into()],
+        )?
+        .first()
+        .get_one::<String>()
+        .ctx("reading the segment name")?
+        .unwrap_or_default();
+        Ok((segment_id as i32, name, distance, id))
+    })?;
+    Ok(TableIterator::once(row))
+}
+
+/// Gives a segment a name of the analyst's choosing.
+#[pg_extern(volatile)]
+fn rename_segment(
+    segmentation_id: Option<i64>,
+    segment_id: Option<i32>,
+    name: Option<&str>,
+) -> Result<bool> {
+    let segmentation_id = segmentation_id.ok_or_else(|| error::null_argument("segmentation_id"))?;
+    let segment_id = segment_id.ok_or_else(|| error::null_argument("segment_id"))?;
+    let name = name.ok_or_else(|| error::null_argument("name"))?.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(error::invalid_parameter(
+            "a segment name must have 1 to 200 characters",
+            "Pass a short, readable name such as 'Weekend buyers'.",
+        ));
+    }
+    Spi::connect_mut(|client| {
+        let n = client
+            .update(
+                "UPDATE customer_analyzer.segments SET name = $3 WHERE segmentation_id = $1 AND segment_id = $2",
+                None,
+                &[segmentation_id.into(), segment_id.into(), name.into()],
+            )
+            .ctx("renaming the segment")?
+            .len();
+        if n == 0 {
+            return Err(error::invalid_parameter(
+                format!("segmentation {segmentation_id} has no segment {segment_id}"),
+                "See customer_analyzer.segments for the ids.",
+            ));
+        }
+        client
+            .update(
+                "UPDATE customer_analyzer.user_segments SET segment_name = $3
+                 WHERE segmentation_id = $1 AND segment_id = $2",
+                None,
+                &[segmentation_id.into(), segment_id.into(), name.into()],
+            )
+            .ctx("renaming the segment")?;
+        Ok(true)
+    })
+}
