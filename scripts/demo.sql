@@ -93,3 +93,21 @@ FROM customer_analyzer.explain('churn',
        (SELECT p.user_id FROM customer_analyzer.latest_predictions p
         JOIN customer_analyzer.customer_features f USING (user_id)
         WHERE p.task = 'churn' AND f.events_last_30_days > 0 ORDER BY p.score DESC LIMIT 1), 5);
+
+\echo
+\echo '== Customer segments (customer_analyzer.segment_users: k-means with k = 6; k => NULL picks k by silhouette)'
+\timing on
+SELECT segment_id, name, size, round((share * 100)::numeric, 1) AS "share %",
+       round(mean_recency_days::numeric, 1) AS recency_days, round(mean_frequency::numeric, 1) AS purchases,
+       round(mean_monetary::numeric, 0) AS spent, round(churn_rate::numeric, 3) AS churn_rate
+FROM customer_analyzer.segment_users('kmeans', 6);
+\timing off
+SELECT segment_id, name, description FROM customer_analyzer.current_segments ORDER BY segment_id;
+
+\echo '== Segmentation quality (customer_analyzer.segmentation_quality)'
+SELECT algorithm, segments, round(silhouette::numeric, 3) AS silhouette, silhouette_sample,
+       round(inertia::numeric, 0) AS inertia, round(davies_bouldin::numeric, 3) AS davies_bouldin, sizes
+FROM customer_analyzer.segmentation_quality WHERE serving;
+
+\echo '== One user, assigned without re-clustering (customer_analyzer.segment_of)'
+SELECT * FROM customer_analyzer.segment_of(42);

@@ -1,0 +1,34 @@
+-- Segmentation figures, run at the end of benches/sql_bench.sql (or alone on a database
+-- whose feature store is filled): segment_users() per algorithm and segment_of() latency.
+\pset footer off
+CREATE TEMP TABLE IF NOT EXISTS seg_bench (what text, figure text);
+DO $$
+DECLARE t0 timestamptz; n bigint; algo text; k int;
+BEGIN
+    FOR algo, k IN VALUES ('kmeans', 6), ('kmeans', NULL), ('agglomerative', 6), ('dbscan', NULL) LOOP
+        t0 := clock_timestamp();
+        SELECT count(*) INTO n FROM customer_analyzer.segment_users(algo, k);
+        INSERT INTO seg_bench
+        SELECT format('segment_users(%L, %s)', algo, coalesce(k::text, 'NULL')),
+               format('%s s, %s segments, silhouette %s on %s users, Davies-Bouldin %s',
+                      round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1), n,
+                      round(silhouette::numeric, 3), silhouette_sample, round(davies_bouldin::numeric, 3))
+        FROM customer_analyzer.segmentation_quality WHERE serving;
+    END LOOP;
+END $$;
+
+DO $$
+DECLARE t0 timestamptz; t_loop float8; t_seg float8; i int; n bigint; x int;
+BEGIN
+    SELECT max(user_id) INTO n FROM customer_analyzer.user_metrics;
+    PERFORM customer_analyzer.segment_of(1);
+    t0 := clock_timestamp();
+    FOR i IN 1..10000 LOOP x := (1 + (i * 7919) % n)::int; END LOOP;
+    t_loop := extract(epoch FROM clock_timestamp() - t0);
+    t0 := clock_timestamp();
+    FOR i IN 1..10000 LOOP SELECT segment_id INTO x FROM customer_analyzer.segment_of(1 + (i * 7919) % n); END LOOP;
+    t_seg := extract(epoch FROM clock_timestamp() - t0);
+    INSERT INTO seg_bench VALUES ('segment_of(user_id), 10,000 calls, warm backend',
+        format('%s ms per call (server side)', round(((t_seg - t_loop) / 10000 * 1000)::numeric, 4)));
+END $$;
+SELECT what, figure FROM seg_bench;
