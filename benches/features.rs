@@ -2,44 +2,19 @@
 //! demo-shop simulation. Run with `cargo bench -p customer_analyzer_core`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use customer_analyzer_core::demo::{products, simulate_user, DemoSpec};
+use customer_analyzer_core::demo::{
+    feature_inputs, product_table, products, simulate_user, DemoSpec,
+};
 use customer_analyzer_core::events::Event;
-use customer_analyzer_core::features::{compute_features, Product, ProductTable, UserRecord};
+use customer_analyzer_core::features::{compute_features, ProductTable, UserRecord};
 
 const END: i64 = 1_750_000_000 * 1_000_000;
 
 fn shop(n: i64) -> (ProductTable, Vec<(UserRecord, Vec<Event>)>) {
     let spec = DemoSpec::new(n, 180, 42, END).expect("valid spec");
     let cat = products(42);
-    let table = ProductTable::new(cat.iter().map(|p| {
-        (
-            p.id,
-            Product {
-                category: Some(p.category.to_string()),
-                price: Some(p.price),
-            },
-        )
-    }));
-    let users = (1..=n)
-        .map(|id| {
-            let (u, evs) = simulate_user(&spec, id, &cat);
-            let events = evs
-                .iter()
-                .map(|e| {
-                    let data: serde_json::Value = serde_json::from_str(&e.data).expect("demo json");
-                    Event::from_raw(e.at, e.event_type, &data)
-                })
-                .collect();
-            let record = UserRecord {
-                user_id: u.id,
-                registered_at: u.registered_at,
-                status: Some(u.status.to_string()),
-                has_username: Some(u.username.is_some()),
-            };
-            (record, events)
-        })
-        .collect();
-    (table, users)
+    let users = (1..=n).map(|id| feature_inputs(&spec, id, &cat)).collect();
+    (product_table(&cat), users)
 }
 
 fn features(c: &mut Criterion) {

@@ -3,9 +3,8 @@
 //! shop size (default 100,000 users).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use customer_analyzer_core::demo::{products, simulate_user, DemoSpec};
-use customer_analyzer_core::events::Event;
-use customer_analyzer_core::features::{compute_features, Product, ProductTable, UserRecord};
+use customer_analyzer_core::demo::{feature_inputs, product_table, products, DemoSpec};
+use customer_analyzer_core::features::compute_features;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::segment::{segment, silhouette, SegAlgorithm, SegParams};
 
@@ -14,31 +13,10 @@ const END: i64 = 1_750_000_000 * 1_000_000;
 fn features(n: i64) -> Frame {
     let spec = DemoSpec::new(n, 180, 42, END).expect("valid spec");
     let cat = products(42);
-    let table = ProductTable::new(cat.iter().map(|p| {
-        (
-            p.id,
-            Product {
-                category: Some(p.category.to_string()),
-                price: Some(p.price),
-            },
-        )
-    }));
+    let table = product_table(&cat);
     let mut frame = Frame::for_catalog();
     for id in 1..=n {
-        let (u, evs) = simulate_user(&spec, id, &cat);
-        let events: Vec<Event> = evs
-            .iter()
-            .map(|e| {
-                let v: serde_json::Value = serde_json::from_str(&e.data).expect("demo json");
-                Event::from_raw(e.at, e.event_type, &v)
-            })
-            .collect();
-        let record = UserRecord {
-            user_id: u.id,
-            registered_at: u.registered_at,
-            status: Some(u.status.to_string()),
-            has_username: Some(u.username.is_some()),
-        };
+        let (record, events) = feature_inputs(&spec, id, &cat);
         if let Some(f) = compute_features(END, &record, &events, Some(&table)) {
             frame.push_catalog_row(&f.values);
         }

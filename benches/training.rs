@@ -3,9 +3,9 @@
 //! CA_BENCH_USERS sets the shop size (default 100,000 users, one snapshot, 68 features).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use customer_analyzer_core::demo::{products, simulate_user, DemoSpec};
-use customer_analyzer_core::events::{Event, EventKind, MICROS_PER_DAY};
-use customer_analyzer_core::features::{compute_features, Product, ProductTable, UserRecord};
+use customer_analyzer_core::demo::{feature_inputs, product_table, products, DemoSpec};
+use customer_analyzer_core::events::{EventKind, MICROS_PER_DAY};
+use customer_analyzer_core::features::compute_features;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::model::{train, Scorer, TrainingData};
 use customer_analyzer_core::params::{Algorithm, TrainParams};
@@ -16,35 +16,14 @@ const END: i64 = 1_750_000_000 * 1_000_000;
 fn dataset(n: i64) -> TrainingData {
     let spec = DemoSpec::new(n, 180, 42, END).expect("valid spec");
     let cat = products(42);
-    let table = ProductTable::new(cat.iter().map(|p| {
-        (
-            p.id,
-            Product {
-                category: Some(p.category.to_string()),
-                price: Some(p.price),
-            },
-        )
-    }));
+    let table = product_table(&cat);
     let snapshots = [END - 60 * MICROS_PER_DAY, END - 30 * MICROS_PER_DAY];
     let mut data = TrainingData {
         frame: Frame::for_catalog(),
         ..TrainingData::default()
     };
     for id in 1..=n {
-        let (u, evs) = simulate_user(&spec, id, &cat);
-        let events: Vec<Event> = evs
-            .iter()
-            .map(|e| {
-                let v: serde_json::Value = serde_json::from_str(&e.data).expect("demo json");
-                Event::from_raw(e.at, e.event_type, &v)
-            })
-            .collect();
-        let record = UserRecord {
-            user_id: u.id,
-            registered_at: u.registered_at,
-            status: Some(u.status.to_string()),
-            has_username: Some(u.username.is_some()),
-        };
+        let (record, events) = feature_inputs(&spec, id, &cat);
         for (s, &t) in snapshots.iter().enumerate() {
             if let Some(f) = compute_features(t, &record, &events, Some(&table)) {
                 let bought = events.iter().any(|e| {
@@ -53,7 +32,7 @@ fn dataset(n: i64) -> TrainingData {
                 data.frame.push_catalog_row(&f.values);
                 data.y.push(if bought { 1.0 } else { 0.0 });
                 data.snapshot.push(s);
-                data.user_id.push(u.id);
+                data.user_id.push(record.user_id);
             }
         }
     }

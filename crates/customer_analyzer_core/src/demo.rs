@@ -470,6 +470,43 @@ pub fn simulate_user(
     (user, events)
 }
 
+/// The demo catalogue as the feature maths reads it.
+pub fn product_table(catalogue: &[DemoProduct]) -> crate::features::ProductTable {
+    crate::features::ProductTable::new(catalogue.iter().map(|p| {
+        (
+            p.id,
+            crate::features::Product {
+                category: Some(p.category.to_string()),
+                price: Some(p.price),
+            },
+        )
+    }))
+}
+
+/// One simulated user as the feature maths reads it (for benches and tests without a
+/// database).
+pub fn feature_inputs(
+    spec: &DemoSpec,
+    id: i64,
+    catalogue: &[DemoProduct],
+) -> (crate::features::UserRecord, Vec<crate::events::Event>) {
+    let (u, evs) = simulate_user(spec, id, catalogue);
+    let events = evs
+        .iter()
+        .map(|e| {
+            let data = serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null);
+            crate::events::Event::from_raw(e.at, e.event_type, &data)
+        })
+        .collect();
+    let record = crate::features::UserRecord {
+        user_id: u.id,
+        registered_at: u.registered_at,
+        status: Some(u.status.to_string()),
+        has_username: Some(u.username.is_some()),
+    };
+    (record, events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

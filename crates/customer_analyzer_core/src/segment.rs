@@ -267,7 +267,7 @@ pub fn name_segment(
         "Bargain hunters"
     } else if f >= fp && r <= rp {
         "Loyal"
-    } else if views >= viewsp && f <= 0.5 * fp {
+    } else if f <= 0.25 * fp || (views >= viewsp && f <= 0.5 * fp) {
         "Window shoppers"
     } else {
         "Needs attention"
@@ -831,7 +831,8 @@ mod tests {
             "Bargain hunters"
         );
         assert_eq!(name([15.0, 5.0, 450.0, 120.0, 50.0, 1.0]), "Loyal");
-        assert_eq!(name([25.0, 1.0, 50.0, 120.0, 90.0, 1.0]), "Window shoppers");
+        assert_eq!(name([25.0, 1.5, 50.0, 120.0, 90.0, 1.0]), "Window shoppers");
+        assert_eq!(name([25.0, 0.5, 20.0, 120.0, 10.0, 1.0]), "Window shoppers");
         assert_eq!(
             name([25.0, 3.0, 300.0, 120.0, 40.0, 1.0]),
             "Needs attention"
