@@ -563,6 +563,18 @@ mod tests {
         let auc = auc.unwrap_or(0.0);
         assert!(auc > 0.6 && auc < 1.0, "holdout AUC {auc}");
         assert_eq!(deployed, Some(true), "the first model is deployed");
+        // champion-challenger: a weaker model is stored but does not replace it
+        let weak = train(
+            "churn",
+            "gbm",
+            r#"{"iterations": 1, "max_depth": 1, "snapshots": 4}"#,
+        );
+        let weak_row = one::<String>(&format!(
+            "SELECT deployed::text || ',' || (metrics -> 'compared_with' ->> 'model_id')
+             FROM customer_analyzer.model_metrics mm JOIN customer_analyzer.models m ON m.id = mm.model_id
+             WHERE model_id = {weak}"
+        ));
+        assert_eq!(weak_row, Some(format!("false,{id}")));
         let p = one::<f64>("SELECT customer_analyzer.predict_churn(7)").unwrap_or(-1.0);
         assert!((0.0..=1.0).contains(&p));
         let served = one::<i64>("SELECT model_id FROM customer_analyzer.predict('churn', 7)");

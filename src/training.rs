@@ -100,8 +100,7 @@ fn labels(
         if !horizon_passed(client, as_of, task)? {
             return Err(error::invalid_parameter(
                 format!(
-                    "the {task} label of {} needs {} days after as_of, which have not passed",
-                    task,
+                    "the {task} label needs the {} days after as_of, which have not passed yet",
                     horizon_days(task)
                 ),
                 "Pass an as_of at least the horizon before now().",
