@@ -492,6 +492,15 @@ pub fn knee_eps(x: &[f64], d: usize, rows: &[usize], min_points: usize) -> f64 {
     kd[best].max(1e-6)
 }
 
+/// The k with the highest silhouette (2 when none is defined).
+fn best_k(scores: &[(usize, f64)]) -> usize {
+    scores
+        .iter()
+        .filter(|s| s.1.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(2, |s| s.0)
+}
+
 /// Clusters every row of `frame` (numeric features only). Returns the segmentation and,
 /// per row, (segment id, distance to the segment centre).
 pub fn segment(
@@ -540,11 +549,7 @@ pub fn segment(
                             .collect();
                         scores.push((k, silhouette(&x, d, &sil_rows, &labels)));
                     }
-                    let best = scores
-                        .iter()
-                        .filter(|s| s.1.is_finite())
-                        .max_by(|a, b| a.1.total_cmp(&b.1))
-                        .map_or(2, |s| s.0);
+                    let best = best_k(&scores);
                     k_scores = Some(scores);
                     best
                 }
@@ -589,11 +594,7 @@ pub fn segment(
                             sil_local.iter().map(|&i| Some(labels[i])).collect();
                         scores.push((k, silhouette(&x, d, &sil_global, &l)));
                     }
-                    let best = scores
-                        .iter()
-                        .filter(|s| s.1.is_finite())
-                        .max_by(|a, b| a.1.total_cmp(&b.1))
-                        .map_or(2, |s| s.0);
+                    let best = best_k(&scores);
                     k_scores = Some(scores);
                     best
                 }
