@@ -6,7 +6,10 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use customer_analyzer_core::demo::{feature_inputs, product_table, products, DemoSpec};
 use customer_analyzer_core::features::compute_features;
 use customer_analyzer_core::frame::Frame;
-use customer_analyzer_core::segment::{segment, silhouette, SegAlgorithm, SegParams};
+use customer_analyzer_core::segment::{
+    segment, silhouette, SegAlgorithm, SegParams, MAX_LINKAGE_SAMPLE,
+};
+use customer_analyzer_core::work::Work;
 
 const END: i64 = 1_750_000_000 * 1_000_000;
 
@@ -34,6 +37,12 @@ fn segmentation(c: &mut Criterion) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let frame = features(n);
+    // CA_BENCH_THREADS: the pool size, as customer_analyzer.max_threads (default 2)
+    let threads: usize = std::env::var("CA_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let work = Work::unbounded(threads);
     let mut g = c.benchmark_group(format!("segment {} users", frame.rows));
     g.sample_size(10);
     for (algo, k) in [
@@ -48,7 +57,7 @@ fn segmentation(c: &mut Criterion) {
             algo.as_str(),
             k.map_or("auto".to_string(), |k| k.to_string())
         );
-        let (s, _) = segment(&frame, &p).expect("segments");
+        let (s, _) = segment(&work, &frame, &p).expect("segments");
         eprintln!(
             "{label}: {} inputs after preprocessing, {} segments {:?}, silhouette {:.3} on {} users, Davies-Bouldin {:.3}, clustered sample {}",
             s.preprocessor.n_outputs(),
@@ -60,7 +69,7 @@ fn segmentation(c: &mut Criterion) {
             s.quality.clustered_sample
         );
         g.bench_function(&label, |b| {
-            b.iter(|| black_box(segment(&frame, &p).expect("segments")))
+            b.iter(|| black_box(segment(&work, &frame, &p).expect("segments")))
         });
         if algo == SegAlgorithm::KMeans && k.is_some() {
             let x = s.preprocessor.transform(&frame);
@@ -71,8 +80,26 @@ fn segmentation(c: &mut Criterion) {
                 .map(|&i| Some(s.assign(frame.numeric_row(i), &[]).0))
                 .collect();
             g.bench_function("silhouette on 2,000 users", |b| {
-                b.iter(|| black_box(silhouette(&x, d, &rows, &labels)))
+                b.iter(|| black_box(silhouette(&work, &x, d, &rows, &labels).expect("runs")))
             });
+            // kodama's linkage cannot be interrupted: this is the longest a cancel waits
+            let m = MAX_LINKAGE_SAMPLE.min(frame.rows);
+            let mut condensed = Vec::with_capacity(m * (m - 1) / 2);
+            for a in 0..m {
+                for b in a + 1..m {
+                    let s: f64 = (0..d).map(|j| (x[a * d + j] - x[b * d + j]).powi(2)).sum();
+                    condensed.push(s.sqrt());
+                }
+            }
+            g.bench_function(
+                format!("Ward linkage of {m} users (uninterruptible)"),
+                |b| {
+                    b.iter(|| {
+                        let mut c = condensed.clone();
+                        black_box(kodama::linkage(&mut c, m, kodama::Method::Ward).len())
+                    })
+                },
+            );
             g.bench_function("assign one user (segment_of without SQL)", |b| {
                 b.iter(|| black_box(s.assign(frame.numeric_row(7), &[])))
             });

@@ -9,6 +9,7 @@ DAYS=${2:-180}
 DB=ca_bench
 bash scripts/cluster.sh >/dev/null
 runuser -u postgres -- psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-chmod 0644 benches/sql_bench.sql benches/sql_bench_segments.sql
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -v n_users="$N_USERS" -v days="$DAYS" -f benches/sql_bench.sql
+# fed on standard input: the postgres user may not read the checkout (a root-only clone)
+cat benches/sql_bench.sql benches/sql_bench_segments.sql benches/sql_bench_cancel.sql |
+  runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" -v n_users="$N_USERS" -v days="$DAYS"

@@ -103,4 +103,3 @@ END $$;
 INSERT INTO bench SELECT 'events table size', pg_size_pretty(pg_total_relation_size('public.events'));
 INSERT INTO bench SELECT 'user_metrics size', pg_size_pretty(pg_total_relation_size('customer_analyzer.user_metrics'));
 SELECT what, figure FROM bench;
-\ir sql_bench_segments.sql

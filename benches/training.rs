@@ -9,6 +9,7 @@ use customer_analyzer_core::features::compute_features;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::model::{train, Scorer, TrainingData};
 use customer_analyzer_core::params::{Algorithm, TrainParams};
+use customer_analyzer_core::work::Work;
 
 const END: i64 = 1_750_000_000 * 1_000_000;
 
@@ -45,15 +46,21 @@ fn training(c: &mut Criterion) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let data = dataset(n);
+    // CA_BENCH_THREADS: the pool size, as customer_analyzer.max_threads (default 2)
+    let threads: usize = std::env::var("CA_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let work = Work::unbounded(threads);
     let train_rows = data.snapshot.iter().filter(|&&s| s == 0).count();
     let mut g = c.benchmark_group(format!("train {train_rows} rows x 68 features"));
     g.sample_size(10);
     for algo in [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic] {
         let p = TrainParams::defaults(algo);
         g.bench_function(algo.as_str(), |b| {
-            b.iter(|| black_box(train(&data, &p).expect("trains")))
+            b.iter(|| black_box(train(&work, &data, &p).expect("trains")))
         });
-        let (model, report) = train(&data, &p).expect("trains");
+        let (model, report) = train(&work, &data, &p).expect("trains");
         let blob = customer_analyzer_core::codec::encode(
             &customer_analyzer_core::codec::Payload::Classifier(model.clone()),
         )
@@ -73,7 +80,7 @@ fn training(c: &mut Criterion) {
         let frame = data.frame.select(&holdout);
         g.bench_function(
             format!("{} score {} rows", algo.as_str(), frame.rows),
-            |b| b.iter(|| black_box(scorer.predict(&frame))),
+            |b| b.iter(|| black_box(scorer.predict_in(&work, &frame).expect("scores"))),
         );
         g.bench_function(format!("{} score one row", algo.as_str()), |b| {
             b.iter(|| black_box(scorer.predict_one(frame.numeric_row(0), frame.categorical_row(0))))

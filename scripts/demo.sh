@@ -16,6 +16,6 @@ cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/
 bash scripts/cluster.sh
 
 echo "==> running the demo in database $DB"
-chmod 0644 scripts/demo.sql
+# fed on standard input: the postgres user may not read the checkout (a root-only clone)
 runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" \
-  -v n_users="$N_USERS" -v days="$DAYS" -f scripts/demo.sql
+  -v n_users="$N_USERS" -v days="$DAYS" < scripts/demo.sql

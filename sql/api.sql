@@ -4,15 +4,17 @@ COMMENT ON SCHEMA customer_analyzer IS
     'customer_analyzer: customer features, churn and purchase models and segmentation for an online shop.';
 
 CREATE FUNCTION customer_analyzer.configure(
-    users regclass DEFAULT to_regclass('public.users'),
-    events regclass DEFAULT to_regclass('public.events'),
-    products regclass DEFAULT to_regclass('public.products'))
+    users regclass DEFAULT pg_catalog.to_regclass('public.users'),
+    events regclass DEFAULT pg_catalog.to_regclass('public.events'),
+    products regclass DEFAULT pg_catalog.to_regclass('public.products'))
 RETURNS jsonb LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT customer_analyzer._configure(users::oid, events::oid, products::oid) $$;
 
 CREATE FUNCTION customer_analyzer.user_features(as_of timestamptz DEFAULT now())
 RETURNS SETOF customer_analyzer.feature_row
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 SET work_mem = '256MB'
 AS $$
 DECLARE
@@ -38,13 +40,16 @@ $$;
 
 CREATE FUNCTION customer_analyzer.refresh_features()
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 SET work_mem = '256MB'
 AS $$
 DECLARE
     t timestamptz := now();
     n bigint;
 BEGIN
+    -- one bulk refresh at a time: a second waits, then replaces the first one's rows
+    PERFORM pg_advisory_xact_lock(17217, 10);
     PERFORM customer_analyzer._notice_data_quality(t);
     DELETE FROM customer_analyzer.user_metrics;
     INSERT INTO customer_analyzer.user_metrics
@@ -211,13 +216,20 @@ JOIN (SELECT task, max(as_of) AS as_of FROM customer_analyzer.predictions GROUP 
   USING (task, as_of);
 
 COMMENT ON TABLE customer_analyzer.models IS
-    'Trained models, one immutable row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
+    'Trained models, one append-only row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
 COMMENT ON TABLE customer_analyzer.deployments IS
-    'Deployment history; the newest row per task names the model that serves it. Written by train(), deploy() and rollback() inside the caller''s transaction.';
+    'Deployment history, append-only; the newest row per task names the model that serves it, previous_id the deployment it replaced. Written by train(), deploy(), rollback(), retire_model() and segment_users() inside the caller''s transaction.';
 COMMENT ON TABLE customer_analyzer.predictions IS
     'Scores written by score_all(): one batch per task and as_of.';
-COMMENT ON FUNCTION customer_analyzer._refuse_model_update() IS
-    'Internal: keeps model rows immutable so that the per-backend cache, keyed by model id, is always right.';
+COMMENT ON TABLE customer_analyzer.retired_models IS
+    'Models taken out of service by retire_model(): never deployed again, kept for history. Append-only.';
+COMMENT ON FUNCTION customer_analyzer._append_only() IS
+    'Internal: keeps models, deployments and retired_models append-only (UPDATE, DELETE, TRUNCATE raise 55000), so that the per-backend cache, keyed by model id, is always right and history is never rewritten.';
+COMMENT ON FUNCTION customer_analyzer._purging() IS 'Internal: true while purge_models() deletes.';
+COMMENT ON FUNCTION customer_analyzer.retire_model(bigint, text) IS
+    'Takes a model out of service for good (kept for history). When it serves its task, the task goes back to the model before it. Returns the model serving the task afterwards.';
+COMMENT ON FUNCTION customer_analyzer.purge_models(interval, integer) IS
+    'Owner only: deletes models older than older_than that never served, are not retired, have no stored predictions and are not among the newest keep_last of their task. Returns what it removed.';
 COMMENT ON VIEW customer_analyzer.deployed_models IS 'The model serving each task, with its holdout AUC.';
 COMMENT ON VIEW customer_analyzer.model_metrics IS 'Holdout metrics of every model, for comparing and for BI tools.';
 COMMENT ON VIEW customer_analyzer.feature_importance IS
@@ -229,8 +241,10 @@ COMMENT ON FUNCTION customer_analyzer.tune(text, text, timestamptz) IS
     'train() with hyperparameter search over the documented space, scored on time-based validation.';
 COMMENT ON FUNCTION customer_analyzer.labels(text, timestamptz) IS
     'The task''s population as of a time with each user''s label (the horizon must have passed).';
-COMMENT ON FUNCTION customer_analyzer.deploy(bigint) IS 'Makes a model serve its task (inside the caller''s transaction); returns the task.';
-COMMENT ON FUNCTION customer_analyzer.rollback(text) IS 'Returns a task to the model that served before the current one; returns its id.';
+COMMENT ON FUNCTION customer_analyzer.deploy(bigint) IS
+    'Makes a model serve its task (inside the caller''s transaction); refuses retired models and models of another feature catalog version. Returns the task.';
+COMMENT ON FUNCTION customer_analyzer.rollback(text) IS
+    'Returns a task to the model that served before the current one, skipping retired models; each call goes one deployment further back. Returns the model id.';
 COMMENT ON FUNCTION customer_analyzer.clear_model_cache() IS 'Empties this backend''s model cache; returns how many models it held.';
 COMMENT ON FUNCTION customer_analyzer.cached_models() IS 'Ids of the models this backend has decoded and keeps.';
 COMMENT ON FUNCTION customer_analyzer.predict_churn(bigint) IS 'Probability that the user has no event in the next 60 days, from the deployed churn model.';
@@ -277,3 +291,106 @@ COMMENT ON FUNCTION customer_analyzer.segment_users(text, integer, jsonb) IS
 COMMENT ON FUNCTION customer_analyzer.segment_of(bigint) IS
     'One user''s segment in the serving segmentation, assigned from the stored centres without re-clustering.';
 COMMENT ON FUNCTION customer_analyzer.rename_segment(bigint, integer, text) IS 'Gives a segment a name of your choosing.';
+
+-- Privileges ---------------------------------------------------------------------------
+-- Nothing is open to PUBLIC. Two documented ways in, given to existing roles by the owner:
+-- a reader predicts and reads; an operator also trains, deploys, refreshes and segments.
+-- Functions that reach the shop's tables or write the extension's run as SECURITY
+-- DEFINER with a pinned search_path, so the roles need no rights on those tables.
+
+CREATE FUNCTION customer_analyzer._privileges(kind text)
+RETURNS SETOF text LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p FROM (VALUES
+        ('reader', 'USAGE ON SCHEMA customer_analyzer'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.predict_churn(bigint)'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.predict_purchase(bigint)'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.predict(text, bigint)'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.explain(text, bigint, integer)'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.segment_of(bigint)'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.user_features(timestamptz)'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.feature_definitions()'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.feature_conventions()'),
+        ('reader', 'SELECT ON customer_analyzer.feature_catalog, customer_analyzer.customer_features,
+                    customer_analyzer.deployed_models, customer_analyzer.model_metrics,
+                    customer_analyzer.feature_importance, customer_analyzer.latest_predictions,
+                    customer_analyzer.segmentation_quality, customer_analyzer.current_segments'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.tune(text, text, timestamptz)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.deploy(bigint)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.rollback(text)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.retire_model(bigint, text)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.refresh_features()'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.refresh_features(bigint)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.score_all(text, timestamptz)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.segment_users(text, integer, jsonb)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.rename_segment(bigint, integer, text)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.labels(text, timestamptz)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.training_snapshots(text, timestamptz, jsonb)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.data_quality(timestamptz)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.clear_model_cache()'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.cached_models()'),
+        ('operator', 'SELECT ON customer_analyzer.config, customer_analyzer.user_metrics,
+                      customer_analyzer.models, customer_analyzer.deployments,
+                      customer_analyzer.retired_models, customer_analyzer.predictions,
+                      customer_analyzer.segments, customer_analyzer.user_segments')
+    ) AS v(k, p)
+    WHERE v.k = kind
+$$;
+
+CREATE FUNCTION customer_analyzer._apply_privileges(verb text, kind text, role regrole)
+RETURNS void LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p text;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass an existing role, e.g. ''analyst''.';
+    END IF;
+    FOR p IN SELECT customer_analyzer._privileges(kind) LOOP
+        IF verb = 'GRANT' THEN
+            EXECUTE format('GRANT %s TO %s', p, role);
+        ELSE
+            EXECUTE format('REVOKE %s FROM %s', p, role);
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION customer_analyzer.grant_reader(role regrole) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT customer_analyzer._apply_privileges('GRANT', 'reader', role) $$;
+
+CREATE FUNCTION customer_analyzer.grant_operator(role regrole) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_analyzer._apply_privileges('GRANT', 'reader', role);
+    SELECT customer_analyzer._apply_privileges('GRANT', 'operator', role);
+$$;
+
+CREATE FUNCTION customer_analyzer.revoke_reader(role regrole) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT customer_analyzer._apply_privileges('REVOKE', 'operator', role);
+    SELECT customer_analyzer._apply_privileges('REVOKE', 'reader', role);
+$$;
+
+CREATE FUNCTION customer_analyzer.revoke_operator(role regrole) RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT customer_analyzer._apply_privileges('REVOKE', 'operator', role) $$;
+
+REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA customer_analyzer FROM PUBLIC;
+
+COMMENT ON FUNCTION customer_analyzer._privileges(text) IS
+    'Internal: the privileges of the reader and operator ways in (one home for both lists).';
+COMMENT ON FUNCTION customer_analyzer._apply_privileges(text, text, regrole) IS
+    'Internal: grants or revokes one list of _privileges().';
+COMMENT ON FUNCTION customer_analyzer.grant_reader(regrole) IS
+    'Owner only: lets a role use the schema, predict (predict_*, explain, segment_of), compute user_features() and read the views.';
+COMMENT ON FUNCTION customer_analyzer.grant_operator(regrole) IS
+    'Owner only: a reader that may also train, tune, deploy, roll back, retire, refresh, score, segment and read the tables.';
+COMMENT ON FUNCTION customer_analyzer.revoke_reader(regrole) IS 'Owner only: takes every privilege of grant_reader() and grant_operator() back.';
+COMMENT ON FUNCTION customer_analyzer.revoke_operator(regrole) IS 'Owner only: takes the privileges of grant_operator() back, leaving the reader''s.';

@@ -92,8 +92,10 @@ CREATE TABLE customer_analyzer.user_metrics (
     PRIMARY KEY (user_id)
 );
 
--- Models: versioned and immutable (a trigger refuses UPDATE). The model itself is a
--- bincode blob behind a magic and a format number (see crates/.../codec.rs).
+-- Models: versioned and append-only (UPDATE, DELETE and TRUNCATE raise 55000, for the
+-- owner too). The model itself is a bincode blob behind a magic and a format number (see
+-- crates/.../codec.rs). retire_model() takes a model out of service; purge_models() is
+-- the only way to delete, and only old models that never served.
 CREATE TABLE customer_analyzer.models (
     id bigserial PRIMARY KEY,
     task text NOT NULL CHECK (task IN ('churn', 'purchase', 'segmentation')),
@@ -114,28 +116,56 @@ CREATE TABLE customer_analyzer.models (
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.models', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.models_id_seq', '');
 
-CREATE FUNCTION customer_analyzer._refuse_model_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
+-- Refuses every change of an append-only table, except the deletes purge_models() makes.
+CREATE FUNCTION customer_analyzer._append_only() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    RAISE EXCEPTION 'customer_analyzer.models rows are immutable'
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'models' AND customer_analyzer._purging() THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'customer_analyzer.% is append-only: % is refused', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'object_not_in_prerequisite_state',
-              HINT = 'Train a new model instead; models that are not deployed can be deleted.';
+              HINT = CASE TG_TABLE_NAME
+                  WHEN 'models' THEN 'Models are kept for history: retire_model(id) takes one out of service, purge_models() removes old ones that never served.'
+                  WHEN 'deployments' THEN 'The deployment history is kept: deploy(), rollback() and retire_model() add rows.'
+                  ELSE 'Retirements are permanent.' END;
 END
 $$;
-CREATE TRIGGER models_are_immutable BEFORE UPDATE ON customer_analyzer.models
-    FOR EACH ROW EXECUTE FUNCTION customer_analyzer._refuse_model_update();
+CREATE TRIGGER models_are_append_only BEFORE UPDATE OR DELETE ON customer_analyzer.models
+    FOR EACH ROW EXECUTE FUNCTION customer_analyzer._append_only();
+CREATE TRIGGER models_are_not_truncated BEFORE TRUNCATE ON customer_analyzer.models
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
 
 -- Which model serves each task: the newest row per task; older rows are the history.
+-- previous_id is the deployment a row replaced, which rollback() walks back through.
 CREATE TABLE customer_analyzer.deployments (
     id bigserial PRIMARY KEY,
     task text NOT NULL CHECK (task IN ('churn', 'purchase', 'segmentation')),
     model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
     deployed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    reason text NOT NULL
+    reason text NOT NULL,
+    previous_id bigint REFERENCES customer_analyzer.deployments (id)
 );
 CREATE INDEX deployments_task_id_idx ON customer_analyzer.deployments (task, id DESC);
+CREATE INDEX deployments_model_id_idx ON customer_analyzer.deployments (model_id);
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.deployments', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.deployments_id_seq', '');
+CREATE TRIGGER deployments_are_append_only BEFORE UPDATE OR DELETE ON customer_analyzer.deployments
+    FOR EACH ROW EXECUTE FUNCTION customer_analyzer._append_only();
+CREATE TRIGGER deployments_are_not_truncated BEFORE TRUNCATE ON customer_analyzer.deployments
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
+
+-- Models taken out of service by retire_model(): never deployed again, kept for history.
+CREATE TABLE customer_analyzer.retired_models (
+    model_id bigint PRIMARY KEY REFERENCES customer_analyzer.models (id),
+    retired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    reason text NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.retired_models', '');
+CREATE TRIGGER retired_models_are_append_only BEFORE UPDATE OR DELETE ON customer_analyzer.retired_models
+    FOR EACH ROW EXECUTE FUNCTION customer_analyzer._append_only();
+CREATE TRIGGER retired_models_are_not_truncated BEFORE TRUNCATE ON customer_analyzer.retired_models
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
 
 -- Batch scores written by score_all(); one batch per (task, as_of).
 CREATE TABLE customer_analyzer.predictions (
@@ -148,6 +178,7 @@ CREATE TABLE customer_analyzer.predictions (
     predicted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (task, as_of, user_id)
 );
+CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions (model_id);
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
 
 -- Segments of each segmentation (a models row with task 'segmentation'); names can be

@@ -4,6 +4,7 @@ use customer_analyzer_core::catalog::{CATALOG_VERSION, CONVENTIONS, FEATURES};
 use pgrx::prelude::*;
 
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn feature_definitions() -> TableIterator<
     'static,
@@ -30,6 +31,7 @@ fn feature_definitions() -> TableIterator<
 
 /// The conventions every feature follows, and the catalog's version.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn feature_conventions(
 ) -> TableIterator<'static, (name!(catalog_version, i32), name!(conventions, String))> {
     TableIterator::once((CATALOG_VERSION, CONVENTIONS.to_string()))

@@ -30,6 +30,7 @@ fn spec(
 
 /// The demo catalogue.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn demo_products(
     seed: i64,
 ) -> TableIterator<
@@ -50,6 +51,7 @@ fn demo_products(
 
 /// The demo users (their attributes only; no history is simulated).
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn demo_users(
     n_users: i32,
     days: i32,
@@ -86,6 +88,7 @@ fn demo_users(
 
 /// The demo history, user by user, each user's events in time order.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn demo_events(
     n_users: i32,
     days: i32,
@@ -137,6 +140,7 @@ fn row_count(client: &SpiClient<'_>, table: &str) -> Result<i64> {
 
 /// Creates (when missing) and fills the demo shop's tables; all or nothing.
 #[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn generate_demo_data(
     n_users: default!(Option<i32>, 10000),

@@ -106,6 +106,28 @@ pub fn from_core(e: customer_analyzer_core::Error) -> ErrorReport {
             "Update the extension (ALTER EXTENSION customer_analyzer UPDATE) or deploy a model trained by this version.",
         ),
         E::Internal(message) => internal("customer_analyzer core", message),
+        E::Cancelled => report(
+            PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+            "canceling statement: customer_analyzer work was interrupted".into(),
+            "The call was canceled or hit statement_timeout; nothing was written.",
+        ),
+        E::TooLarge {
+            what,
+            needed_mb,
+            limit_mb,
+            setting,
+        } => report(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("{what} would need about {needed_mb} MB, more than {setting} = {limit_mb} MB"),
+            &format!(
+                "Ask for less (fewer users, a smaller sample_size, fewer or shallower trees), or have a superuser raise {setting}."
+            ),
+        ),
+        E::OutOfMemory(what) => report(
+            PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+            format!("out of memory allocating {what}"),
+            "Lower customer_analyzer.max_memory_mb so that calls are refused before the server runs short.",
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 //! SQL, the one-user refresh through a cached plan, and the data-quality report.
 
 use customer_analyzer_core::catalog::{Kind, FEATURES};
+use customer_analyzer_core::events::sql;
 use customer_analyzer_core::features::FeatureValue;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
@@ -14,6 +15,7 @@ use crate::source::{self, Sources};
 
 /// The feature query over the configured tables; `user_features()` executes it.
 #[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
 fn _feature_query(one_user: bool) -> Result<String> {
     Spi::connect(|client| {
         let s = source::load(client)?;
@@ -137,7 +139,8 @@ fn now(client: &SpiClient<'_>) -> Result<TimestampWithTimeZone> {
 
 /// Recomputes one user's features as of now; the real-time path calls this per event.
 /// Returns false when the user registered after now and so has no features yet.
-#[pg_extern(name = "refresh_features", volatile)]
+#[pg_extern(name = "refresh_features", volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     Spi::connect_mut(|client| {
@@ -156,23 +159,30 @@ fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
     })
 }
 
-/// The data-quality checks: what each rule sets aside, counted over the source tables.
+/// The data-quality checks: what each rule sets aside, counted over the source tables
+/// with the same SQL conditions the feature query applies (`events::sql`).
 fn quality_query(s: &Sources) -> String {
     let events = &s.events;
     let users = &s.users;
+    let data = format!("({})", sql::event_data("event_data", s.event_data_is_json));
+    let unreadable = sql::unreadable_json("event_data", s.event_data_is_json);
+    let known = sql::known_types();
+    let amount = sql::is_amount(&format!("{data} ->> 'amount'"));
+    let product = sql::is_product_id(&format!("{data} ->> 'product_id'"));
     format!(
         r#"WITH e AS (
     SELECT count(*) FILTER (WHERE user_id IS NULL) AS null_user,
            count(*) FILTER (WHERE created_at IS NULL) AS null_time,
+           count(*) FILTER (WHERE created_at::timestamptz IN ('infinity', '-infinity')) AS infinite_time,
            count(*) FILTER (WHERE created_at::timestamptz >= $1) AS after_as_of,
-           count(*) FILTER (WHERE created_at::timestamptz > clock_timestamp()) AS future,
-           count(*) FILTER (WHERE event_type IS NULL OR event_type::text NOT IN
-                            ('page_view', 'product_view', 'add_to_cart', 'purchase', 'bot_command')) AS unknown_type,
-           count(*) FILTER (WHERE event_data IS NULL OR jsonb_typeof(event_data::jsonb) <> 'object') AS bad_data,
-           count(*) FILTER (WHERE event_type::text = 'purchase' AND coalesce(
-                    event_data::jsonb ->> 'amount' !~ '^\s*[0-9]{{1,15}}(\.[0-9]+)?\s*$', true)) AS bad_amount,
-           count(*) FILTER (WHERE event_type::text IN ('product_view', 'add_to_cart', 'purchase') AND coalesce(
-                    event_data::jsonb ->> 'product_id' !~ '^[0-9]{{1,18}}$', true)) AS bad_product
+           count(*) FILTER (WHERE created_at::timestamptz > clock_timestamp()
+                              AND created_at::timestamptz < 'infinity') AS future,
+           count(*) FILTER (WHERE event_type IS NULL OR event_type::text NOT IN ({known})) AS unknown_type,
+           count(*) FILTER (WHERE event_data IS NULL OR {unreadable}
+                              OR jsonb_typeof({data}) <> 'object') AS bad_data,
+           count(*) FILTER (WHERE event_type::text = 'purchase' AND coalesce(NOT ({amount}), true)) AS bad_amount,
+           count(*) FILTER (WHERE event_type::text IN ('product_view', 'add_to_cart', 'purchase')
+                              AND coalesce(NOT ({product}), true)) AS bad_product
     FROM {events}
 ),
 orphans AS (
@@ -181,20 +191,23 @@ orphans AS (
 ),
 us AS (
     SELECT count(*) FILTER (WHERE registered_at IS NULL) AS null_registration,
+           count(*) FILTER (WHERE registered_at::timestamptz IN ('infinity', '-infinity')) AS infinite_registration,
            count(*) FILTER (WHERE id IS NULL) AS null_id
     FROM {users}
 )
 SELECT c.check_name, c.n, c.rule FROM e, orphans, us, LATERAL (VALUES
     ('events_without_user_id', e.null_user, 'ignored: the event cannot be attributed'),
     ('events_without_created_at', e.null_time, 'ignored: the event cannot be placed in time'),
+    ('events_at_infinite_time', e.infinite_time, 'never read: infinity or -infinity is not a time'),
     ('events_at_or_after_as_of', e.after_as_of, 'not read: features only see events strictly before as_of'),
     ('events_in_the_future', e.future, 'never read: as_of cannot be in the future'),
     ('events_of_unknown_users', orphans.n, 'ignored: no users row to attach them to'),
     ('events_of_unknown_type', e.unknown_type, 'count as activity (events_* and sessions) only'),
-    ('events_with_malformed_event_data', e.bad_data, 'read as an empty object'),
+    ('events_with_malformed_event_data', e.bad_data, 'read as an empty object (not an object, NULL, or json that jsonb cannot hold)'),
     ('purchases_without_valid_amount', e.bad_amount, 'count as purchases but add no money (missing, negative, NaN, text or >= 1e15)'),
-    ('product_events_without_valid_product_id', e.bad_product, 'count as events but name no product'),
+    ('product_events_without_valid_product_id', e.bad_product, 'count as events but name no product (not a whole number in canonical form, e.g. "007")'),
     ('users_without_registered_at', us.null_registration, 'no features: the user has no registration time'),
+    ('users_with_infinite_registered_at', us.infinite_registration, 'no features: infinity or -infinity is not a time'),
     ('users_without_id', us.null_id, 'no features: the user cannot be referenced')
 ) AS c(check_name, n, rule)"#
     )
@@ -224,7 +237,8 @@ fn quality_rows(
 }
 
 /// Counts the rows each documented data rule sets aside.
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn data_quality(
     as_of: default!(Option<TimestampWithTimeZone>, "now()"),
 ) -> Result<
@@ -244,6 +258,7 @@ fn data_quality(
 
 /// Raises one NOTICE that lists every non-zero data-quality count.
 #[pg_extern(stable, name = "_notice_data_quality")]
+#[search_path(pg_catalog, pg_temp)]
 fn notice_data_quality(as_of: TimestampWithTimeZone) -> Result<i64> {
     let rows = Spi::connect(|client| quality_rows(client, as_of))?;
     let flagged: Vec<String> = rows

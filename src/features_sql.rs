@@ -1,9 +1,12 @@
 //! The set-based SQL that computes every catalogued feature over the shop's tables.
 //!
-//! It implements the rules of `customer_analyzer_core::events` and the definitions of
+//! It implements the rules of `customer_analyzer_core::events` (their SQL spelling comes
+//! from `events::sql`, shared with `data_quality()`) and the definitions of
 //! `customer_analyzer_core::features` (the reference); the agreement test in
 //! `tests.rs` runs both on random shops. `$1` is `as_of`; with [`Scope::OneUser`], `$2`
 //! is the user id and every scan goes through an index on the user id.
+
+use customer_analyzer_core::events::sql;
 
 use crate::source::Sources;
 
@@ -70,6 +73,12 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
     let events = &s.events;
     let user_filter = one_user("src.id");
     let event_filter = one_user("e.user_id");
+    let data = format!(
+        "({})",
+        sql::event_data("e.event_data", s.event_data_is_json)
+    );
+    let valid_amount = sql::is_amount(&format!("{data} ->> 'amount'"));
+    let valid_product = sql::is_product_id("seq.raw_product");
     let distinct_cats_viewed = product_count("a.categories_viewed");
     let distinct_cats_bought = product_count("a.categories_bought");
     format!(
@@ -79,7 +88,8 @@ u AS (
     SELECT src.id::bigint AS user_id, src.registered_at::timestamptz AS registered_at,
            {status} AS status, {has_username} AS has_username
     FROM {users} src
-    WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1{user_filter}
+    WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
+      AND src.registered_at::timestamptz > '-infinity'{user_filter}
 ),
 pr AS ({product_table}),
 pc AS (
@@ -97,14 +107,14 @@ pm AS (
 ),
 ev AS NOT MATERIALIZED (
     SELECT e.user_id::bigint AS user_id, e.event_type::text AS kind, e.created_at::timestamptz AS at,
-           CASE WHEN e.event_type::text = 'purchase'
-                 AND e.event_data::jsonb ->> 'amount' ~ '^\s*[0-9]{{1,15}}(\.[0-9]+)?\s*$'
-                THEN (e.event_data::jsonb ->> 'amount')::float8 END AS amount,
+           CASE WHEN e.event_type::text = 'purchase' AND {valid_amount}
+                THEN ({data} ->> 'amount')::float8 END AS amount,
            CASE WHEN e.event_type::text IN ('product_view', 'add_to_cart', 'purchase')
-                THEN e.event_data::jsonb ->> 'product_id' END AS raw_product,
-           CASE WHEN e.event_type::text = 'bot_command' THEN e.event_data::jsonb ->> 'command' END AS command
+                THEN {data} ->> 'product_id' END AS raw_product,
+           CASE WHEN e.event_type::text = 'bot_command' THEN {data} ->> 'command' END AS command
     FROM {events} e
-    WHERE e.created_at::timestamptz < $1 AND e.user_id IS NOT NULL{event_filter}
+    WHERE e.created_at::timestamptz < $1 AND e.created_at::timestamptz > '-infinity'
+      AND e.user_id IS NOT NULL{event_filter}
       AND e.user_id IN (SELECT user_id FROM u)
 ),
 seq AS (
@@ -120,7 +130,7 @@ x AS (
     SELECT seq.*, (seq.gap IS NULL OR seq.gap > interval '30 minutes') AS session_start,
            seq.product ->> 0 AS category, (seq.product ->> 1)::float8 AS price,
            (seq.product ->> 2)::float8 AS price_level,
-           CASE WHEN seq.raw_product ~ '^(0|[1-9][0-9]{{0,17}})$' THEN seq.raw_product END AS product_id
+           CASE WHEN {valid_product} THEN seq.raw_product END AS product_id
     FROM seq
 ),
 a AS (

@@ -13,13 +13,25 @@ mod demo;
 mod error;
 mod feature_store;
 mod features_sql;
+mod gucs;
 mod models;
 mod plans;
 mod segments;
 mod serving;
 mod source;
+mod statement;
+mod subxact;
 mod time;
 mod training;
+mod work;
+
+/// Loads the settings and makes sure no library thread can take the backend's signals.
+#[pg_guard]
+#[allow(unsafe_code)] // the entry point PostgreSQL calls when it loads the library
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    customer_analyzer_core::work::tame_global_pool();
+}
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", finalize);

@@ -23,22 +23,34 @@ mod tests {
 
     /// Runs `sql` in a subtransaction and returns "SQLSTATE|hint|message", or "ok".
     fn outcome(sql: &str) -> String {
-        run(
-            "CREATE OR REPLACE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
-             DECLARE h text;
-             BEGIN
-                 EXECUTE q;
-                 RETURN 'ok';
-             EXCEPTION WHEN OTHERS THEN
-                 GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
-                 RETURN SQLSTATE || '|' || coalesce(h, '') || '|' || SQLERRM;
-             END $$",
-        );
+        // created once per transaction, so that it also runs after SET ROLE
+        if one::<bool>("SELECT to_regprocedure('pg_temp.outcome(text)') IS NULL") == Some(true) {
+            run(
+                "CREATE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$
+                 DECLARE h text;
+                 BEGIN
+                     EXECUTE q;
+                     RETURN 'ok';
+                 EXCEPTION WHEN OTHERS THEN
+                     GET STACKED DIAGNOSTICS h = PG_EXCEPTION_HINT;
+                     RETURN SQLSTATE || '|' || coalesce(h, '') || '|' || SQLERRM;
+                 END $$",
+            );
+        }
         one::<String>(&format!(
             "SELECT pg_temp.outcome({})",
             pgrx::spi::quote_literal(sql)
         ))
         .unwrap_or_default()
+    }
+
+    /// Asserts that `sql` fails with `state` (PostgreSQL's own refusals, which carry no
+    /// hint); returns the message.
+    fn assert_state(sql: &str, state: &str) -> String {
+        let got = outcome(sql);
+        let mut parts = got.splitn(3, '|');
+        assert_eq!(parts.next(), Some(state), "{sql} gave {got}");
+        parts.nth(1).unwrap_or_default().to_string()
     }
 
     /// Asserts that `sql` fails with `state` and a hint; returns the message.
@@ -991,6 +1003,458 @@ mod tests {
         assert_eq!(
             one::<i64>("SELECT count(*) FROM customer_analyzer.segments"),
             Some(0)
+        );
+    }
+
+    // ---- safety under any caller ----------------------------------------------------
+
+    /// Every public function, called with arguments that work on the small demo shop.
+    const EVERY_CALL: &[&str] = &[
+        "SELECT customer_analyzer.configure()",
+        "SELECT count(*) FROM customer_analyzer.user_features()",
+        "SELECT customer_analyzer.refresh_features()",
+        "SELECT customer_analyzer.refresh_features(3)",
+        "SELECT count(*) FROM customer_analyzer.data_quality()",
+        "SELECT count(*) FROM customer_analyzer.labels('churn', now() - interval '70 days')",
+        "SELECT count(*) FROM customer_analyzer.training_snapshots('churn')",
+        "SELECT * FROM customer_analyzer.train('churn', 'gbm', '{\"iterations\": 20, \"snapshots\": 4}')",
+        "SELECT * FROM customer_analyzer.train('purchase', 'logistic', '{\"snapshots\": 4}')",
+        "SELECT * FROM customer_analyzer.tune('churn', 'logistic')",
+        "SELECT * FROM customer_analyzer.train('churn', 'logistic', '{\"snapshots\": 4, \"deploy\": \"always\"}')",
+        "SELECT customer_analyzer.predict_churn(3)",
+        "SELECT customer_analyzer.predict_purchase(3)",
+        "SELECT * FROM customer_analyzer.predict('churn', 3)",
+        "SELECT * FROM customer_analyzer.explain('churn', 3, 3)",
+        "SELECT customer_analyzer.score_all('churn')",
+        "SELECT customer_analyzer.score_all('purchase', now() - interval '3 days')",
+        "SELECT count(*) FROM customer_analyzer.segment_users('kmeans', 3)",
+        "SELECT count(*) FROM customer_analyzer.segment_users('dbscan', NULL, '{\"min_points\": 5}')",
+        "SELECT count(*) FROM customer_analyzer.segment_users('agglomerative', 3)",
+        "SELECT * FROM customer_analyzer.segment_of(3)",
+        "SELECT customer_analyzer.rename_segment((SELECT max(segmentation_id) FROM customer_analyzer.segments), 0, 'Renamed')",
+        "SELECT customer_analyzer.rollback('churn')",
+        "SELECT customer_analyzer.deploy((SELECT max(id) FROM customer_analyzer.models WHERE task = 'churn'))",
+        "SELECT customer_analyzer.retire_model((SELECT min(id) FROM customer_analyzer.models WHERE task = 'churn'))",
+        "SELECT count(*) FROM customer_analyzer.purge_models('0 seconds', 0)",
+        "SELECT count(*) FROM customer_analyzer.feature_catalog",
+        "SELECT count(*) FROM customer_analyzer.feature_conventions()",
+        "SELECT count(*) FROM customer_analyzer.customer_features",
+        "SELECT count(*) FROM customer_analyzer.model_metrics",
+        "SELECT count(*) FROM customer_analyzer.feature_importance",
+        "SELECT count(*) FROM customer_analyzer.latest_predictions",
+        "SELECT count(*) FROM customer_analyzer.segmentation_quality",
+        "SELECT count(*) FROM customer_analyzer.current_segments",
+        "SELECT count(*) FROM customer_analyzer.demo_users(50, 30, 1, now())",
+        "SELECT count(*) FROM customer_analyzer.demo_events(5, 30, 1, now())",
+        "SELECT count(*) FROM customer_analyzer.demo_products(1)",
+        "SELECT customer_analyzer.cached_models()",
+        "SELECT customer_analyzer.clear_model_cache()",
+        "SELECT customer_analyzer.grant_reader('pg_monitor')",
+        "SELECT customer_analyzer.revoke_reader('pg_monitor')",
+        "SELECT * FROM customer_analyzer.generate_demo_data(200, 120, 5, replace => true)",
+    ];
+
+    #[pg_test]
+    fn objects_planted_on_the_search_path_are_never_called() {
+        small_demo();
+        // what an attacker who can create objects in a schema on the path would plant:
+        // each records who called it
+        run(r#"
+            CREATE TABLE public.hijack_log (who text, what text);
+            CREATE FUNCTION public.hijack_div(float8, int4) RETURNS float8 LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, '/(float8,int4)');
+                      RETURN $1 OPERATOR(pg_catalog./) $2; END $$;
+            CREATE OPERATOR public./ (LEFTARG = float8, RIGHTARG = int4, FUNCTION = public.hijack_div);
+            CREATE FUNCTION public.hijack_div2(bigint, numeric) RETURNS numeric LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, '/(bigint,numeric)');
+                      RETURN $1 OPERATOR(pg_catalog./) $2; END $$;
+            CREATE OPERATOR public./ (LEFTARG = bigint, RIGHTARG = numeric, FUNCTION = public.hijack_div2);
+            CREATE FUNCTION public.hijack_div3(float8, float8) RETURNS float8 LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, '/(float8,float8)');
+                      RETURN $1 OPERATOR(pg_catalog./) $2; END $$;
+            CREATE OPERATOR public./ (LEFTARG = float8, RIGHTARG = float8, FUNCTION = public.hijack_div3);
+            CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'format');
+                      RETURN pg_catalog.format($1, $2, $3); END $$;
+            CREATE FUNCTION public.format(text, text) RETURNS text LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'format');
+                      RETURN pg_catalog.format($1, $2); END $$;
+            CREATE FUNCTION public.cardinality(anyarray) RETURNS integer LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'cardinality');
+                      RETURN pg_catalog.cardinality($1); END $$;
+            CREATE FUNCTION public.lower(text) RETURNS text LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'lower');
+                      RETURN pg_catalog.lower($1); END $$;
+            CREATE FUNCTION public.unnest(anyarray) RETURNS SETOF anyelement LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'unnest');
+                      RETURN QUERY SELECT pg_catalog.unnest($1); END $$;
+            CREATE FUNCTION public.to_regclass(text) RETURNS regclass LANGUAGE plpgsql AS $$
+                BEGIN INSERT INTO public.hijack_log VALUES (current_user, 'to_regclass');
+                      RETURN pg_catalog.to_regclass($1); END $$;
+        "#);
+        run("SET search_path = public, pg_catalog");
+        // the plants work: an unqualified call made with this path reaches them
+        run("SELECT 1.5::float8 / 3, format('%s', 'x'), lower('A')");
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM public.hijack_log"),
+            Some(3)
+        );
+        run("DELETE FROM public.hijack_log");
+        for call in EVERY_CALL {
+            let got = outcome(call);
+            assert!(got == "ok", "{call}: {got}");
+        }
+        run("RESET search_path");
+        let calls = one::<String>(
+            "SELECT coalesce(string_agg(DISTINCT what, ', '), 'none') FROM public.hijack_log",
+        );
+        assert_eq!(calls, Some("none".to_string()));
+        // and every function the extension made pins its search_path
+        let unpinned = one::<String>(
+            "SELECT coalesce(string_agg(p.oid::regprocedure::text, ', '), 'none')
+             FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+             JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'customer_analyzer'
+             WHERE p.pronamespace <> 'tests'::regnamespace
+               AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)",
+        );
+        assert_eq!(unpinned, Some("none".to_string()));
+    }
+
+    #[pg_test]
+    fn readers_and_operators_get_exactly_their_rights() {
+        small_demo();
+        train("churn", "gbm", QUICK);
+        run("SELECT customer_analyzer.refresh_features()");
+        run(
+            "CREATE ROLE ca_test_reader; CREATE ROLE ca_test_operator; CREATE ROLE ca_test_nobody;
+             SELECT customer_analyzer.grant_reader('ca_test_reader');
+             SELECT customer_analyzer.grant_operator('ca_test_operator');",
+        );
+        // nothing is open to PUBLIC
+        run("SET ROLE ca_test_nobody");
+        assert_state("SELECT customer_analyzer.predict_churn(3)", "42501");
+        run("RESET ROLE");
+        // a reader predicts, explains, reads views and features, and nothing more
+        run("SET ROLE ca_test_reader");
+        for ok in [
+            "SELECT customer_analyzer.predict_churn(3)",
+            "SELECT * FROM customer_analyzer.explain('churn', 3)",
+            "SELECT count(*) FROM customer_analyzer.user_features()",
+            "SELECT count(*) FROM customer_analyzer.customer_features",
+            "SELECT count(*) FROM customer_analyzer.model_metrics",
+            "SELECT count(*) FROM customer_analyzer.feature_catalog",
+        ] {
+            assert_eq!(outcome(ok), "ok", "reader: {ok}");
+        }
+        for refused in [
+            "SELECT customer_analyzer.deploy(1)",
+            "SELECT * FROM customer_analyzer.train('churn')",
+            "SELECT customer_analyzer.refresh_features()",
+            "SELECT count(*) FROM customer_analyzer.models",
+            "SELECT count(*) FROM public.events",
+            "SET customer_analyzer.max_memory_mb = 100000",
+        ] {
+            assert_state(refused, "42501");
+        }
+        run("RESET ROLE");
+        // an operator trains and deploys but cannot configure, purge or grant
+        run("SET ROLE ca_test_operator");
+        let trained = outcome(
+            "SELECT * FROM customer_analyzer.train('churn', 'logistic', '{\"snapshots\": 4, \"deploy\": \"always\"}')",
+        );
+        assert_eq!(trained, "ok");
+        assert_eq!(outcome("SELECT customer_analyzer.rollback('churn')"), "ok");
+        assert_eq!(outcome("SELECT customer_analyzer.refresh_features()"), "ok");
+        for refused in [
+            "SELECT customer_analyzer.configure()",
+            "SELECT * FROM customer_analyzer.generate_demo_data(10, 10, 1, replace => true)",
+            "SELECT * FROM customer_analyzer.purge_models('1 day')",
+            "SELECT customer_analyzer.grant_operator('ca_test_nobody')",
+            "DELETE FROM customer_analyzer.predictions",
+            "INSERT INTO customer_analyzer.deployments (task, model_id, reason) VALUES ('churn', 1, 'x')",
+        ] {
+            assert_state(refused, "42501");
+        }
+        run("RESET ROLE");
+        // revoking takes it back
+        run("SELECT customer_analyzer.revoke_operator('ca_test_operator')");
+        run("SET ROLE ca_test_operator");
+        assert_state("SELECT * FROM customer_analyzer.train('churn')", "42501");
+        assert_eq!(outcome("SELECT customer_analyzer.predict_churn(3)"), "ok");
+        run("RESET ROLE");
+        run("SELECT customer_analyzer.revoke_reader('ca_test_operator')");
+        run("SET ROLE ca_test_operator");
+        assert_state("SELECT customer_analyzer.predict_churn(3)", "42501");
+        run("RESET ROLE");
+    }
+
+    fn serving(task: &str) -> Option<i64> {
+        one::<i64>(&format!(
+            "SELECT model_id FROM customer_analyzer.deployed_models WHERE task = '{task}'"
+        ))
+    }
+
+    #[pg_test]
+    fn history_is_append_only_and_rollback_walks_back() {
+        small_demo();
+        let always = r#"{"iterations": 5, "snapshots": 4, "deploy": "always"}"#;
+        let ids: Vec<i64> = (0..4).map(|_| train("churn", "gbm", always)).collect();
+        assert_eq!(serving("churn"), Some(ids[3]));
+        // three rollbacks go three models back, then there is nothing left
+        for back in [2, 1, 0] {
+            assert_eq!(
+                one::<i64>("SELECT customer_analyzer.rollback('churn')"),
+                Some(ids[back])
+            );
+            assert_eq!(serving("churn"), Some(ids[back]));
+        }
+        assert_fails("SELECT customer_analyzer.rollback('churn')", "55000");
+        // history cannot be rewritten, by the owner either
+        for sql in [
+            "UPDATE customer_analyzer.models SET algorithm = 'x'",
+            "DELETE FROM customer_analyzer.models",
+            "TRUNCATE customer_analyzer.models CASCADE",
+            "UPDATE customer_analyzer.deployments SET reason = 'x'",
+            "DELETE FROM customer_analyzer.deployments",
+            "TRUNCATE customer_analyzer.deployments",
+        ] {
+            let msg = assert_fails(sql, "55000");
+            assert!(msg.contains("append-only"), "{sql}: {msg}");
+        }
+        // retiring the serving model goes back to the one before it, and it is never
+        // deployed again
+        let serving_now = serving("churn").unwrap_or_default();
+        let after = one::<i64>(&format!(
+            "SELECT customer_analyzer.retire_model({})",
+            ids[3]
+        ));
+        assert_eq!(
+            after,
+            Some(serving_now),
+            "retiring a model that does not serve changes nothing"
+        );
+        run(&format!("SELECT customer_analyzer.deploy({})", ids[2]));
+        let back = one::<i64>(&format!(
+            "SELECT customer_analyzer.retire_model({})",
+            ids[2]
+        ));
+        assert_eq!(back, Some(serving_now));
+        assert_eq!(serving("churn"), Some(serving_now));
+        assert_fails(
+            &format!("SELECT customer_analyzer.deploy({})", ids[2]),
+            "55000",
+        );
+        assert_fails(
+            &format!("SELECT customer_analyzer.retire_model({})", ids[2]),
+            "55000",
+        );
+        assert_fails(
+            "UPDATE customer_analyzer.retired_models SET reason = 'x'",
+            "55000",
+        );
+        // purge removes only old models that never served and are not kept
+        let never = train(
+            "churn",
+            "gbm",
+            r#"{"iterations": 2, "snapshots": 4, "deploy": "never"}"#,
+        );
+        let purged =
+            one::<i64>("SELECT count(*) FROM customer_analyzer.purge_models('0 seconds', 0)");
+        assert_eq!(purged, Some(1));
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM customer_analyzer.models WHERE id = {never}"
+            )),
+            Some(0)
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.purge_models('0 seconds', 0)"),
+            Some(0)
+        );
+        // and after purging, the trigger guards again
+        assert_fails("DELETE FROM customer_analyzer.models", "55000");
+        assert_fails(
+            "SELECT * FROM customer_analyzer.purge_models(NULL)",
+            "22004",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.purge_models('1 day', -1)",
+            "22023",
+        );
+    }
+
+    #[pg_test]
+    fn deploy_refuses_other_catalogs_and_corrupt_boosters() {
+        use customer_analyzer_core::codec::{decode, encode, Payload};
+        use customer_analyzer_core::model::Estimator;
+        small_demo();
+        let id = train("churn", "gbm", QUICK);
+        let copy_with = |blob: &str, version: &str| {
+            one::<i64>(&format!(
+                "INSERT INTO customer_analyzer.models (task, algorithm, params, preprocessing, feature_names,
+                     catalog_version, trained_as_of, training_from, training_to, metrics, size_bytes, format_version, model)
+                 SELECT task, algorithm, params, preprocessing, feature_names, {version}, trained_as_of,
+                        training_from, training_to, metrics, size_bytes, format_version, {blob}
+                 FROM customer_analyzer.models WHERE id = {id} RETURNING id"
+            ))
+            .unwrap_or(-1)
+        };
+        let old = copy_with("model", "catalog_version - 1");
+        let msg = assert_fails(&format!("SELECT customer_analyzer.deploy({old})"), "55000");
+        assert!(msg.contains("catalog version"), "{msg}");
+        // a blob that decodes, holding a booster that does not parse
+        let blob = one::<Vec<u8>>(&format!(
+            "SELECT model FROM customer_analyzer.models WHERE id = {id}"
+        ))
+        .unwrap_or_default();
+        let Ok(Payload::Classifier(mut model)) = decode(&blob) else {
+            panic!("model {id} does not decode")
+        };
+        model.estimator = Estimator::Gbm {
+            booster: "{\"not\": \"a booster\"}".into(),
+        };
+        let Ok(bad) = encode(&Payload::Classifier(model)) else {
+            panic!("encoding")
+        };
+        let hex: String = bad.iter().map(|b| format!("{b:02x}")).collect();
+        let broken = copy_with(&format!("'\\x{hex}'::bytea"), "catalog_version");
+        assert_fails(
+            &format!("SELECT customer_analyzer.deploy({broken})"),
+            "XX001",
+        );
+        assert_eq!(serving("churn"), Some(id));
+    }
+
+    #[pg_test]
+    fn null_params_and_pca_failures_are_refused() {
+        small_demo();
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'gbm', NULL)",
+            "22004",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.training_snapshots('churn', NULL, NULL)",
+            "22004",
+        );
+        run("SELECT customer_analyzer.refresh_features()");
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('kmeans', 3, NULL)",
+            "22004",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('kmeans', 3, '{\"pca\": 100}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.train('churn', 'logistic', '{\"pca\": 1000, \"snapshots\": 4}')",
+            "22023",
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.models"),
+            Some(0)
+        );
+    }
+
+    #[pg_test]
+    fn model_size_and_memory_budgets_hold() {
+        small_demo();
+        // a model that would pass the size cap stops growing and says so
+        run("SET customer_analyzer.max_model_mb = 1");
+        let id = train(
+            "purchase",
+            "gbm",
+            r#"{"iterations": 3000, "max_depth": 10, "min_leaf_weight": 0, "snapshots": 4, "deploy": "never"}"#,
+        );
+        let grown = one::<String>(&format!(
+            "SELECT (metrics -> 'growth' ->> 'stopped_at_size_limit') || ',' || (metrics -> 'growth' ->> 'trees_grown')
+                    || ',' || (size_bytes <= 1024 * 1024)::text
+             FROM customer_analyzer.models WHERE id = {id}"
+        ))
+        .unwrap_or_default();
+        let parts: Vec<&str> = grown.split(',').collect();
+        assert_eq!(parts[0], "true", "{grown}");
+        assert!(parts[1].parse::<i64>().unwrap_or(3000) < 3000, "{grown}");
+        assert_eq!(parts[2], "true", "{grown}");
+        run("RESET customer_analyzer.max_model_mb");
+        // training more rows than the memory budget allows samples users, and says so
+        run("SET customer_analyzer.max_memory_mb = 16");
+        let id = train(
+            "purchase",
+            "logistic",
+            r#"{"snapshots": 52, "snapshot_days": 2, "deploy": "never"}"#,
+        );
+        let fraction = one::<f64>(&format!(
+            "SELECT (metrics -> 'sample' ->> 'users_fraction')::float8 FROM customer_analyzer.models WHERE id = {id}"
+        ))
+        .unwrap_or(1.0);
+        assert!(fraction < 1.0, "no sampling: {fraction}");
+        // a segmentation too large for the budget is refused with 54000 before reading
+        run(
+            "INSERT INTO customer_analyzer.user_metrics (user_id, as_of, refreshed_at)
+             SELECT 1000000 + g, now(), now() FROM generate_series(1, 9000) g",
+        );
+        let msg = assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('kmeans', 3)",
+            "54000",
+        );
+        assert!(msg.contains("customer_analyzer.max_memory_mb"), "{msg}");
+        run("RESET customer_analyzer.max_memory_mb");
+        assert_state("SET customer_analyzer.max_threads = -1", "22023");
+    }
+
+    #[pg_test]
+    fn one_bad_row_never_breaks_everyone() {
+        small_demo();
+        // event_data stored as json, which can hold what jsonb cannot
+        run(r#"
+            ALTER TABLE public.events ALTER COLUMN event_data DROP DEFAULT;
+            ALTER TABLE public.events ALTER COLUMN event_data TYPE json USING event_data::json;
+            INSERT INTO public.users (id, telegram_id, username, registered_at, status) VALUES
+                (70001, 70001, 'past', '-infinity', 'member'),
+                (70002, 70002, 'never', 'infinity', 'member');
+            INSERT INTO public.events (user_id, event_type, created_at, event_data) VALUES
+                (3, 'page_view', '-infinity', '{}'),
+                (3, 'page_view', 'infinity', '{}'),
+                (70001, 'purchase', now() - interval '3 days', '{"amount": 5, "product_id": 2}'),
+                (4, 'purchase', now() - interval '2 days', '{"amount": "12\u0000", "product_id": 1}'),
+                (5, 'product_view', now() - interval '2 days', '{"product_id": "007"}');
+        "#);
+        run("SELECT customer_analyzer.configure()");
+        let checks = one::<String>(
+            "SELECT string_agg(check_name || '=' || rows, ',' ORDER BY check_name)
+             FROM customer_analyzer.data_quality()
+             WHERE check_name IN ('events_at_infinite_time', 'users_with_infinite_registered_at',
+                                  'events_with_malformed_event_data', 'product_events_without_valid_product_id')",
+        );
+        assert_eq!(
+            checks,
+            Some("events_at_infinite_time=2,events_with_malformed_event_data=1,product_events_without_valid_product_id=2,users_with_infinite_registered_at=2".into())
+        );
+        let users = one::<i64>(
+            "SELECT count(*) FROM public.users WHERE registered_at < now() AND registered_at > '-infinity'",
+        );
+        assert_eq!(
+            one::<i64>("SELECT customer_analyzer.refresh_features()"),
+            users
+        );
+        // the \u0000 purchase is read as an empty object: a purchase without money
+        assert_eq!(
+            one::<f64>(
+                "SELECT total_spent FROM customer_analyzer.user_features() WHERE user_id = 4"
+            ),
+            one::<f64>(
+                "SELECT coalesce(sum((event_data->>'amount')::float8), 0) FROM public.events
+                        WHERE user_id = 4 AND event_type = 'purchase' AND created_at < now()
+                          AND event_data::text NOT LIKE '%u0000%'"
+            )
+        );
+        assert!(train("churn", "gbm", QUICK) > 0);
+        assert!(one::<f64>("SELECT customer_analyzer.predict_churn(3)").is_some());
+        assert!(one::<f64>("SELECT customer_analyzer.predict_churn(5)").is_some());
+        assert_fails("SELECT customer_analyzer.predict_churn(70001)", "55000");
+        assert_eq!(
+            one::<i64>("SELECT customer_analyzer.score_all('churn')"),
+            users
         );
     }
 }

@@ -2,17 +2,18 @@
 //! (task 'segmentation', same table and codec as the classifiers), their segments and
 //! every user's assignment are tables, and the newest segmentation serves `segment_of`.
 
-use customer_analyzer_core::catalog::{CATALOG_VERSION, FEATURES};
-use customer_analyzer_core::codec::{self, Payload};
+use customer_analyzer_core::catalog::FEATURES;
+use customer_analyzer_core::codec::Payload;
 use customer_analyzer_core::frame::Frame;
-use customer_analyzer_core::segment::{segment, SegAlgorithm, SegParams};
+use customer_analyzer_core::segment::{segment, segment_bytes, SegAlgorithm, SegParams};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 
 use crate::error::{self, Result, SpiContext};
 use crate::feature_store::{features_for_user, read_features};
-use crate::models::{self, record_deployment};
+use crate::models::{self, record_deployment, NewModel};
+use crate::work::work;
 
 type SegmentRow = (
     i32,
@@ -32,7 +33,8 @@ fn finite(x: f64) -> Option<f64> {
 
 /// Clusters every user of the feature store and stores the segmentation; returns one row
 /// per segment.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn segment_users(
     algorithm: default!(Option<&str>, "'kmeans'"),
@@ -57,114 +59,134 @@ fn segment_users(
     let algorithm =
         SegAlgorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
             .map_err(error::from_core)?;
-    let params = params.map(|j| j.0).unwrap_or(serde_json::Value::Null);
-    let rows = Spi::connect_mut(|client| -> Result<Vec<SegmentRow>> {
-        let mut frame = Frame::for_catalog();
-        let mut ids = Vec::new();
-        let mut as_of = Vec::new();
-        for row in client
-            .select(
-                "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m ORDER BY m.user_id",
-                None,
-                &[],
+    let params = params.ok_or_else(|| error::null_argument("params"))?.0;
+    let work = work()?;
+    let rows = crate::work::finish(Spi::connect_mut(|client| {
+        crate::subxact::guarded(|| -> Result<Vec<SegmentRow>> {
+            let mut frame = Frame::for_catalog();
+            let users = client
+                .select(
+                    "SELECT count(*) FROM customer_analyzer.user_metrics",
+                    None,
+                    &[],
+                )
+                .ctx("counting the feature store")?
+                .first()
+                .get_one::<i64>()
+                .ctx("counting the feature store")?
+                .unwrap_or(0) as usize;
+            work.reserve(
+                "segmenting the feature store",
+                segment_bytes(users, frame.numeric_names.len()),
             )
-            .ctx("reading the feature store")?
-        {
-            frame.push_catalog_row(&read_features(&row, 2)?);
-            ids.push(
-                row.get::<i64>(1)
-                    .ctx("reading the feature store")?
-                    .unwrap_or_default(),
-            );
-            as_of.push(
-                row.get::<TimestampWithTimeZone>(FEATURES.len() + 4)
-                    .ctx("reading the feature store")?
-                    .ok_or_else(|| error::internal("reading the feature store", "NULL as_of"))?,
-            );
-        }
-        if frame.rows == 0 {
-            return Err(error::not_ready(
-                "the feature store holds no users to segment",
-                "Run SELECT customer_analyzer.refresh_features(); first.",
-            ));
-        }
-        let p = SegParams::from_json(algorithm, k.map(i64::from), &params, frame.rows)
             .map_err(error::from_core)?;
-        let (seg, assignments) = segment(&frame, &p).map_err(error::from_core)?;
-
-        // churn rate: mean churn probability of the members, where a churn model serves
-        let churn: Option<Vec<f64>> = match models::deployed_model_id(client, "churn") {
-            Ok(id) => {
-                let loaded = models::loaded(client, id)?;
-                Some(loaded.classifier()?.predict(&frame))
+            frame.try_reserve_rows(users).map_err(error::from_core)?;
+            let mut ids = Vec::with_capacity(users);
+            let mut as_of = Vec::with_capacity(users);
+            let mut cursor = client
+                .try_open_cursor(
+                    "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m ORDER BY m.user_id",
+                    &[],
+                )
+                .ctx("reading the feature store")?;
+            loop {
+                work.checkpoint().map_err(error::from_core)?;
+                let batch = cursor.fetch(10_000).ctx("reading the feature store")?;
+                if batch.is_empty() {
+                    break;
+                }
+                for row in batch {
+                    frame.push_catalog_row(&read_features(&row, 2)?);
+                    ids.push(
+                        row.get::<i64>(1)
+                            .ctx("reading the feature store")?
+                            .unwrap_or_default(),
+                    );
+                    as_of.push(
+                        row.get::<TimestampWithTimeZone>(FEATURES.len() + 4)
+                            .ctx("reading the feature store")?
+                            .ok_or_else(|| {
+                                error::internal("reading the feature store", "NULL as_of")
+                            })?,
+                    );
+                }
             }
-            Err(_) => None,
-        };
-        let mut churn_sum = vec![0.0; seg.segments.len()];
-        if let Some(c) = &churn {
-            for (a, p) in assignments.iter().zip(c) {
-                churn_sum[a.0] += p;
+            if frame.rows == 0 {
+                return Err(error::not_ready(
+                    "the feature store holds no users to segment",
+                    "Run SELECT customer_analyzer.refresh_features(); first.",
+                ));
             }
-        }
+            let p = SegParams::from_json(algorithm, k.map(i64::from), &params, frame.rows)
+                .map_err(error::from_core)?;
+            let (seg, assignments) = segment(&work, &frame, &p).map_err(error::from_core)?;
 
-        let blob = codec::encode(&Payload::Segmentation(seg.clone())).map_err(error::from_core)?;
-        let names: Vec<String> = FEATURES.iter().map(|f| f.name.to_string()).collect();
-        let first = as_of
-            .iter()
-            .min()
-            .copied()
-            .ok_or_else(|| error::internal("feature store", "empty"))?;
-        let last = as_of
-            .iter()
-            .max()
-            .copied()
-            .ok_or_else(|| error::internal("feature store", "empty"))?;
-        let quality = serde_json::to_value(&seg.quality)
-            .map_err(|e| error::internal("encoding quality", e))?;
-        let id = client
-            .update(
-                "INSERT INTO customer_analyzer.models (task, algorithm, params, preprocessing, feature_names,
-                     catalog_version, trained_as_of, training_from, training_to, metrics, size_bytes,
-                     format_version, model)
-                 VALUES ('segmentation', $1, $2, $3, $4, $5, $6, $7, $6, $8, $9, $10, $11) RETURNING id",
-                None,
-                &[
-                    algorithm.as_str().into(),
-                    JsonB(serde_json::to_value(&p).map_err(|e| error::internal("encoding params", e))?).into(),
-                    JsonB(json!({"options": seg.preprocessor.options, "inputs": seg.preprocessor.output_names})).into(),
-                    names.into(),
-                    CATALOG_VERSION.into(),
-                    last.into(),
-                    first.into(),
-                    JsonB(quality).into(),
-                    (blob.len() as i32).into(),
-                    (codec::FORMAT_VERSION as i32).into(),
-                    blob.into(),
-                ],
-            )
-            .ctx("storing the segmentation")?
-            .first()
-            .get_one::<i64>()
-            .ctx("storing the segmentation")?
-            .ok_or_else(|| error::internal("storing the segmentation", "no id"))?;
+            // churn rate: mean churn probability of the members, where a churn model serves
+            let churn: Option<Vec<f64>> = match models::serving_model(client, "churn")? {
+                Some(id) => {
+                    let loaded = models::loaded(client, id)?;
+                    Some(
+                        loaded
+                            .classifier()?
+                            .predict_in(&work, &frame)
+                            .map_err(error::from_core)?,
+                    )
+                }
+                None => None,
+            };
+            let mut churn_sum = vec![0.0; seg.segments.len()];
+            if let Some(c) = &churn {
+                for (a, p) in assignments.iter().zip(c) {
+                    churn_sum[a.0] += p;
+                }
+            }
 
-        let mut out = Vec::with_capacity(seg.segments.len());
-        for s in &seg.segments {
-            let churn_rate = churn
-                .as_ref()
-                .map(|_| churn_sum[s.id] / s.size.max(1) as f64);
-            let row: SegmentRow = (
-                s.id as i32,
-                s.name.clone(),
-                s.description.clone(),
-                s.size as i64,
-                s.share,
-                finite(s.profile[0]),
-                finite(s.profile[1]),
-                finite(s.profile[2]),
-                churn_rate,
-            );
-            client
+            let first = as_of
+                .iter()
+                .min()
+                .copied()
+                .ok_or_else(|| error::internal("feature store", "empty"))?;
+            let last = as_of
+                .iter()
+                .max()
+                .copied()
+                .ok_or_else(|| error::internal("feature store", "empty"))?;
+            let quality = serde_json::to_value(&seg.quality)
+                .map_err(|e| error::internal("encoding quality", e))?;
+            let segments = seg.segments.clone();
+            let id = models::store_model(
+                client,
+                NewModel {
+                    task: "segmentation",
+                    algorithm: algorithm.as_str(),
+                    params: serde_json::to_value(&p)
+                        .map_err(|e| error::internal("encoding params", e))?,
+                    preprocessing: json!({"options": seg.preprocessor.options, "inputs": seg.preprocessor.output_names}),
+                    trained_as_of: last,
+                    training_from: first,
+                    training_to: last,
+                    metrics: quality,
+                    payload: Payload::Segmentation(seg),
+                },
+            )?;
+
+            let mut out = Vec::with_capacity(segments.len());
+            for s in &segments {
+                let churn_rate = churn
+                    .as_ref()
+                    .map(|_| churn_sum[s.id] / s.size.max(1) as f64);
+                let row: SegmentRow = (
+                    s.id as i32,
+                    s.name.clone(),
+                    s.description.clone(),
+                    s.size as i64,
+                    s.share,
+                    finite(s.profile[0]),
+                    finite(s.profile[1]),
+                    finite(s.profile[2]),
+                    churn_rate,
+                );
+                client
                 .update(
                     "INSERT INTO customer_analyzer.segments VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     None,
@@ -183,11 +205,11 @@ fn segment_users(
                     ],
                 )
                 .ctx("storing segments")?;
-            out.push(row);
-        }
-        let seg_ids: Vec<i32> = assignments.iter().map(|a| a.0 as i32).collect();
-        let dist: Vec<f64> = assignments.iter().map(|a| a.1).collect();
-        client
+                out.push(row);
+            }
+            let seg_ids: Vec<i32> = assignments.iter().map(|a| a.0 as i32).collect();
+            let dist: Vec<f64> = assignments.iter().map(|a| a.1).collect();
+            client
             .update(
                 "INSERT INTO customer_analyzer.user_segments (user_id, segmentation_id, segment_id, segment_name, distance)
                  SELECT u, $2, s, g.name, d
@@ -197,15 +219,24 @@ fn segment_users(
                 &[ids.into(), id.into(), seg_ids.into(), dist.into()],
             )
             .ctx("storing user segments")?;
-        record_deployment(client, "segmentation", id, "segment_users")?;
-        Ok(out)
-    })?;
+            let serving = models::lock_task(client, "segmentation")?;
+            record_deployment(
+                client,
+                "segmentation",
+                id,
+                "segment_users",
+                serving.map(|s| s.0),
+            )?;
+            Ok(out)
+        })
+    }))?;
     Ok(TableIterator::new(rows))
 }
 
 /// One user's segment in the serving segmentation, assigned from the stored centres
 /// without re-clustering (new users included).
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn segment_of(
     user_id: Option<i64>,
@@ -222,12 +253,7 @@ fn segment_of(
 > {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     let row = Spi::connect(|client| -> Result<(i32, String, f64, i64)> {
-        let id = models::deployed_model_id(client, "segmentation").map_err(|_| {
-            error::not_ready(
-                "no segmentation exists yet",
-                "Run SELECT * FROM customer_analyzer.segment_users(); first.",
-            )
-        })?;
+        let id = models::deployed_model_id(client, "segmentation")?;
         let loaded = models::loaded(client, id)?;
         let seg = loaded.segmentation()?;
         let (values, _) = features_for_user(client, user_id)?;
@@ -253,7 +279,8 @@ fn segment_of(
 }
 
 /// Gives a segment a name of the analyst's choosing.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn rename_segment(
     segmentation_id: Option<i64>,
     segment_id: Option<i32>,

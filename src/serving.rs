@@ -9,6 +9,7 @@ use pgrx::spi::SpiClient;
 use crate::error::{self, Result, SpiContext};
 use crate::feature_store::{features_for_user, read_features};
 use crate::models;
+use crate::work::work;
 
 struct Scored {
     score: f64,
@@ -23,7 +24,7 @@ fn frame_of(values: &[FeatureValue]) -> Frame {
     f
 }
 
-fn score_user(client: &SpiClient<'_>, task: &str, user_id: i64) -> Result<Scored> {
+fn score_user(client: &SpiClient<'_>, task: &'static str, user_id: i64) -> Result<Scored> {
     let model_id = models::deployed_model_id(client, task)?;
     let loaded = models::loaded(client, model_id)?;
     let scorer = loaded.classifier()?;
@@ -38,25 +39,28 @@ fn score_user(client: &SpiClient<'_>, task: &str, user_id: i64) -> Result<Scored
     })
 }
 
-fn predict_score(task: &str, user_id: Option<i64>) -> Result<f64> {
+fn predict_score(task: &'static str, user_id: Option<i64>) -> Result<f64> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     Spi::connect(|client| Ok(score_user(client, task, user_id)?.score))
 }
 
 /// Probability that the user has no event in the next 60 days.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn predict_churn(user_id: Option<i64>) -> Result<f64> {
     predict_score("churn", user_id)
 }
 
 /// Probability that the user buys in the next 30 days.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn predict_purchase(user_id: Option<i64>) -> Result<f64> {
     predict_score("purchase", user_id)
 }
 
 /// Score, label at the model's threshold, the serving model and the features' as_of.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn predict(
     task: Option<&str>,
@@ -86,7 +90,8 @@ fn show(v: &FeatureValue) -> Option<String> {
 }
 
 /// The features that pushed this user's score up (positive) or down (negative) most.
-#[pg_extern(stable, parallel_restricted)]
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn explain(
     task: Option<&str>,
@@ -135,41 +140,64 @@ fn explain(
     Ok(TableIterator::new(rows))
 }
 
+/// Rows scored and written per batch.
+const SCORE_BATCH: i64 = 20_000;
+
 /// Scores every user with the deployed model into `predictions`. With `as_of` NULL the
 /// feature store is scored as it stands; with a time, features are computed as of that
-/// time (point-in-time), so a model can be checked on history. Returns the row count.
-#[pg_extern(volatile)]
+/// time (point-in-time), so a model can be checked on history. Rows are read through a
+/// cursor and scored and written in batches, so memory stays flat whatever the number
+/// of users, and an interrupt is seen between chunks. Returns the row count.
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn score_all(
     task: Option<&str>,
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Result<i64> {
     let task = models::task(task)?;
-    Spi::connect_mut(|client| {
-        let model_id = models::deployed_model_id(client, task)?;
-        let loaded = models::loaded(client, model_id)?;
-        let scorer = loaded.classifier()?;
-        let (sql, args): (&str, Vec<pgrx::datum::DatumWithOid>) = match as_of {
-            None => (
-                "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m",
-                vec![],
-            ),
-            Some(t) => (
-                "SELECT f.*, $1 FROM customer_analyzer.user_features($1) f",
-                vec![t.into()],
-            ),
-        };
-        let rows = client
-            .select(sql, None, &args)
-            .ctx("reading features to score")?;
-        let n_features = customer_analyzer_core::catalog::FEATURES.len();
-        let as_of_col = if as_of.is_none() {
-            n_features + 4
-        } else {
-            n_features + 2
-        };
+    let work = work()?;
+    crate::work::finish(Spi::connect_mut(|client| {
+        crate::subxact::guarded(|| score_all_body(client, &work, task, as_of))
+    }))
+}
+
+/// `score_all` inside its SPI connection and subtransaction.
+fn score_all_body(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    work: &customer_analyzer_core::work::Work,
+    task: &'static str,
+    as_of: Option<TimestampWithTimeZone>,
+) -> Result<i64> {
+    let model_id = models::deployed_model_id(client, task)?;
+    let loaded = models::loaded(client, model_id)?;
+    let scorer = loaded.classifier()?;
+    let n_features = customer_analyzer_core::catalog::FEATURES.len();
+    let (mut cursor, as_of_col) = match as_of {
+        None => (
+            client
+                .try_open_cursor(
+                    "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m",
+                    &[],
+                )
+                .ctx("reading features to score")?,
+            n_features + 4,
+        ),
+        Some(t) => (
+            client
+                .try_open_cursor(
+                    "SELECT f.*, $1 FROM customer_analyzer.user_features($1) f",
+                    &[t.into()],
+                )
+                .ctx("reading features to score")?,
+            n_features + 2,
+        ),
+    };
+    let mut scored = 0i64;
+    loop {
+        work.checkpoint().map_err(error::from_core)?;
         let mut frame = Frame::for_catalog();
         let (mut ids, mut times) = (Vec::new(), Vec::new());
-        for row in rows {
+        for row in cursor.fetch(SCORE_BATCH).ctx("reading features to score")? {
             frame.push_catalog_row(&read_features(&row, 2)?);
             ids.push(
                 row.get::<i64>(1)
@@ -183,12 +211,9 @@ fn score_all(
             );
         }
         if frame.rows == 0 {
-            return Err(error::not_ready(
-                "there are no features to score",
-                "Run SELECT customer_analyzer.refresh_features(); first, or pass an as_of.",
-            ));
+            break;
         }
-        let scores = scorer.predict(&frame);
+        let scores = scorer.predict_in(work, &frame).map_err(error::from_core)?;
         let labels: Vec<bool> = scores
             .iter()
             .map(|&s| s >= scorer.model.threshold)
@@ -204,6 +229,13 @@ fn score_all(
                 &[ids.into(), task.into(), model_id.into(), scores.into(), labels.into(), times.into()],
             )
             .ctx("writing predictions")?;
-        Ok(frame.rows as i64)
-    })
+        scored += frame.rows as i64;
+    }
+    if scored == 0 {
+        return Err(error::not_ready(
+            "there are no features to score",
+            "Run SELECT customer_analyzer.refresh_features(); first, or pass an as_of.",
+        ));
+    }
+    Ok(scored)
 }

@@ -23,7 +23,7 @@ impl Expect {
             Expect::Integer => matches!(type_oid, 20 | 21 | 23),
             Expect::Time => matches!(type_oid, 1184 | 1114 | 1082),
             Expect::Text => category == "S" || category == "E",
-            Expect::Json => matches!(type_oid, 3802 | 114),
+            Expect::Json => matches!(type_oid, 3802 | JSON_OID),
             Expect::Number => category == "N",
             Expect::Any => true,
         }
@@ -61,6 +61,8 @@ const fn col(
         meaning,
     }
 }
+
+const JSON_OID: i64 = 114;
 
 const USERS: &[ColumnSpec] = &[
     col(
@@ -128,6 +130,8 @@ pub struct Sources {
     pub products: Option<String>,
     pub has_status: bool,
     pub has_username: bool,
+    /// `events.event_data` is `json`, not `jsonb` (see `events::sql::event_data`).
+    pub event_data_is_json: bool,
 }
 
 /// A relation's quoted qualified name, or None when the oid names no table-like relation.
@@ -146,14 +150,15 @@ fn relation_name(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<Option<Stri
         .ctx("reading pg_class")
 }
 
-/// Checks `table`'s columns against `specs`; returns which optional columns exist.
+/// Checks `table`'s columns against `specs`; returns each column's type oid, None for
+/// an optional column that is missing.
 fn check_columns(
     client: &SpiClient<'_>,
     role: &str,
     oid: pg_sys::Oid,
     table: &str,
     specs: &[ColumnSpec],
-) -> Result<Vec<bool>> {
+) -> Result<Vec<Option<i64>>> {
     let rows = client
         .select(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), \
@@ -193,7 +198,7 @@ fn check_columns(
                     ),
                 ))
             }
-            None => present.push(false),
+            None => present.push(None),
             Some((_, shown, type_oid, category)) => {
                 if !spec.expect.accepts(*type_oid, category) {
                     return Err(error::wrong_type(
@@ -208,7 +213,7 @@ fn check_columns(
                         ),
                     ));
                 }
-                present.push(true);
+                present.push(Some(*type_oid));
             }
         }
     }
@@ -242,7 +247,7 @@ pub fn validate(
     let (users_oid, users) = require_table(client, "users", users, "public.users")?;
     let (events_oid, events) = require_table(client, "events", events, "public.events")?;
     let user_cols = check_columns(client, "users", users_oid, &users, USERS)?;
-    check_columns(client, "events", events_oid, &events, EVENTS)?;
+    let event_cols = check_columns(client, "events", events_oid, &events, EVENTS)?;
     let products = match products {
         None => None,
         Some(oid) => {
@@ -255,8 +260,9 @@ pub fn validate(
         users,
         events,
         products,
-        has_status: user_cols[2],
-        has_username: user_cols[3],
+        has_status: user_cols[2].is_some(),
+        has_username: user_cols[3].is_some(),
+        event_data_is_json: event_cols[3] == Some(JSON_OID),
     })
 }
 
@@ -281,6 +287,7 @@ pub fn load(client: &SpiClient<'_>) -> Result<Sources> {
 
 /// Chooses the shop's tables. Nothing is written unless every check passes.
 #[pg_extern(name = "_configure", volatile)]
+#[search_path(pg_catalog, pg_temp)]
 fn configure(
     users: Option<pg_sys::Oid>,
     events: Option<pg_sys::Oid>,

@@ -8,12 +8,13 @@
 //!   event at all in (T, T + 60 days].
 
 use customer_analyzer_core::catalog::{CATALOG_VERSION, FEATURES};
-use customer_analyzer_core::codec::{self, Payload};
+use customer_analyzer_core::codec::Payload;
 use customer_analyzer_core::events::MICROS_PER_DAY;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::metrics::auc;
 use customer_analyzer_core::model::{self, TrainingData};
 use customer_analyzer_core::params::{Algorithm, DeployPolicy, TrainParams};
+use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
@@ -21,9 +22,10 @@ use serde_json::json;
 
 use crate::error::{self, Result, SpiContext};
 use crate::feature_store::read_features;
-use crate::models::{self, record_deployment};
+use crate::models::{self, record_deployment, NewModel};
 use crate::source::{self, Sources};
 use crate::time::{from_unix_micros, to_unix_micros};
+use crate::work::work;
 
 /// Days after as_of that a task's label looks at.
 pub fn horizon_days(task: &str) -> i64 {
@@ -89,41 +91,44 @@ fn horizon_passed(
 }
 
 /// The task's population as of `as_of` with each user's label.
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn labels(
     task: Option<&str>,
     as_of: Option<TimestampWithTimeZone>,
 ) -> Result<TableIterator<'static, (name!(user_id, i64), name!(label, bool))>> {
     let task = models::task(task)?;
     let as_of = as_of.ok_or_else(|| error::null_argument("as_of"))?;
-    let rows = Spi::connect(|client| -> Result<Vec<(i64, bool)>> {
-        if !horizon_passed(client, as_of, task)? {
-            return Err(error::invalid_parameter(
-                format!(
-                    "the {task} label needs the {} days after as_of, which have not passed yet",
-                    horizon_days(task)
-                ),
-                "Pass an as_of at least the horizon before now().",
-            ));
-        }
-        let s = source::load(client)?;
-        let sql = format!(
-            "SELECT user_id, label FROM ({}) l",
-            labelled_query(&s, task)
-        );
-        let mut out = Vec::new();
-        for row in client
-            .select(&sql, None, &[as_of.into()])
-            .ctx("computing labels")?
-        {
-            out.push((
-                row.get::<i64>(1)
-                    .ctx("computing labels")?
-                    .unwrap_or_default(),
-                row.get::<bool>(2).ctx("computing labels")?.unwrap_or(false),
-            ));
-        }
-        Ok(out)
+    let rows = Spi::connect(|client| {
+        crate::subxact::guarded(|| -> Result<Vec<(i64, bool)>> {
+            if !horizon_passed(client, as_of, task)? {
+                return Err(error::invalid_parameter(
+                    format!(
+                        "the {task} label needs the {} days after as_of, which have not passed yet",
+                        horizon_days(task)
+                    ),
+                    "Pass an as_of at least the horizon before now().",
+                ));
+            }
+            let s = source::load(client)?;
+            let sql = format!(
+                "SELECT user_id, label FROM ({}) l",
+                labelled_query(&s, task)
+            );
+            let mut out = Vec::new();
+            for row in client
+                .select(&sql, None, &[as_of.into()])
+                .ctx("computing labels")?
+            {
+                out.push((
+                    row.get::<i64>(1)
+                        .ctx("computing labels")?
+                        .unwrap_or_default(),
+                    row.get::<bool>(2).ctx("computing labels")?.unwrap_or(false),
+                ));
+            }
+            Ok(out)
+        })
     })?;
     Ok(TableIterator::new(rows))
 }
@@ -140,42 +145,95 @@ fn snapshot_times(end: i64, first_registration: i64, task: &str, p: &TrainParams
     out
 }
 
-fn gather(client: &SpiClient<'_>, s: &Sources, task: &str, times: &[i64]) -> Result<TrainingData> {
+/// Rows fetched from the cursor at a time.
+const FETCH_ROWS: i64 = 5000;
+
+/// The stacked snapshots, and how many users they were sampled down to.
+struct Gathered {
+    data: TrainingData,
+    /// The sample keeps 1 / 2^halvings of the users (0: everyone).
+    halvings: u32,
+    rows_read: usize,
+}
+
+/// Reads every snapshot's labelled features through a cursor. When the rows would not
+/// fit the memory budget, users are sampled by a fixed hash, halving the share until
+/// they fit; the same users are kept in every snapshot.
+fn gather(
+    client: &SpiClient<'_>,
+    work: &Work,
+    s: &Sources,
+    task: &str,
+    times: &[i64],
+) -> Result<Gathered> {
     let sql = labelled_query(s, task);
     let mut data = TrainingData {
         frame: Frame::for_catalog(),
         ..TrainingData::default()
     };
+    let per_row = model::bytes_per_training_row(
+        data.frame.numeric_names.len(),
+        data.frame.categorical_names.len(),
+    );
+    let max_rows = (work.memory_limit / per_row).max(1);
+    let (mut halvings, mut rows_read) = (0u32, 0usize);
     for (i, &t) in times.iter().enumerate() {
         let as_of = from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t))?;
-        for row in client
-            .select(&sql, None, &[as_of.into()])
-            .ctx("reading a training snapshot")?
-        {
-            data.frame.push_catalog_row(&read_features(&row, 2)?);
-            data.user_id.push(
-                row.get::<i64>(1)
+        let mut cursor = client
+            .try_open_cursor(sql.as_str(), &[as_of.into()])
+            .ctx("reading a training snapshot")?;
+        loop {
+            work.checkpoint().map_err(error::from_core)?;
+            let batch = cursor
+                .fetch(FETCH_ROWS)
+                .ctx("reading a training snapshot")?;
+            if batch.is_empty() {
+                break;
+            }
+            rows_read += batch.len();
+            data.frame
+                .try_reserve_rows(batch.len())
+                .map_err(error::from_core)?;
+            for row in batch {
+                let user = row
+                    .get::<i64>(1)
                     .ctx("reading a training snapshot")?
-                    .unwrap_or_default(),
-            );
-            let label = row
-                .get::<bool>(FEATURES.len() + 2)
-                .ctx("reading a training snapshot")?
-                .unwrap_or(false);
-            data.y.push(if label { 1.0 } else { 0.0 });
-            data.snapshot.push(i);
+                    .unwrap_or_default();
+                if !model::user_in_sample(user, halvings) {
+                    continue;
+                }
+                data.frame.push_catalog_row(&read_features(&row, 2)?);
+                data.user_id.push(user);
+                let label = row
+                    .get::<bool>(FEATURES.len() + 2)
+                    .ctx("reading a training snapshot")?
+                    .unwrap_or(false);
+                data.y.push(if label { 1.0 } else { 0.0 });
+                data.snapshot.push(i);
+            }
+            while data.y.len() > max_rows && halvings < 20 {
+                halvings += 1;
+                data.retain_users(|u| model::user_in_sample(u, halvings));
+            }
         }
     }
-    Ok(data)
+    Ok(Gathered {
+        data,
+        halvings,
+        rows_read,
+    })
 }
 
-/// AUC of the deployed model on the new holdout rows, when it can be compared.
-fn deployed_auc(
+/// The serving model's AUC on the new model's holdout rows, when it can be compared:
+/// None when nothing serves, or the serving model was built for another feature catalog
+/// or does not decode (said in a NOTICE: the new model may then replace it).
+fn champion_auc(
     client: &SpiClient<'_>,
-    task: &str,
+    work: &Work,
+    serving: Option<i64>,
     data: &TrainingData,
 ) -> Result<Option<(i64, f64)>> {
-    let Ok(id) = models::deployed_model_id(client, task) else {
+    let Some(id) = serving else {
         return Ok(None);
     };
     let version = client
@@ -191,18 +249,25 @@ fn deployed_auc(
     if version != Some(CATALOG_VERSION) {
         return Ok(None);
     }
-    let Ok(loaded) = models::loaded(client, id) else {
-        return Ok(None);
+    let loaded = match models::loaded(client, id) {
+        Ok(l) => l,
+        Err(e) => {
+            pgrx::notice!(
+                "customer_analyzer: the serving model {id} cannot be compared: {}",
+                e.message()
+            );
+            return Ok(None);
+        }
     };
-    let Ok(scorer) = loaded.classifier() else {
-        return Ok(None);
-    };
+    let scorer = loaded.classifier()?;
     let latest = data.snapshot.iter().copied().max().unwrap_or(0);
     let rows: Vec<usize> = (0..data.y.len())
         .filter(|&i| data.snapshot[i] == latest)
         .collect();
     let y: Vec<f64> = rows.iter().map(|&i| data.y[i]).collect();
-    let p = scorer.predict(&data.frame.select(&rows));
+    let p = scorer
+        .predict_in(work, &data.frame.select(&rows))
+        .map_err(error::from_core)?;
     Ok(Some((id, auc(&y, &p))))
 }
 
@@ -217,7 +282,8 @@ fn data_end(
         None => one_time(
             client,
             &format!(
-                "SELECT max(created_at::timestamptz) FROM {} WHERE created_at::timestamptz <= now()",
+                "SELECT max(created_at::timestamptz) FROM {} WHERE created_at::timestamptz <= now()
+                   AND created_at::timestamptz > '-infinity'",
                 s.events
             ),
         )?
@@ -272,14 +338,15 @@ fn snapshots_for(
 
 /// The snapshots train() would stack for `task`: each as_of and whether it trains or is
 /// the holdout. With labels() and user_features() this exports a training set.
-#[pg_extern(stable)]
+#[pg_extern(stable, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn training_snapshots(
     task: Option<&str>,
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
     params: default!(Option<JsonB>, "'{}'"),
 ) -> Result<TableIterator<'static, (name!(as_of, TimestampWithTimeZone), name!(role, String))>> {
     let task = models::task(task)?;
-    let params = params.map(|j| j.0).unwrap_or(serde_json::Value::Null);
+    let params = params.ok_or_else(|| error::null_argument("params"))?.0;
     let params = TrainParams::from_json(Algorithm::Gbm, &params).map_err(error::from_core)?;
     let times = Spi::connect(|client| {
         let s = source::load(client)?;
@@ -303,91 +370,116 @@ fn train_impl(
     params: TrainParams,
     as_of: Option<TimestampWithTimeZone>,
 ) -> Result<TrainRow> {
-    Spi::connect_mut(|client| {
-        let s = source::load(client)?;
-        let end = data_end(client, &s, as_of)?;
-        let times = snapshots_for(client, &s, task, end, &params)?;
-        let data = gather(client, &s, task, &times)?;
-        let (model, report) = model::train(&data, &params).map_err(error::from_core)?;
-        let preprocessing = json!({
-            "options": model.preprocessor.options,
-            "inputs": model.preprocessor.output_names,
-        });
-        let blob = codec::encode(&Payload::Classifier(model)).map_err(error::from_core)?;
-        let previous = deployed_auc(client, task, &data)?;
-        let holdout_auc = report.holdout.auc;
-        let deploy = match params.deploy {
-            DeployPolicy::Always => true,
-            DeployPolicy::Never => false,
-            DeployPolicy::IfBetter => previous.is_none_or(|(_, old)| !(old >= holdout_auc)),
-        };
-        let mut metrics =
-            serde_json::to_value(&report).map_err(|e| error::internal("encoding metrics", e))?;
-        if let Some(m) = metrics.as_object_mut() {
-            m.insert(
-                "compared_with".into(),
-                match previous {
-                    Some((id, auc)) => json!({"model_id": id, "holdout_auc": auc}),
-                    None => serde_json::Value::Null,
-                },
-            );
-            m.insert("snapshots".into(), json!(times.len()));
-        }
-        let first_snapshot =
-            from_unix_micros(times[0]).ok_or_else(|| error::internal("snapshot time", times[0]))?;
-        let holdout_snapshot = from_unix_micros(times[times.len() - 1])
-            .ok_or_else(|| error::internal("snapshot time", times[times.len() - 1]))?;
-        let names: Vec<String> = FEATURES.iter().map(|f| f.name.to_string()).collect();
-        let size = blob.len() as i32;
-        let id = client
-            .update(
-                "INSERT INTO customer_analyzer.models (task, algorithm, params, preprocessing, feature_names,
-                     catalog_version, trained_as_of, training_from, training_to, metrics, size_bytes,
-                     format_version, model)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-                None,
-                &[
-                    task.into(),
-                    algorithm.as_str().into(),
-                    JsonB(report.params.clone()).into(),
-                    JsonB(preprocessing).into(),
-                    names.into(),
-                    CATALOG_VERSION.into(),
-                    end.into(),
-                    first_snapshot.into(),
-                    holdout_snapshot.into(),
-                    JsonB(metrics).into(),
-                    size.into(),
-                    (codec::FORMAT_VERSION as i32).into(),
-                    blob.into(),
-                ],
-            )
-            .ctx("storing the model")?
-            .first()
-            .get_one::<i64>()
-            .ctx("storing the model")?
-            .ok_or_else(|| error::internal("storing the model", "no id returned"))?;
-        if deploy {
-            record_deployment(client, task, id, "train")?;
-        }
-        let h = &report.holdout;
-        Ok((
-            id,
-            task.to_string(),
-            algorithm.as_str().to_string(),
-            h.auc,
-            h.f1,
-            h.precision,
-            h.recall,
-            h.brier,
-            deploy,
-        ))
-    })
+    let work = work()?;
+    crate::work::finish(Spi::connect_mut(|client| {
+        crate::subxact::guarded(|| train_body(client, &work, task, algorithm, &params, as_of))
+    }))
+}
+
+/// `train_impl` inside its SPI connection and subtransaction.
+fn train_body(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    work: &Work,
+    task: &'static str,
+    algorithm: Algorithm,
+    params: &TrainParams,
+    as_of: Option<TimestampWithTimeZone>,
+) -> Result<TrainRow> {
+    let s = source::load(client)?;
+    let end = data_end(client, &s, as_of)?;
+    let times = snapshots_for(client, &s, task, end, params)?;
+    let gathered = gather(client, work, &s, task, &times)?;
+    let data = &gathered.data;
+    let (model, report) = model::train(work, data, params).map_err(error::from_core)?;
+    if let Some(g) = report.growth.as_ref().filter(|g| g.stopped_at_size_limit) {
+        pgrx::notice!(
+            "customer_analyzer: the model reached customer_analyzer.max_model_mb after {} of {} trees; growing stopped there",
+            g.trees_grown,
+            g.trees_requested
+        );
+    }
+    if gathered.halvings > 0 {
+        pgrx::notice!(
+            "customer_analyzer: training used 1/{} of the users ({} of {} rows) to stay within customer_analyzer.max_memory_mb",
+            1u64 << gathered.halvings,
+            data.y.len(),
+            gathered.rows_read
+        );
+    }
+    let preprocessing = json!({
+        "options": model.preprocessor.options,
+        "inputs": model.preprocessor.output_names,
+    });
+    // From here to the end of the transaction no other deploy of this task can
+    // interleave: the champion is read after the lock, and compared on our holdout.
+    let serving = models::lock_task(client, task)?;
+    let previous = champion_auc(client, work, serving.map(|s| s.1), data)?;
+    let holdout_auc = report.holdout.auc;
+    let deploy = match params.deploy {
+        DeployPolicy::Always => true,
+        DeployPolicy::Never => false,
+        DeployPolicy::IfBetter => previous.is_none_or(|(_, old)| !(old >= holdout_auc)),
+    };
+    let mut metrics =
+        serde_json::to_value(&report).map_err(|e| error::internal("encoding metrics", e))?;
+    if let Some(m) = metrics.as_object_mut() {
+        m.insert(
+            "compared_with".into(),
+            match previous {
+                Some((id, auc)) => json!({"model_id": id, "holdout_auc": auc}),
+                None => serde_json::Value::Null,
+            },
+        );
+        m.insert("snapshots".into(), json!(times.len()));
+        m.insert(
+            "sample".into(),
+            json!({
+                "users_fraction": 1.0 / (1u64 << gathered.halvings) as f64,
+                "rows_read": gathered.rows_read,
+                "rows_kept": data.y.len(),
+                "limit": "customer_analyzer.max_memory_mb",
+            }),
+        );
+    }
+    let first_snapshot =
+        from_unix_micros(times[0]).ok_or_else(|| error::internal("snapshot time", times[0]))?;
+    let holdout_snapshot = from_unix_micros(times[times.len() - 1])
+        .ok_or_else(|| error::internal("snapshot time", times[times.len() - 1]))?;
+    let id = models::store_model(
+        client,
+        NewModel {
+            task,
+            algorithm: algorithm.as_str(),
+            params: report.params.clone(),
+            preprocessing,
+            trained_as_of: end,
+            training_from: first_snapshot,
+            training_to: holdout_snapshot,
+            metrics,
+            payload: Payload::Classifier(model),
+        },
+    )?;
+    if deploy {
+        record_deployment(client, task, id, "train", serving.map(|s| s.0))?;
+    }
+    let h = &report.holdout;
+    Ok((
+        id,
+        task.to_string(),
+        algorithm.as_str().to_string(),
+        h.auc,
+        h.f1,
+        h.precision,
+        h.recall,
+        h.brier,
+        deploy,
+    ))
 }
 
 /// Trains a churn or purchase model on the configured shop; see the module comment for
 /// the labels and the README for the parameters.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn train(
     task: Option<&str>,
     algorithm: default!(Option<&str>, "'gbm'"),
@@ -412,7 +504,7 @@ fn train(
     let task = models::task(task)?;
     let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
         .map_err(error::from_core)?;
-    let params = params.map(|j| j.0).unwrap_or(serde_json::Value::Null);
+    let params = params.ok_or_else(|| error::null_argument("params"))?.0;
     let params = TrainParams::from_json(algorithm, &params).map_err(error::from_core)?;
     Ok(TableIterator::once(train_impl(
         task, algorithm, params, as_of,
@@ -420,7 +512,8 @@ fn train(
 }
 
 /// `train()` with hyperparameter search over the documented space.
-#[pg_extern(volatile)]
+#[pg_extern(volatile, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
 fn tune(
     task: Option<&str>,
     algorithm: default!(Option<&str>, "'gbm'"),

@@ -59,7 +59,7 @@ mod tests {
         let data = synthetic(100, 2, 5);
         let mut p = TrainParams::defaults(Algorithm::Gbm);
         p.iterations = 10;
-        let (model, _) = train(&data, &p).unwrap();
+        let (model, _) = train(&crate::work::Work::unbounded(1), &data, &p).unwrap();
         let blob = encode(&Payload::Classifier(model.clone())).unwrap();
         assert_eq!(decode(&blob).unwrap(), Payload::Classifier(model));
         let mut future = blob.clone();

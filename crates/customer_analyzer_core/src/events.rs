@@ -12,6 +12,55 @@ pub const SESSION_GAP_MICROS: i64 = 30 * MICROS_PER_MINUTE;
 /// Amounts at or above this are treated as garbage, not money.
 pub const MAX_AMOUNT: f64 = 1e15;
 
+/// The data rules as SQL conditions, so that the extension's feature query and its
+/// data-quality report apply exactly the rules this module applies in Rust.
+pub mod sql {
+    use super::EventKind;
+
+    /// `'page_view', 'product_view', ...`: the known event types, for `IN (...)`.
+    pub fn known_types() -> String {
+        EventKind::KNOWN
+            .iter()
+            .map(|k| format!("'{}'", k.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `text` (an `->>` of event_data) is money: see [`super::parse_amount`].
+    pub fn is_amount(text: &str) -> String {
+        // Rust's ASCII whitespace, spelled so that the pattern means the same whether
+        // standard_conforming_strings is on (the regex reads \t) or off (the string does)
+        format!(r"{text} ~ '^[ \t\n\f\r]*[0-9]{{1,15}}([.][0-9]+)?[ \t\n\f\r]*$'")
+    }
+
+    /// `text` is a product id: see [`super::parse_product_id`].
+    pub fn is_product_id(text: &str) -> String {
+        format!("{text} ~ '^(0|[1-9][0-9]{{0,17}})$'")
+    }
+
+    /// `column` (json) holds something jsonb cannot: the escape `\u0000`.
+    pub fn unreadable_json(column: &str, is_json: bool) -> String {
+        if is_json {
+            format!(r"strpos({column}::text, E'\\u0000') > 0")
+        } else {
+            "false".into()
+        }
+    }
+
+    /// `column` as jsonb. A `json` value that jsonb cannot hold reads as an empty object
+    /// instead of failing the whole query.
+    pub fn event_data(column: &str, is_json: bool) -> String {
+        if is_json {
+            format!(
+                "CASE WHEN {} THEN '{{}}'::jsonb ELSE {column}::jsonb END",
+                unreadable_json(column, true)
+            )
+        } else {
+            format!("{column}::jsonb")
+        }
+    }
+}
+
 /// The event types the features know. Anything else counts as activity only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -24,6 +73,15 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind the features read, in catalog order.
+    pub const KNOWN: [EventKind; 5] = [
+        EventKind::PageView,
+        EventKind::ProductView,
+        EventKind::AddToCart,
+        EventKind::Purchase,
+        EventKind::BotCommand,
+    ];
+
     pub fn parse(event_type: &str) -> EventKind {
         match event_type {
             "page_view" => EventKind::PageView,
@@ -99,8 +157,7 @@ impl Event {
 
 /// `event_data->>'amount'` as money: a JSON number or numeric string that is a plain
 /// non-negative decimal with at most 15 integer digits. Negative values, NaN, text and
-/// absurd magnitudes are not money. Mirrors the SQL regular expression
-/// `^\s*[0-9]{1,15}(\.[0-9]+)?\s*$`.
+/// absurd magnitudes are not money. [`sql::is_amount`] is the same rule in SQL.
 pub fn parse_amount(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n
@@ -124,7 +181,7 @@ pub fn parse_amount(v: &Value) -> Option<f64> {
 
 /// `event_data->>'product_id'` as a product id: a whole JSON number or a string of at
 /// most 18 digits in canonical form (no leading zero), so that the text is the id's own
-/// text. Mirrors the SQL regular expression `^(0|[1-9][0-9]{0,17})$`.
+/// text. [`sql::is_product_id`] is the same rule in SQL.
 pub fn parse_product_id(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n
@@ -185,6 +242,18 @@ mod tests {
         assert_eq!(parse_product_id(&json!("")), None);
         assert_eq!(parse_product_id(&json!("007")), None);
         assert_eq!(parse_product_id(&json!("0")), Some(0));
+    }
+
+    #[test]
+    fn sql_rules_spell_the_same_patterns() {
+        assert_eq!(
+            sql::is_amount("a"),
+            r"a ~ '^[ \t\n\f\r]*[0-9]{1,15}([.][0-9]+)?[ \t\n\f\r]*$'"
+        );
+        assert_eq!(sql::is_product_id("p"), "p ~ '^(0|[1-9][0-9]{0,17})$'");
+        assert!(sql::known_types().starts_with("'page_view', 'product_view'"));
+        assert!(sql::event_data("e.d", true).contains(r"E'\\u0000'"));
+        assert_eq!(sql::event_data("e.d", false), "e.d::jsonb");
     }
 
     #[test]

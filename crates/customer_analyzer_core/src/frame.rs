@@ -54,6 +54,30 @@ impl Frame {
         &self.categorical[i * w..(i + 1) * w]
     }
 
+    /// Makes room for `rows` more rows, or an error instead of an abort.
+    pub fn try_reserve_rows(&mut self, rows: usize) -> Result<(), crate::Error> {
+        crate::work::try_grow(&mut self.numeric, rows * self.numeric_names.len())?;
+        crate::work::try_grow(&mut self.categorical, rows * self.categorical_names.len())
+    }
+
+    /// Keeps the rows whose `keep` entry is true, in order.
+    pub fn retain_rows(&mut self, keep: &[bool]) {
+        let (w, c) = (self.numeric_names.len(), self.categorical_names.len());
+        let mut i = 0;
+        self.numeric.retain(|_| {
+            let k = keep[i / w.max(1)];
+            i += 1;
+            k
+        });
+        let mut i = 0;
+        self.categorical.retain(|_| {
+            let k = keep[i / c.max(1)];
+            i += 1;
+            k
+        });
+        self.rows = keep.iter().filter(|&&k| k).count();
+    }
+
     /// The rows at `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Frame {
         let mut out = Frame {

@@ -14,6 +14,8 @@ pub mod params;
 pub mod preprocess;
 pub mod segment;
 pub mod testkit;
+pub mod trees;
+pub mod work;
 
 /// Errors the core reports; the extension maps each to a SQLSTATE.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -21,7 +23,7 @@ pub enum Error {
     /// A caller's argument is out of its documented range (SQLSTATE 22023).
     #[error("{message}")]
     InvalidParameter { name: &'static str, message: String },
-    /// Too few rows, or a single class, to train or evaluate (SQLSTATE 22023... see src/error.rs).
+    /// Too few rows, or a single class, to train or evaluate (SQLSTATE 55000).
     #[error("not enough data: {0}")]
     NotEnoughData(String),
     /// A stored model blob that does not decode (SQLSTATE XX001).
@@ -33,4 +35,18 @@ pub enum Error {
     /// A failure inside a library that is not the caller's fault.
     #[error("{0}")]
     Internal(String),
+    /// The interrupt check asked the work to stop (SQLSTATE 57014).
+    #[error("canceled")]
+    Cancelled,
+    /// A call would need more than a budget allows (SQLSTATE 54000).
+    #[error("{what} would need about {needed_mb} MB, more than {setting} = {limit_mb} MB")]
+    TooLarge {
+        what: String,
+        needed_mb: usize,
+        limit_mb: usize,
+        setting: &'static str,
+    },
+    /// The allocator refused a buffer (SQLSTATE 53200).
+    #[error("out of memory allocating {0}")]
+    OutOfMemory(String),
 }

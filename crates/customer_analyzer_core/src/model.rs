@@ -4,17 +4,17 @@
 //! 5-fold CV or 80/20 split, hyperparameter search; importance and per-row explanations.
 
 use forust_ml::gradientbooster::{ContributionsMethod, GradientBooster, ImportanceMethod};
-use forust_ml::objective::ObjectiveType;
 use forust_ml::Matrix;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Poisson};
 use serde::{Deserialize, Serialize};
 
 use crate::frame::Frame;
 use crate::metrics::{evaluate, Metrics};
 use crate::params::{Algorithm, TrainParams, Validation};
 use crate::preprocess::{PreprocessOptions, Preprocessor};
+use crate::trees::{self, column_major, Growth};
+use crate::work::Work;
 use crate::Error;
 
 /// Rows to learn from: features, 0/1 labels, the snapshot each row comes from (0 is the
@@ -25,6 +25,50 @@ pub struct TrainingData {
     pub y: Vec<f64>,
     pub snapshot: Vec<usize>,
     pub user_id: Vec<i64>,
+}
+
+impl TrainingData {
+    /// Keeps the rows of the users for which `keep` holds.
+    pub fn retain_users(&mut self, keep: impl Fn(i64) -> bool) {
+        let mask: Vec<bool> = self.user_id.iter().map(|&u| keep(u)).collect();
+        self.frame.retain_rows(&mask);
+        let mut i = 0;
+        self.y.retain(|_| {
+            i += 1;
+            mask[i - 1]
+        });
+        let mut i = 0;
+        self.snapshot.retain(|_| {
+            i += 1;
+            mask[i - 1]
+        });
+        self.user_id.retain(|&u| keep(u));
+    }
+}
+
+/// Whether a user is in the sample that keeps 1 / 2^`halvings` of all users. The same
+/// user is in or out in every snapshot, and a smaller sample is a subset of a larger one,
+/// so halving again while reading needs no second pass.
+pub fn user_in_sample(user_id: i64, halvings: u32) -> bool {
+    if halvings == 0 {
+        return true;
+    }
+    // splitmix64: a fixed, well-mixed hash, the same on every platform and version
+    let mut z = (user_id as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    z >> (64 - halvings.min(63)) == 0
+}
+
+/// Memory one training row needs at the peak of training: its row of the frame (8 bytes
+/// a numeric feature, about 40 a category) and, for the fit, the preprocessed inputs
+/// (up to one and a half columns per numeric feature with missing flags, 13 per category
+/// one-hot), their column-major copy and bins, gradients and predictions.
+pub fn bytes_per_training_row(numeric: usize, categorical: usize) -> usize {
+    let frame_row = numeric * 8 + categorical * 40 + 24;
+    let inputs = numeric * 3 / 2 + categorical * 13;
+    frame_row + inputs * 8 * 2 + trees::fit_bytes(1, inputs)
 }
 
 /// The fitted estimator, as stored.
@@ -67,6 +111,9 @@ pub struct Report {
     pub search: Option<Vec<(serde_json::Value, f64)>>,
     pub train_rows: usize,
     pub train_positive_rate: f64,
+    /// Trees requested and grown, and whether the model-size budget stopped growing.
+    #[serde(default)]
+    pub growth: Option<Growth>,
 }
 
 fn preprocess_options(p: &TrainParams) -> PreprocessOptions {
@@ -86,104 +133,61 @@ fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// Row-major to forust's column-major layout.
-fn column_major(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
-    let mut out = vec![0.0; x.len()];
-    for i in 0..rows {
-        for j in 0..cols {
-            out[j * rows + i] = x[i * cols + j];
-        }
-    }
-    out
-}
-
 fn forust_err(e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("forust-ml: {e}"))
 }
 
-fn fit_gbm(
-    x: &[f64],
-    rows: usize,
-    cols: usize,
-    y: &[f64],
-    p: &TrainParams,
-) -> Result<GradientBooster, Error> {
-    let data = column_major(x, rows, cols);
-    let m = Matrix::new(&data, rows, cols);
-    let mut b = GradientBooster::default()
-        .set_objective_type(ObjectiveType::LogLoss)
-        .set_iterations(p.iterations)
-        .set_learning_rate(p.learning_rate as f32)
-        .set_max_depth(p.max_depth)
-        .set_max_leaves(usize::MAX)
-        .set_min_leaf_weight(p.min_leaf_weight as f32)
-        .set_l2(p.l2 as f32)
-        .set_subsample(p.subsample as f32)
-        .set_seed(p.seed)
-        .set_parallel(true);
-    b.fit(&m, y, &vec![1.0; rows], None).map_err(forust_err)?;
-    Ok(b)
+/// A stored booster that does not parse: the blob decoded but its inside is damaged.
+fn corrupt_booster(e: impl std::fmt::Display) -> Error {
+    Error::CorruptModel(format!("a stored tree booster does not parse: {e}"))
 }
 
-fn fit_forest(
-    x: &[f64],
-    rows: usize,
-    cols: usize,
-    y: &[f64],
-    p: &TrainParams,
-) -> Result<Vec<GradientBooster>, Error> {
-    let data = column_major(x, rows, cols);
-    let m = Matrix::new(&data, rows, cols);
-    let fraction = p
-        .feature_fraction
-        .unwrap_or_else(|| ((cols as f64).sqrt() / cols as f64).max(1.0 / cols as f64));
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
-    let bootstrap =
-        Poisson::new(p.subsample.max(0.05)).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut trees = Vec::with_capacity(p.n_trees);
-    for t in 0..p.n_trees {
-        // Poisson(1) weights are the bootstrap: each row drawn k ~ Poisson(1) times.
-        let weights: Vec<f64> = (0..rows).map(|_| bootstrap.sample(&mut rng)).collect();
-        let mut b = GradientBooster::default()
-            .set_objective_type(ObjectiveType::SquaredLoss)
-            .set_iterations(1)
-            .set_learning_rate(1.0)
-            .set_max_depth(p.max_depth)
-            .set_max_leaves(usize::MAX)
-            .set_min_leaf_weight(p.min_leaf_weight as f32)
-            .set_l2(0.0)
-            .set_gamma(0.0)
-            .set_initialize_base_score(false)
-            .set_base_score(0.0)
-            .set_colsample_bytree(fraction)
-            .set_seed(
-                p.seed
-                    .wrapping_add(t as u64)
-                    .wrapping_add(rng.gen::<u32>() as u64),
-            )
-            .set_parallel(true);
-        b.fit(&m, y, &weights, None).map_err(forust_err)?;
-        trees.push(b);
-    }
-    Ok(trees)
-}
+/// L-BFGS iterations per call of linfa-logistic: each call warm-starts from the last
+/// one's weights, and the interrupt check runs between calls (linfa has no hook).
+const LOGISTIC_CHUNK: u64 = 10;
 
 fn fit_logistic(
-    x: &[f64],
+    work: &Work,
+    x: Vec<f64>,
     rows: usize,
     cols: usize,
     y: &[f64],
     p: &TrainParams,
 ) -> Result<(Vec<f64>, f64), Error> {
     use linfa::traits::Fit;
-    let records = ndarray::Array2::from_shape_vec((rows, cols), x.to_vec())
+    let records = ndarray::Array2::from_shape_vec((rows, cols), x)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let targets = ndarray::Array1::from_iter(y.iter().map(|&v| v > 0.5));
-    let fitted = linfa_logistic::LogisticRegression::default()
-        .alpha(p.alpha)
-        .max_iterations(p.max_iterations)
-        .fit(&linfa::Dataset::new(records, targets))
-        .map_err(|e| Error::Internal(format!("linfa-logistic: {e}")))?;
+    let dataset = linfa::Dataset::new(records, targets);
+    let mut start: Option<ndarray::Array1<f64>> = None;
+    let mut done = 0;
+    let fitted = loop {
+        work.checkpoint()?;
+        let steps = LOGISTIC_CHUNK.min(p.max_iterations - done);
+        let mut params = linfa_logistic::LogisticRegression::default()
+            .alpha(p.alpha)
+            .max_iterations(steps);
+        if let Some(w) = &start {
+            params = params.initial_params(w.clone());
+        }
+        let fitted = work
+            .install(|| params.fit(&dataset))
+            .map_err(|e| Error::Internal(format!("linfa-logistic: {e}")))?;
+        done += steps;
+        let mut w = fitted.params().to_vec();
+        w.push(fitted.intercept());
+        let w = ndarray::Array1::from(w);
+        let moved = start.as_ref().map_or(f64::INFINITY, |old| {
+            old.iter()
+                .zip(&w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+        });
+        start = Some(w);
+        if done >= p.max_iterations || moved < 1e-9 {
+            break fitted;
+        }
+    };
     // linfa's probability is of its "positive" class, the more frequent label; turn the
     // weights round when that is `false` so that scores are always P(label = true).
     let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
@@ -192,6 +196,9 @@ fn fit_logistic(
         sign * fitted.intercept(),
     ))
 }
+
+/// Rows scored per chunk: small enough that a round of chunks takes a fraction of a second.
+const SCORE_CHUNK: usize = 2048;
 
 /// A model ready to score: boosters parsed once (the cache holds these).
 pub struct Scorer {
@@ -203,19 +210,20 @@ impl Scorer {
     pub fn new(model: Model) -> Result<Scorer, Error> {
         let boosters = match &model.estimator {
             Estimator::Gbm { booster } => {
-                vec![GradientBooster::from_json(booster).map_err(forust_err)?]
+                vec![GradientBooster::from_json(booster).map_err(corrupt_booster)?]
             }
             Estimator::Forest { trees } => trees
                 .iter()
-                .map(|t| GradientBooster::from_json(t).map_err(forust_err))
+                .map(|t| GradientBooster::from_json(t).map_err(corrupt_booster))
                 .collect::<Result<_, _>>()?,
             Estimator::Logistic { .. } => Vec::new(),
         };
         Ok(Scorer { model, boosters })
     }
 
-    /// Probabilities for preprocessed rows (row-major, `rows` of them).
-    pub fn predict_prepared(&self, x: &[f64], rows: usize) -> Vec<f64> {
+    /// Probabilities for preprocessed rows (row-major, `rows` of them). `parallel` is only
+    /// for callers inside `Work::install`: forust's parallel path uses the current pool.
+    fn predict_prepared(&self, x: &[f64], rows: usize, parallel: bool) -> Vec<f64> {
         let cols = self.model.preprocessor.n_outputs();
         match &self.model.estimator {
             Estimator::Logistic { weights, intercept } => (0..rows)
@@ -232,7 +240,7 @@ impl Scorer {
                 let data = column_major(x, rows, cols);
                 let m = Matrix::new(&data, rows, cols);
                 self.boosters[0]
-                    .predict(&m, rows > 1000)
+                    .predict(&m, parallel)
                     .into_iter()
                     .map(sigmoid)
                     .collect()
@@ -242,7 +250,7 @@ impl Scorer {
                 let m = Matrix::new(&data, rows, cols);
                 let mut sum = vec![0.0; rows];
                 for b in &self.boosters {
-                    for (s, v) in sum.iter_mut().zip(b.predict(&m, rows > 1000)) {
+                    for (s, v) in sum.iter_mut().zip(b.predict(&m, parallel)) {
                         *s += v;
                     }
                 }
@@ -252,15 +260,28 @@ impl Scorer {
         }
     }
 
+    /// Scores every row of `frame` on this thread: for small frames and tests.
     pub fn predict(&self, frame: &Frame) -> Vec<f64> {
         let x = self.model.preprocessor.transform(frame);
-        self.predict_prepared(&x, frame.rows)
+        self.predict_prepared(&x, frame.rows, false)
+    }
+
+    /// Scores every row of `frame` in chunks on the work's pool, with an interrupt check
+    /// between rounds of chunks.
+    pub fn predict_in(&self, work: &Work, frame: &Frame) -> Result<Vec<f64>, Error> {
+        let parts = work.for_chunks(frame.rows, SCORE_CHUNK, |r| {
+            let rows: Vec<usize> = r.collect();
+            let part = frame.select(&rows);
+            let x = self.model.preprocessor.transform(&part);
+            self.predict_prepared(&x, part.rows, false)
+        })?;
+        Ok(parts.concat())
     }
 
     /// One user's score from raw feature values.
     pub fn predict_one(&self, numeric: &[f64], categorical: &[Option<String>]) -> f64 {
         let x = self.model.preprocessor.transform_row(numeric, categorical);
-        self.predict_prepared(&x, 1)
+        self.predict_prepared(&x, 1, false)
             .first()
             .copied()
             .unwrap_or(f64::NAN)
@@ -343,36 +364,49 @@ impl Scorer {
 }
 
 /// Fits preprocessing and estimator on `rows` of `data`.
-fn fit(data: &TrainingData, rows: &[usize], p: &TrainParams) -> Result<Scorer, Error> {
+fn fit(
+    work: &Work,
+    data: &TrainingData,
+    rows: &[usize],
+    p: &TrainParams,
+) -> Result<(Scorer, Option<Growth>), Error> {
+    work.checkpoint()?;
     let frame = data.frame.select(rows);
     let y: Vec<f64> = rows.iter().map(|&i| data.y[i]).collect();
     check_classes(&y, "training rows")?;
     let pre = Preprocessor::fit(&frame, &preprocess_options(p))?;
-    let x = pre.transform(&frame);
+    work.checkpoint()?;
+    let x = work.install(|| pre.transform(&frame));
+    drop(frame);
+    work.checkpoint()?;
     let cols = pre.n_outputs();
-    let estimator = match p.algorithm {
-        Algorithm::Gbm => Estimator::Gbm {
-            booster: fit_gbm(&x, frame.rows, cols, &y, p)?
-                .json_dump()
-                .map_err(forust_err)?,
-        },
-        Algorithm::RandomForest => Estimator::Forest {
-            trees: fit_forest(&x, frame.rows, cols, &y, p)?
+    let n = rows.len();
+    let (estimator, growth) = match p.algorithm {
+        Algorithm::Gbm => {
+            let (booster, growth) = trees::fit_gbm(work, x, n, cols, &y, p)?;
+            let booster = booster.json_dump().map_err(forust_err)?;
+            (Estimator::Gbm { booster }, Some(growth))
+        }
+        Algorithm::RandomForest => {
+            let (trees, growth) = trees::fit_forest(work, x, n, cols, &y, p)?;
+            let trees = trees
                 .iter()
                 .map(|b| b.json_dump().map_err(forust_err))
-                .collect::<Result<_, _>>()?,
-        },
+                .collect::<Result<_, _>>()?;
+            (Estimator::Forest { trees }, Some(growth))
+        }
         Algorithm::Logistic => {
-            let (weights, intercept) = fit_logistic(&x, frame.rows, cols, &y, p)?;
-            Estimator::Logistic { weights, intercept }
+            let (weights, intercept) = fit_logistic(work, x, n, cols, &y, p)?;
+            (Estimator::Logistic { weights, intercept }, None)
         }
     };
-    Scorer::new(Model {
+    let scorer = Scorer::new(Model {
         algorithm: p.algorithm,
         preprocessor: pre,
         estimator,
         threshold: 0.5,
-    })
+    })?;
+    Ok((scorer, growth))
 }
 
 fn check_classes(y: &[f64], what: &str) -> Result<(), Error> {
@@ -392,9 +426,17 @@ fn check_classes(y: &[f64], what: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn score(s: &Scorer, data: &TrainingData, rows: &[usize]) -> (Vec<f64>, Vec<f64>) {
+fn score(
+    work: &Work,
+    s: &Scorer,
+    data: &TrainingData,
+    rows: &[usize],
+) -> Result<(Vec<f64>, Vec<f64>), Error> {
     let frame = data.frame.select(rows);
-    (rows.iter().map(|&i| data.y[i]).collect(), s.predict(&frame))
+    Ok((
+        rows.iter().map(|&i| data.y[i]).collect(),
+        s.predict_in(work, &frame)?,
+    ))
 }
 
 /// The documented search space, per algorithm.
@@ -457,7 +499,11 @@ fn user_groups(data: &TrainingData, rows: &[usize], k: usize, seed: u64) -> Vec<
 /// Trains a model: time-based holdout on the latest snapshot, the other validations on
 /// request, and (with `search`) the best candidate of the search space by AUC on the
 /// latest training snapshot.
-pub fn train(data: &TrainingData, params: &TrainParams) -> Result<(Model, Report), Error> {
+pub fn train(
+    work: &Work,
+    data: &TrainingData,
+    params: &TrainParams,
+) -> Result<(Model, Report), Error> {
     let latest = data.snapshot.iter().copied().max().unwrap_or(0);
     if latest == 0 {
         return Err(Error::NotEnoughData(
@@ -498,8 +544,8 @@ pub fn train(data: &TrainingData, params: &TrainParams) -> Result<(Model, Report
         let mut best: Option<(f64, TrainParams)> = None;
         for candidate in search_space(params.algorithm) {
             let p = with_overrides(&params, &candidate)?;
-            let s = fit(data, &fit_rows, &p)?;
-            let (y, pr) = score(&s, data, &val_rows);
+            let (s, _) = fit(work, data, &fit_rows, &p)?;
+            let (y, pr) = score(work, &s, data, &val_rows)?;
             let auc = crate::metrics::auc(&y, &pr);
             log.push((candidate, auc));
             if best.as_ref().is_none_or(|(b, _)| auc > *b) {
@@ -512,8 +558,8 @@ pub fn train(data: &TrainingData, params: &TrainParams) -> Result<(Model, Report
         search_log = Some(log);
     }
 
-    let scorer = fit(data, &train_rows, &params)?;
-    let (y, p) = score(&scorer, data, &holdout_rows);
+    let (scorer, growth) = fit(work, data, &train_rows, &params)?;
+    let (y, p) = score(work, &scorer, data, &holdout_rows)?;
     let holdout = evaluate(&y, &p, params.threshold);
     let importance = scorer.importance();
 
@@ -528,8 +574,8 @@ pub fn train(data: &TrainingData, params: &TrainParams) -> Result<(Model, Report
                     fit_rows.push(i)
                 }
             }
-            let s = fit(data, &fit_rows, &params)?;
-            let (y, p) = score(&s, data, &test_rows);
+            let (s, _) = fit(work, data, &fit_rows, &params)?;
+            let (y, p) = score(work, &s, data, &test_rows)?;
             Ok(evaluate(&y, &p, params.threshold))
         };
     let cross_validation = match params.validation {
@@ -557,6 +603,7 @@ pub fn train(data: &TrainingData, params: &TrainParams) -> Result<(Model, Report
         search: search_log,
         train_rows: train_rows.len(),
         train_positive_rate: train_y.iter().sum::<f64>() / train_y.len().max(1) as f64,
+        growth,
     };
     Ok((model, report))
 }
@@ -624,7 +671,7 @@ mod tests {
             let mut p = TrainParams::defaults(algo);
             p.iterations = 60;
             p.n_trees = 20;
-            let (model, report) = train(&data, &p).unwrap();
+            let (model, report) = train(&Work::unbounded(2), &data, &p).unwrap();
             assert!(
                 report.holdout.auc > 0.8,
                 "{algo:?} AUC {}",
@@ -647,13 +694,76 @@ mod tests {
         let mut p = TrainParams::defaults(Algorithm::Logistic);
         p.validation = Validation::CrossValidation;
         p.search = true;
-        let (_, r) = train(&data, &p).unwrap();
+        let (_, r) = train(&Work::unbounded(2), &data, &p).unwrap();
         assert_eq!(r.cross_validation.as_ref().map(Vec::len), Some(5));
         assert_eq!(r.search.as_ref().map(Vec::len), Some(4));
         p.validation = Validation::Split;
         p.search = false;
-        let (_, r) = train(&data, &p).unwrap();
+        let (_, r) = train(&Work::unbounded(2), &data, &p).unwrap();
         assert!(r.split.is_some());
+    }
+
+    #[test]
+    fn user_samples_nest_and_keep_their_share() {
+        let users: Vec<i64> = (1..=100_000).collect();
+        for h in 1..6u32 {
+            let kept: Vec<i64> = users
+                .iter()
+                .copied()
+                .filter(|&u| user_in_sample(u, h))
+                .collect();
+            let share = kept.len() as f64 / users.len() as f64;
+            let want = 1.0 / (1u64 << h) as f64;
+            assert!((share - want).abs() < 0.01, "halvings {h}: {share}");
+            // a smaller sample is inside the larger one
+            assert!(kept.iter().all(|&u| user_in_sample(u, h - 1)));
+        }
+        assert!(users.iter().all(|&u| user_in_sample(u, 0)));
+
+        let mut data = synthetic(50, 3, 9);
+        let before = data.y.len();
+        data.retain_users(|u| u % 2 == 0);
+        assert_eq!(data.y.len(), before / 2);
+        assert_eq!(data.frame.rows, data.y.len());
+        assert_eq!(
+            data.frame.numeric.len(),
+            data.y.len() * data.frame.numeric_names.len()
+        );
+        assert!(data.user_id.iter().all(|u| u % 2 == 0));
+        assert_eq!(data.snapshot.len(), data.y.len());
+    }
+
+    #[test]
+    fn training_stops_at_a_cancel_in_every_algorithm() {
+        let data = synthetic(300, 3, 4);
+        for algo in [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic] {
+            let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+            let c = calls.clone();
+            let work = Work::new(
+                1,
+                usize::MAX,
+                usize::MAX,
+                Box::new(move || {
+                    c.set(c.get() + 1);
+                    if c.get() > 5 {
+                        Err(Error::Cancelled)
+                    } else {
+                        Ok(())
+                    }
+                }),
+            )
+            .unwrap();
+            let mut p = TrainParams::defaults(algo);
+            p.iterations = 10_000;
+            p.n_trees = 1000;
+            p.max_iterations = 100_000;
+            p.alpha = 1e-6;
+            assert_eq!(
+                train(&work, &data, &p).map(|_| ()),
+                Err(Error::Cancelled),
+                "{algo:?}"
+            );
+        }
     }
 
     #[test]
@@ -665,10 +775,13 @@ mod tests {
             ..data.clone()
         };
         assert!(matches!(
-            train(&one_snapshot, &p),
+            train(&Work::unbounded(1), &one_snapshot, &p),
             Err(Error::NotEnoughData(_))
         ));
         data.y.iter_mut().for_each(|y| *y = 0.0);
-        assert!(matches!(train(&data, &p), Err(Error::NotEnoughData(_))));
+        assert!(matches!(
+            train(&Work::unbounded(1), &data, &p),
+            Err(Error::NotEnoughData(_))
+        ));
     }
 }

@@ -24,6 +24,9 @@ pub struct PreprocessOptions {
     pub pca_components: Option<usize>,
 }
 
+/// Rows the PCA projection is fitted on, at most.
+const PCA_ROWS: usize = 50_000;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct NumericStep {
     name: String,
@@ -67,16 +70,24 @@ fn finite(xs: impl Iterator<Item = f64>) -> Vec<f64> {
     xs.filter(|x| x.is_finite()).collect()
 }
 
+/// The median in linear time (a selection, not a sort: this runs once per feature on
+/// every training row).
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    v.sort_by(f64::total_cmp);
     let n = v.len();
+    let (below, upper, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let upper = *upper;
     if n % 2 == 1 {
-        v[n / 2]
+        upper
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        let lower = below
+            .iter()
+            .copied()
+            .max_by(f64::total_cmp)
+            .unwrap_or(upper);
+        (lower + upper) / 2.0
     }
 }
 
@@ -258,10 +269,15 @@ impl Preprocessor {
         }
     }
 
+    /// Fits the projection on up to `PCA_ROWS` evenly spaced rows, which bounds its
+    /// (uninterruptible) cost.
     fn fit_pca(&mut self, frame: &Frame, k: usize) -> Result<(), Error> {
         use linfa::traits::Fit;
-        let before: Vec<f64> = (0..frame.rows)
-            .flat_map(|i| self.encode(frame.numeric_row(i), frame.categorical_row(i)))
+        let step = (frame.rows / PCA_ROWS).max(1);
+        let rows: Vec<usize> = (0..frame.rows).step_by(step).collect();
+        let before: Vec<f64> = rows
+            .iter()
+            .flat_map(|&i| self.encode(frame.numeric_row(i), frame.categorical_row(i)))
             .collect();
         let n_in = self.output_names.len();
         if k == 0 || k > n_in {
@@ -270,11 +286,16 @@ impl Preprocessor {
                 message: format!("pca must be between 1 and {n_in} components, got {k}"),
             });
         }
-        let records = ndarray::Array2::from_shape_vec((frame.rows, n_in), before)
+        let records = ndarray::Array2::from_shape_vec((rows.len(), n_in), before)
             .map_err(|e| Error::Internal(e.to_string()))?;
+        // the decomposition fails on degenerate inputs (fewer rows than components,
+        // constant columns): a parameter the caller can change
         let fitted = linfa_reduction::Pca::params(k)
             .fit(&linfa::DatasetBase::from(records))
-            .map_err(|e| Error::Internal(format!("PCA: {e}")))?;
+            .map_err(|e| Error::InvalidParameter {
+                name: "pca",
+                message: format!("PCA with {k} components failed on these rows: {e}"),
+            })?;
         let components = fitted.components();
         self.pca = Some(Pca {
             mean: fitted.mean().to_vec(),
@@ -444,6 +465,16 @@ mod tests {
     }
 
     #[test]
+    fn median_by_selection_matches_the_sorted_definition() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0]), 3.0);
+        assert_eq!(median(vec![4.0, 1.0]), 2.5);
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), 3.0);
+        assert_eq!(median(vec![7.0, 1.0, 3.0, 5.0]), 4.0);
+        assert_eq!(median(vec![2.0, 2.0, 2.0, 9.0]), 2.0);
+    }
+
+    #[test]
     fn pca_reduces_columns() {
         let f = frame();
         let mut opts = linear();
@@ -452,6 +483,9 @@ mod tests {
         assert_eq!(p.output_names, vec!["pc1", "pc2"]);
         assert_eq!(p.transform(&f).len(), f.rows * 2);
         opts.pca_components = Some(99);
-        assert!(Preprocessor::fit(&f, &opts).is_err());
+        assert!(matches!(
+            Preprocessor::fit(&f, &opts),
+            Err(Error::InvalidParameter { name: "pca", .. })
+        ));
     }
 }

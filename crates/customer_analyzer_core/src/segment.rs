@@ -1,12 +1,19 @@
-//! Customer segmentation: k-means (linfa-clustering, k-means++), DBSCAN (linfa-clustering)
-//! and Ward agglomerative clustering (kodama) on the scaled numeric features, with
-//! segments named and described by a deterministic rule from their members' profile.
+//! Customer segmentation: k-means (linfa-clustering, k-means++), DBSCAN and Ward
+//! agglomerative clustering (kodama) on the scaled numeric features, with segments named
+//! and described by a deterministic rule from their members' profile.
 //!
 //! DBSCAN and agglomerative clustering are quadratic, so they run on a seeded sample
 //! (`sample_size`, default 5,000 and 3,000 users) and every other user joins the nearest
 //! segment centre (DBSCAN: only within the cluster's radius, otherwise noise).
+//!
+//! Every long step can be interrupted (see `work`): k-means runs one linfa iteration per
+//! call, continuing from the previous centres; distances, silhouettes, the DBSCAN
+//! neighbourhoods and the knee are computed in chunks on the pool. kodama's linkage has
+//! no hook, so its sample is capped at `MAX_LINKAGE_SAMPLE` users, which it links in
+//! under half a second (benches/README.md). DBSCAN is ours rather than linfa's because
+//! it reuses those chunked neighbourhood queries and so can be interrupted.
 
-use linfa::traits::{Fit, Transformer};
+use linfa::traits::Fit;
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -15,7 +22,14 @@ use serde_json::{Map, Value};
 
 use crate::frame::Frame;
 use crate::preprocess::{PreprocessOptions, Preprocessor};
+use crate::work::{try_filled, Work};
 use crate::Error;
+
+/// The largest sample kodama's Ward linkage may get: it cannot be interrupted, and at
+/// this size it finishes in under half a second on the reference machine.
+pub const MAX_LINKAGE_SAMPLE: usize = 5_000;
+/// Rows per chunk of the quadratic loops (distances, silhouette, neighbourhoods).
+const ROW_CHUNK: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SegAlgorithm {
@@ -152,7 +166,16 @@ impl SegParams {
             eps,
             min_points: int("min_points", 1, 10_000)?.unwrap_or(10) as usize,
             pca: int("pca", 1, 100)?.map(|v| v as usize),
-            sample_size: int("sample_size", 100, 20_000)?.unwrap_or(default_sample) as usize,
+            sample_size: int(
+                "sample_size",
+                100,
+                if algorithm == SegAlgorithm::Agglomerative {
+                    MAX_LINKAGE_SAMPLE as i64
+                } else {
+                    20_000
+                },
+            )?
+            .unwrap_or(default_sample) as usize,
             silhouette_sample: int("silhouette_sample", 100, 20_000)?.unwrap_or(2000) as usize,
             seed: int("seed", 0, i64::MAX)?.unwrap_or(42) as u64,
         })
@@ -317,7 +340,10 @@ fn array(x: &[f64], rows: &[usize], d: usize) -> Result<ndarray::Array2<f64>, Er
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
+/// k-means with k-means++ starts (three runs, the lowest inertia kept), one linfa
+/// iteration per call so that an interrupt is seen between iterations.
 fn kmeans(
+    work: &Work,
     x: &[f64],
     rows: &[usize],
     d: usize,
@@ -325,15 +351,50 @@ fn kmeans(
     seed: u64,
 ) -> Result<Vec<Vec<f64>>, Error> {
     use linfa_clustering::{KMeans, KMeansInit};
+    const RUNS: usize = 3;
+    const MAX_ITERATIONS: usize = 100;
+    const TOLERANCE: f64 = 1e-4;
+    work.reserve("k-means", rows.len() * d * 8 * 2)?;
     let records = array(x, rows, d)?;
-    let model = KMeans::params_with_rng(k, rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed))
-        .init_method(KMeansInit::KMeansPlusPlus)
-        .n_runs(3)
-        .max_n_iterations(100)
-        .tolerance(1e-4)
-        .fit(&linfa::DatasetBase::from(records))
-        .map_err(|e| Error::Internal(format!("k-means: {e}")))?;
-    let c = model.centroids();
+    let dataset = linfa::DatasetBase::from(records.view());
+    let mut rng = rand_xoshiro::Xoshiro256Plus::seed_from_u64(seed);
+    let mut best: Option<(f64, ndarray::Array2<f64>)> = None;
+    for _ in 0..RUNS {
+        let mut centroids: Option<ndarray::Array2<f64>> = None;
+        let mut inertia = f64::INFINITY;
+        for _ in 0..MAX_ITERATIONS {
+            work.checkpoint()?;
+            let init = match &centroids {
+                None => KMeansInit::KMeansPlusPlus,
+                Some(c) => KMeansInit::Precomputed(c.clone()),
+            };
+            let params = KMeans::params_with_rng(k, rng.clone())
+                .init_method(init)
+                .n_runs(1)
+                .max_n_iterations(1)
+                .tolerance(TOLERANCE);
+            let model = work
+                .install(|| params.fit(&dataset))
+                .map_err(|e| Error::Internal(format!("k-means: {e}")))?;
+            // a new stream for the next run's k-means++ start
+            rng = rand_xoshiro::Xoshiro256Plus::seed_from_u64(rand::Rng::gen(&mut rng));
+            inertia = model.inertia();
+            let next = model.centroids().to_owned();
+            let moved = centroids.as_ref().map_or(f64::INFINITY, |c| {
+                dist2(c.as_slice().unwrap_or(&[]), next.as_slice().unwrap_or(&[])).sqrt()
+            });
+            centroids = Some(next);
+            if moved < TOLERANCE {
+                break;
+            }
+        }
+        if let Some(c) = centroids {
+            if best.as_ref().is_none_or(|(b, _)| inertia < *b) {
+                best = Some((inertia, c));
+            }
+        }
+    }
+    let (_, c) = best.ok_or_else(|| Error::Internal("k-means found no centres".into()))?;
     Ok((0..c.nrows()).map(|i| c.row(i).to_vec()).collect())
 }
 
@@ -347,8 +408,14 @@ fn nearest(x: &[f64], centres: &[Vec<f64>]) -> (usize, f64) {
         .unwrap_or((0, f64::INFINITY))
 }
 
-/// Mean silhouette over the rows (labels None are skipped). O(rows^2).
-pub fn silhouette(x: &[f64], d: usize, rows: &[usize], labels: &[Option<usize>]) -> f64 {
+/// Mean silhouette over the rows (labels None are skipped). O(rows^2), in chunks.
+pub fn silhouette(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    rows: &[usize],
+    labels: &[Option<usize>],
+) -> Result<f64, Error> {
     let pts: Vec<(usize, usize)> = rows
         .iter()
         .zip(labels)
@@ -356,31 +423,36 @@ pub fn silhouette(x: &[f64], d: usize, rows: &[usize], labels: &[Option<usize>])
         .collect();
     let k = pts.iter().map(|p| p.1).max().map_or(0, |m| m + 1);
     if k < 2 {
-        return f64::NAN;
+        return Ok(f64::NAN);
     }
-    let mut total = 0.0;
-    for &(i, li) in &pts {
+    let parts = work.for_chunks(pts.len(), ROW_CHUNK, |range| {
+        let mut total = 0.0;
         let mut sum = vec![0.0; k];
         let mut cnt = vec![0usize; k];
-        for &(j, lj) in &pts {
-            if i != j {
-                sum[lj] += dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]).sqrt();
-                cnt[lj] += 1;
+        for &(i, li) in &pts[range] {
+            sum.iter_mut().for_each(|s| *s = 0.0);
+            cnt.iter_mut().for_each(|c| *c = 0);
+            for &(j, lj) in &pts {
+                if i != j {
+                    sum[lj] += dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]).sqrt();
+                    cnt[lj] += 1;
+                }
+            }
+            if cnt[li] == 0 {
+                continue; // a singleton scores 0
+            }
+            let a = sum[li] / cnt[li] as f64;
+            let b = (0..k)
+                .filter(|&c| c != li && cnt[c] > 0)
+                .map(|c| sum[c] / cnt[c] as f64)
+                .fold(f64::INFINITY, f64::min);
+            if b.is_finite() {
+                total += (b - a) / a.max(b);
             }
         }
-        if cnt[li] == 0 {
-            continue; // a singleton scores 0
-        }
-        let a = sum[li] / cnt[li] as f64;
-        let b = (0..k)
-            .filter(|&c| c != li && cnt[c] > 0)
-            .map(|c| sum[c] / cnt[c] as f64)
-            .fold(f64::INFINITY, f64::min);
-        if b.is_finite() {
-            total += (b - a) / a.max(b);
-        }
-    }
-    total / pts.len() as f64
+        total
+    })?;
+    Ok(parts.iter().sum::<f64>() / pts.len() as f64)
 }
 
 fn davies_bouldin(x: &[f64], d: usize, labels: &[Option<usize>], centres: &[Vec<f64>]) -> f64 {
@@ -459,25 +531,39 @@ fn centres_of(x: &[f64], d: usize, rows: &[usize], labels: &[usize], k: usize) -
 
 /// The k-distance "knee": the min_points-th neighbour distance of every sample row,
 /// sorted, at the point farthest from the chord between its ends.
-pub fn knee_eps(x: &[f64], d: usize, rows: &[usize], min_points: usize) -> f64 {
+pub fn knee_eps(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    rows: &[usize],
+    min_points: usize,
+) -> Result<f64, Error> {
     let kth = min_points.clamp(1, rows.len().saturating_sub(1).max(1));
-    let mut kd: Vec<f64> = rows
-        .iter()
-        .map(|&i| {
-            let mut ds: Vec<f64> = rows
-                .iter()
-                .filter(|&&j| j != i)
-                .map(|&j| dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]))
-                .collect();
-            let idx = (kth - 1).min(ds.len().saturating_sub(1));
-            ds.select_nth_unstable_by(idx, f64::total_cmp);
-            ds[idx].sqrt()
-        })
-        .collect();
+    let parts = work.for_chunks(rows.len(), ROW_CHUNK, |range| {
+        let mut ds = Vec::with_capacity(rows.len());
+        rows[range]
+            .iter()
+            .map(|&i| {
+                ds.clear();
+                ds.extend(
+                    rows.iter()
+                        .filter(|&&j| j != i)
+                        .map(|&j| dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d])),
+                );
+                let idx = (kth - 1).min(ds.len().saturating_sub(1));
+                if ds.is_empty() {
+                    return 0.0;
+                }
+                ds.select_nth_unstable_by(idx, f64::total_cmp);
+                ds[idx].sqrt()
+            })
+            .collect::<Vec<f64>>()
+    })?;
+    let mut kd: Vec<f64> = parts.concat();
     kd.sort_by(f64::total_cmp);
     let n = kd.len();
     if n < 3 {
-        return kd.last().copied().unwrap_or(1.0).max(1e-6);
+        return Ok(kd.last().copied().unwrap_or(1.0).max(1e-6));
     }
     let (x0, y0, x1, y1) = (0.0, kd[0], (n - 1) as f64, kd[n - 1]);
     let (dx, dy) = (x1 - x0, y1 - y0);
@@ -489,7 +575,72 @@ pub fn knee_eps(x: &[f64], d: usize, rows: &[usize], min_points: usize) -> f64 {
             da.total_cmp(&db)
         })
         .unwrap_or(n - 1);
-    kd[best].max(1e-6)
+    Ok(kd[best].max(1e-6))
+}
+
+/// DBSCAN on the sample `rows`: a row is a core point when at least `min_points` rows
+/// (itself included) lie within `eps`; clusters grow from core points through their
+/// neighbourhoods; rows reached by no core point are noise (None). Neighbourhoods are
+/// computed in chunks, and their memory is checked against the budget as they grow.
+pub fn dbscan(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    rows: &[usize],
+    eps: f64,
+    min_points: usize,
+) -> Result<Vec<Option<usize>>, Error> {
+    let eps2 = eps * eps;
+    let m = rows.len();
+    let mut neighbours: Vec<Vec<u32>> = Vec::with_capacity(m);
+    let mut bytes = 0usize;
+    for start in (0..m).step_by(ROW_CHUNK * work.threads() * 4) {
+        let end = (start + ROW_CHUNK * work.threads() * 4).min(m);
+        let part = work.for_chunks(end - start, ROW_CHUNK, |range| {
+            range
+                .map(|a| {
+                    let i = rows[start + a];
+                    (0..m as u32)
+                        .filter(|&b| {
+                            let j = rows[b as usize];
+                            dist2(&x[i * d..(i + 1) * d], &x[j * d..(j + 1) * d]) <= eps2
+                        })
+                        .collect::<Vec<u32>>()
+                })
+                .collect::<Vec<_>>()
+        })?;
+        for lists in part {
+            for l in lists {
+                bytes += l.len() * 4 + 24;
+                neighbours.push(l);
+            }
+        }
+        work.reserve("DBSCAN's neighbourhoods", bytes)?;
+    }
+    let core: Vec<bool> = neighbours.iter().map(|n| n.len() >= min_points).collect();
+    let mut label: Vec<Option<usize>> = try_filled(m, None)?;
+    let mut next = 0;
+    let mut queue = Vec::new();
+    for seed in 0..m {
+        if label[seed].is_some() || !core[seed] {
+            continue;
+        }
+        label[seed] = Some(next);
+        queue.push(seed);
+        while let Some(p) = queue.pop() {
+            for &q in &neighbours[p] {
+                let q = q as usize;
+                if label[q].is_none() {
+                    label[q] = Some(next);
+                    if core[q] {
+                        queue.push(q);
+                    }
+                }
+            }
+        }
+        next += 1;
+    }
+    Ok(label)
 }
 
 /// The k with the highest silhouette (2 when none is defined).
@@ -501,13 +652,25 @@ fn best_k(scores: &[(usize, f64)]) -> usize {
         .map_or(2, |s| s.0)
 }
 
+/// Memory segmenting `n` users with `w` numeric features needs: the features as read,
+/// their numeric copy, the preprocessed inputs (at most twice as many columns, with
+/// missing flags) and the assignments.
+pub fn segment_bytes(n: usize, w: usize) -> usize {
+    n * (w * 8 * 4 + 64)
+}
+
 /// Clusters every row of `frame` (numeric features only). Returns the segmentation and,
 /// per row, (segment id, distance to the segment centre).
 pub fn segment(
+    work: &Work,
     frame: &Frame,
     params: &SegParams,
 ) -> Result<(Segmentation, Vec<(usize, f64)>), Error> {
     let n = frame.rows;
+    work.reserve(
+        "segmenting the users",
+        segment_bytes(n, frame.numeric_names.len()),
+    )?;
     let numeric_only = Frame {
         numeric_names: frame.numeric_names.clone(),
         categorical_names: Vec::new(),
@@ -524,8 +687,11 @@ pub fn segment(
         max_correlation: Some(0.95),
         pca_components: params.pca,
     };
+    work.checkpoint()?;
     let preprocessor = Preprocessor::fit(&numeric_only, &options)?;
-    let x = preprocessor.transform(&numeric_only);
+    work.checkpoint()?;
+    let x = work.install(|| preprocessor.transform(&numeric_only));
+    drop(numeric_only);
     let d = preprocessor.n_outputs();
     let all: Vec<usize> = (0..n).collect();
     let sil_rows = seeded_sample(n, params.silhouette_sample, params.seed ^ 0x5117);
@@ -542,37 +708,44 @@ pub fn segment(
                     let fit_rows = seeded_sample(n, 20_000, params.seed);
                     let mut scores = Vec::new();
                     for k in 2..=10.min(n - 1).max(2) {
-                        let c = kmeans(&x, &fit_rows, d, k, params.seed)?;
+                        let c = kmeans(work, &x, &fit_rows, d, k, params.seed)?;
                         let labels: Vec<Option<usize>> = sil_rows
                             .iter()
                             .map(|&i| Some(nearest(&x[i * d..(i + 1) * d], &c).0))
                             .collect();
-                        scores.push((k, silhouette(&x, d, &sil_rows, &labels)));
+                        scores.push((k, silhouette(work, &x, d, &sil_rows, &labels)?));
                     }
                     let best = best_k(&scores);
                     k_scores = Some(scores);
                     best
                 }
             };
-            kmeans(&x, &all, d, k, params.seed)?
+            kmeans(work, &x, &all, d, k, params.seed)?
         }
         SegAlgorithm::Agglomerative => {
             let rows = seeded_sample(n, params.sample_size, params.seed);
             clustered_sample = rows.len();
             let m = rows.len();
-            let mut condensed = Vec::with_capacity(m * (m - 1) / 2);
-            for a in 0..m {
-                for b in a + 1..m {
-                    condensed.push(
-                        dist2(
-                            &x[rows[a] * d..(rows[a] + 1) * d],
-                            &x[rows[b] * d..(rows[b] + 1) * d],
-                        )
-                        .sqrt(),
+            // the condensed matrix, and its chunks while they are joined
+            work.reserve("Ward linkage", m * m.saturating_sub(1) * 8)?;
+            let parts = work.for_chunks(m, ROW_CHUNK, |range| {
+                let mut out = Vec::new();
+                for a in range {
+                    let xa = &x[rows[a] * d..(rows[a] + 1) * d];
+                    out.extend(
+                        rows[a + 1..]
+                            .iter()
+                            .map(|&b| dist2(xa, &x[b * d..(b + 1) * d]).sqrt()),
                     );
                 }
-            }
-            let dendrogram = kodama::linkage(&mut condensed, m, kodama::Method::Ward);
+                out
+            })?;
+            let mut condensed = parts.concat();
+            drop(parts);
+            work.checkpoint()?;
+            let dendrogram =
+                work.install(|| kodama::linkage(&mut condensed, m, kodama::Method::Ward));
+            drop(condensed);
             let steps = dendrogram.steps();
             let k = match params.k {
                 Some(k) if k > m => {
@@ -592,7 +765,7 @@ pub fn segment(
                         let labels = ward_labels(steps, m, k);
                         let l: Vec<Option<usize>> =
                             sil_local.iter().map(|&i| Some(labels[i])).collect();
-                        scores.push((k, silhouette(&x, d, &sil_global, &l)));
+                        scores.push((k, silhouette(work, &x, d, &sil_global, &l)?));
                     }
                     let best = best_k(&scores);
                     k_scores = Some(scores);
@@ -605,15 +778,12 @@ pub fn segment(
         SegAlgorithm::Dbscan => {
             let rows = seeded_sample(n, params.sample_size, params.seed);
             clustered_sample = rows.len();
-            let eps = params
-                .eps
-                .unwrap_or_else(|| knee_eps(&x, d, &rows, params.min_points));
+            let eps = match params.eps {
+                Some(e) => e,
+                None => knee_eps(work, &x, d, &rows, params.min_points)?,
+            };
             eps_used = Some(eps);
-            let records = array(&x, &rows, d)?;
-            let labels = linfa_clustering::Dbscan::params(params.min_points)
-                .tolerance(eps)
-                .transform(&records)
-                .map_err(|e| Error::Internal(format!("DBSCAN: {e}")))?;
+            let labels = dbscan(work, &x, d, &rows, eps, params.min_points)?;
             let k = labels.iter().flatten().max().map_or(0, |m| m + 1);
             if k == 0 {
                 return Err(Error::NotEnoughData(format!(
@@ -639,15 +809,19 @@ pub fn segment(
     // place every row, then order segments by size (largest first), noise last
     let k = centres.len();
     let noise_id = radius.as_ref().map(|_| k);
-    let mut raw: Vec<(usize, f64)> = (0..n)
-        .map(|i| {
-            let (c, dist) = nearest(&x[i * d..(i + 1) * d], &centres);
-            match (&radius, noise_id) {
-                (Some(r), Some(noise)) if dist > r[c] => (noise, dist),
-                _ => (c, dist),
-            }
-        })
-        .collect();
+    let mut raw: Vec<(usize, f64)> = work
+        .for_chunks(n, 4096, |range| {
+            range
+                .map(|i| {
+                    let (c, dist) = nearest(&x[i * d..(i + 1) * d], &centres);
+                    match (&radius, noise_id) {
+                        (Some(r), Some(noise)) if dist > r[c] => (noise, dist),
+                        _ => (c, dist),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })?
+        .concat();
     let groups = k + usize::from(noise_id.is_some());
     let mut sizes = vec![0usize; groups];
     for (c, _) in &raw {
@@ -721,7 +895,7 @@ pub fn segment(
         .collect();
     let sil_labels: Vec<Option<usize>> = sil_rows.iter().map(|&i| labels[i]).collect();
     let quality = Quality {
-        silhouette: silhouette(&x, d, &sil_rows, &sil_labels),
+        silhouette: silhouette(work, &x, d, &sil_rows, &sil_labels)?,
         silhouette_sample: sil_rows.len(),
         inertia: raw
             .iter()
@@ -794,7 +968,7 @@ mod tests {
             SegAlgorithm::Agglomerative,
             SegAlgorithm::Dbscan,
         ] {
-            let (s, rows) = segment(&f, &params(algo, None, f.rows)).unwrap();
+            let (s, rows) = segment(&Work::unbounded(2), &f, &params(algo, None, f.rows)).unwrap();
             let real: Vec<&Segment> = s.segments.iter().filter(|x| !x.noise).collect();
             assert_eq!(real.len(), 3, "{algo:?}: {:?}", s.quality);
             assert!(
@@ -817,6 +991,73 @@ mod tests {
             let (seg, _) = s.assign(f.numeric_row(0), &[]);
             assert_eq!(seg, rows[0].0);
         }
+    }
+
+    #[test]
+    fn every_algorithm_stops_at_a_cancel_and_refuses_beyond_the_budget() {
+        let f = blobs(400, 2);
+        for (algo, k) in [
+            (SegAlgorithm::KMeans, None),
+            (SegAlgorithm::Agglomerative, None),
+            (SegAlgorithm::Dbscan, None),
+        ] {
+            let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+            let c = calls.clone();
+            let work = Work::new(
+                1,
+                usize::MAX,
+                usize::MAX,
+                Box::new(move || {
+                    c.set(c.get() + 1);
+                    if c.get() > 3 {
+                        Err(Error::Cancelled)
+                    } else {
+                        Ok(())
+                    }
+                }),
+            )
+            .unwrap();
+            assert_eq!(
+                segment(&work, &f, &params(algo, k, f.rows)).map(|_| ()),
+                Err(Error::Cancelled),
+                "{algo:?}"
+            );
+            let mut small = Work::unbounded(1);
+            small.memory_limit = 1000;
+            assert!(matches!(
+                segment(&small, &f, &params(algo, k, f.rows)),
+                Err(Error::TooLarge { .. })
+            ));
+        }
+        // the linkage sample is capped, since kodama cannot be interrupted
+        assert!(SegParams::from_json(
+            SegAlgorithm::Agglomerative,
+            None,
+            &serde_json::json!({"sample_size": MAX_LINKAGE_SAMPLE + 1}),
+            100_000
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn dbscan_finds_dense_groups_and_leaves_noise() {
+        // two tight groups on a line and one far point
+        let mut x = Vec::new();
+        for i in 0..20 {
+            x.push(i as f64 * 0.01);
+        }
+        for i in 0..20 {
+            x.push(10.0 + i as f64 * 0.01);
+        }
+        x.push(100.0);
+        let rows: Vec<usize> = (0..41).collect();
+        let labels = dbscan(&Work::unbounded(2), &x, 1, &rows, 0.05, 3).unwrap();
+        assert!(labels[..20].iter().all(|l| *l == labels[0] && l.is_some()));
+        assert!(labels[20..40]
+            .iter()
+            .all(|l| *l == labels[20] && l.is_some()));
+        assert_ne!(labels[0], labels[20]);
+        assert_eq!(labels[40], None);
     }
 
     #[test]

@@ -1,0 +1,423 @@
+//! Gradient boosting and the random forest, grown one tree at a time from forust-ml's
+//! public building blocks (`bin_matrix`, `Tree::fit`, its splitter and objective).
+//!
+//! forust's own `GradientBooster::fit` loops over every round on a rayon thread with no
+//! way to stop it, so a cancel or a timeout would wait for the whole training. Here the
+//! loop is ours: the data is binned once, each tree is fitted on the work's pool, and
+//! between trees the calling thread checks for interrupts and the model-size budget. With
+//! the same parameters and no subsampling, the boosting loop grows exactly the trees
+//! `GradientBooster::fit` grows (a test checks it).
+
+use forust_ml::binning::bin_matrix;
+use forust_ml::constraints::ConstraintMap;
+use forust_ml::gradientbooster::{GradientBooster, GrowPolicy};
+use forust_ml::objective::{calc_init_callables, gradient_hessian_callables, ObjectiveType};
+use forust_ml::sampler::{RandomSampler, SampleMethod, Sampler};
+use forust_ml::splitter::MissingImputerSplitter;
+use forust_ml::tree::Tree;
+use forust_ml::Matrix;
+use rand::rngs::StdRng;
+use rand::seq::IteratorRandom;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Poisson};
+use serde::{Deserialize, Serialize};
+
+use crate::params::TrainParams;
+use crate::work::Work;
+use crate::Error;
+
+/// forust's default number of histogram bins.
+const NBINS: u16 = 256;
+/// Room left in the model-size budget for what is stored beside the trees (the
+/// preprocessing, the booster's settings).
+const MODEL_OVERHEAD: usize = 64 * 1024;
+
+/// How far growing went, stored in the model's metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Growth {
+    pub trees_requested: usize,
+    pub trees_grown: usize,
+    /// Growing stopped because the next tree would have passed the model-size budget.
+    pub stopped_at_size_limit: bool,
+    /// Bytes of the grown trees as stored.
+    pub model_bytes: usize,
+}
+
+fn forust_err(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("forust-ml: {e}"))
+}
+
+/// Row-major to forust's column-major layout.
+pub fn column_major(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; x.len()];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = x[i * cols + j];
+        }
+    }
+    out
+}
+
+/// Bytes a tree takes in the stored model (forust's JSON inside the blob).
+fn stored_size(tree: &Tree) -> Result<usize, Error> {
+    serde_json::to_vec(tree)
+        .map(|v| v.len())
+        .map_err(|e| Error::Internal(format!("measuring a tree: {e}")))
+}
+
+/// Memory a tree-model fit needs beyond its input: the column-major copy, the bins, the
+/// gradients, hessians, weights and running predictions.
+pub fn fit_bytes(rows: usize, cols: usize) -> usize {
+    rows * cols * (8 + 2) + rows * (4 + 4 + 8 + 8 + 8)
+}
+
+struct Binned<'a> {
+    data: Matrix<'a, f64>,
+    bins: Vec<u16>,
+    cuts: forust_ml::data::JaggedMatrix<f64>,
+}
+
+fn bin<'a>(work: &Work, x_cm: &'a [f64], rows: usize, cols: usize) -> Result<Binned<'a>, Error> {
+    let data = Matrix::new(x_cm, rows, cols);
+    let ones = vec![1.0; rows];
+    let parallel = work.parallel();
+    let binned = work
+        .install(|| bin_matrix(&data, &ones, NBINS, f64::NAN, parallel))
+        .map_err(forust_err)?;
+    Ok(Binned {
+        data,
+        bins: binned.binned_data,
+        cuts: binned.cuts,
+    })
+}
+
+/// Gradient boosting with log loss on row-major `x`. Stops early (and says so in the
+/// growth report) when the next tree would pass `work.model_limit`.
+pub fn fit_gbm(
+    work: &Work,
+    x: Vec<f64>,
+    rows: usize,
+    cols: usize,
+    y: &[f64],
+    p: &TrainParams,
+) -> Result<(GradientBooster, Growth), Error> {
+    work.reserve("gradient boosting", fit_bytes(rows, cols))?;
+    let x_cm = column_major(&x, rows, cols);
+    drop(x);
+    work.checkpoint()?;
+    let b = bin(work, &x_cm, rows, cols)?;
+    let bdata = Matrix::new(&b.bins, rows, cols);
+    let parallel = work.parallel();
+    let splitter = MissingImputerSplitter::new(
+        0.0,
+        p.l2 as f32,
+        0.0,
+        0.0,
+        p.min_leaf_weight as f32,
+        p.learning_rate as f32,
+        true,
+        ConstraintMap::new(),
+    );
+    let weights = vec![1.0; rows];
+    let base_score = calc_init_callables(&ObjectiveType::LogLoss)(y, &weights);
+    let grad_hess = gradient_hessian_callables(&ObjectiveType::LogLoss);
+    let mut yhat = vec![base_score; rows];
+    let mut rng = StdRng::seed_from_u64(p.seed);
+    let all_rows: Vec<usize> = (0..rows).collect();
+    let col_index: Vec<usize> = (0..cols).collect();
+    let mut booster = GradientBooster::default()
+        .set_objective_type(ObjectiveType::LogLoss)
+        .set_learning_rate(p.learning_rate as f32)
+        .set_max_depth(p.max_depth)
+        .set_max_leaves(usize::MAX)
+        .set_min_leaf_weight(p.min_leaf_weight as f32)
+        .set_l2(p.l2 as f32)
+        .set_subsample(p.subsample as f32)
+        .set_seed(p.seed)
+        .set_initialize_base_score(false)
+        .set_base_score(base_score)
+        .set_parallel(false);
+    let mut growth = Growth {
+        trees_requested: p.iterations,
+        ..Growth::default()
+    };
+    for _ in 0..p.iterations {
+        work.checkpoint()?;
+        let (mut grad, mut hess) = grad_hess(y, &yhat, &weights);
+        let (chosen, method) = if p.subsample < 1.0 {
+            let (chosen, _) = RandomSampler::new(p.subsample as f32)
+                .sample(&mut rng, &all_rows, &mut grad, &mut hess);
+            (chosen, SampleMethod::Random)
+        } else {
+            (all_rows.clone(), SampleMethod::None)
+        };
+        let tree = work.install(|| {
+            let mut tree = Tree::new();
+            tree.fit(
+                &bdata,
+                chosen,
+                &col_index,
+                &b.cuts,
+                &grad,
+                &hess,
+                &splitter,
+                usize::MAX,
+                p.max_depth,
+                parallel,
+                &method,
+                &GrowPolicy::DepthWise,
+            );
+            tree
+        });
+        let size = stored_size(&tree)?;
+        if growth.model_bytes + size > work.model_limit.saturating_sub(MODEL_OVERHEAD) {
+            growth.stopped_at_size_limit = true;
+            break;
+        }
+        let step = work.install(|| tree.predict(&b.data, parallel, &f64::NAN));
+        for (a, s) in yhat.iter_mut().zip(step) {
+            *a += s;
+        }
+        growth.model_bytes += size;
+        growth.trees_grown += 1;
+        booster.trees.push(tree);
+    }
+    if booster.trees.is_empty() {
+        return Err(model_too_large(work));
+    }
+    booster.iterations = booster.trees.len();
+    Ok((booster, growth))
+}
+
+fn model_too_large(work: &Work) -> Error {
+    Error::TooLarge {
+        what: "a single tree of this model".into(),
+        needed_mb: work.model_limit.div_ceil(crate::work::MB) + 1,
+        limit_mb: work.model_limit / crate::work::MB,
+        setting: "customer_analyzer.max_model_mb",
+    }
+}
+
+/// A random forest on row-major `x`: regression trees on the 0/1 labels, each on a
+/// Poisson(subsample) bootstrap of the rows and a random share of the features, whose
+/// leaves hold positive rates. Each tree is a one-tree booster so that forust scores and
+/// explains it.
+pub fn fit_forest(
+    work: &Work,
+    x: Vec<f64>,
+    rows: usize,
+    cols: usize,
+    y: &[f64],
+    p: &TrainParams,
+) -> Result<(Vec<GradientBooster>, Growth), Error> {
+    work.reserve("the random forest", fit_bytes(rows, cols))?;
+    let x_cm = column_major(&x, rows, cols);
+    drop(x);
+    work.checkpoint()?;
+    let b = bin(work, &x_cm, rows, cols)?;
+    let bdata = Matrix::new(&b.bins, rows, cols);
+    let parallel = work.parallel();
+    let fraction = p
+        .feature_fraction
+        .unwrap_or_else(|| ((cols as f64).sqrt() / cols as f64).max(1.0 / cols as f64));
+    let n_features = ((cols as f64 * fraction).floor() as usize).clamp(1, cols);
+    let splitter = MissingImputerSplitter::new(
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        p.min_leaf_weight as f32,
+        1.0,
+        true,
+        ConstraintMap::new(),
+    );
+    let mut rng = StdRng::seed_from_u64(p.seed);
+    let bootstrap =
+        Poisson::new(p.subsample.max(0.05)).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut trees = Vec::with_capacity(p.n_trees);
+    let mut growth = Growth {
+        trees_requested: p.n_trees,
+        ..Growth::default()
+    };
+    for _ in 0..p.n_trees {
+        work.checkpoint()?;
+        // Poisson weights are the bootstrap: each row drawn k ~ Poisson(subsample) times.
+        // Squared loss at prediction 0 gives gradient -y*w and hessian w, so each leaf is
+        // the weighted positive rate of its rows.
+        let weights: Vec<f32> = (0..rows)
+            .map(|_| bootstrap.sample(&mut rng) as f32)
+            .collect();
+        let chosen: Vec<usize> = (0..rows).filter(|&i| weights[i] > 0.0).collect();
+        let grad: Vec<f32> = y
+            .iter()
+            .zip(&weights)
+            .map(|(y, w)| -(*y as f32) * w)
+            .collect();
+        let mut features: Vec<usize> = (0..cols).choose_multiple(&mut rng, n_features);
+        features.sort_unstable();
+        let tree = work.install(|| {
+            let mut tree = Tree::new();
+            tree.fit(
+                &bdata,
+                chosen,
+                &features,
+                &b.cuts,
+                &grad,
+                &weights,
+                &splitter,
+                usize::MAX,
+                p.max_depth,
+                parallel,
+                &SampleMethod::Random,
+                &GrowPolicy::DepthWise,
+            );
+            tree
+        });
+        let size = stored_size(&tree)?;
+        if growth.model_bytes + size > work.model_limit.saturating_sub(MODEL_OVERHEAD) {
+            growth.stopped_at_size_limit = true;
+            break;
+        }
+        growth.model_bytes += size;
+        growth.trees_grown += 1;
+        let mut booster = GradientBooster::default()
+            .set_objective_type(ObjectiveType::SquaredLoss)
+            .set_iterations(1)
+            .set_learning_rate(1.0)
+            .set_max_depth(p.max_depth)
+            .set_min_leaf_weight(p.min_leaf_weight as f32)
+            .set_l2(0.0)
+            .set_initialize_base_score(false)
+            .set_base_score(0.0)
+            .set_parallel(false);
+        booster.trees.push(tree);
+        trees.push(booster);
+    }
+    if trees.is_empty() {
+        return Err(model_too_large(work));
+    }
+    Ok((trees, growth))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Algorithm;
+    use rand::Rng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn problem(rows: usize, cols: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut x = Vec::with_capacity(rows * cols);
+        let mut y = Vec::with_capacity(rows);
+        for _ in 0..rows {
+            let row: Vec<f64> = (0..cols)
+                .map(|j| {
+                    if j == 2 && rng.gen_bool(0.1) {
+                        f64::NAN
+                    } else {
+                        rng.gen_range(-1.0..1.0)
+                    }
+                })
+                .collect();
+            let z = 2.0 * row[0] - row[1] + rng.gen_range(-0.5..0.5);
+            y.push(if z > 0.0 { 1.0 } else { 0.0 });
+            x.extend(row);
+        }
+        (x, y)
+    }
+
+    #[test]
+    fn the_boosting_loop_grows_what_forust_grows() {
+        let (rows, cols) = (600, 5);
+        let (x, y) = problem(rows, cols);
+        let mut p = TrainParams::defaults(Algorithm::Gbm);
+        p.iterations = 25;
+        p.max_depth = 4;
+        let work = Work::unbounded(2);
+        let (ours, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p).unwrap();
+        assert_eq!(growth.trees_grown, 25);
+        assert!(!growth.stopped_at_size_limit);
+
+        let x_cm = column_major(&x, rows, cols);
+        let m = Matrix::new(&x_cm, rows, cols);
+        let mut theirs = GradientBooster::default()
+            .set_objective_type(ObjectiveType::LogLoss)
+            .set_iterations(p.iterations)
+            .set_learning_rate(p.learning_rate as f32)
+            .set_max_depth(p.max_depth)
+            .set_max_leaves(usize::MAX)
+            .set_min_leaf_weight(p.min_leaf_weight as f32)
+            .set_l2(p.l2 as f32)
+            .set_seed(p.seed)
+            .set_parallel(false);
+        theirs.fit(&m, &y, &vec![1.0; rows], None).unwrap();
+        let a = ours.predict(&m, false);
+        let b = theirs.predict(&m, false);
+        for (a, b) in a.iter().zip(&b) {
+            assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn growing_stops_at_the_model_size_budget() {
+        let (rows, cols) = (600, 5);
+        let (x, y) = problem(rows, cols);
+        let mut p = TrainParams::defaults(Algorithm::Gbm);
+        p.iterations = 500;
+        p.max_depth = 6;
+        let mut work = Work::unbounded(1);
+        work.model_limit = 60_000 + MODEL_OVERHEAD;
+        let (booster, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p).unwrap();
+        assert!(growth.stopped_at_size_limit);
+        assert!(growth.trees_grown < 500 && growth.trees_grown > 0);
+        assert!(growth.model_bytes <= 60_000);
+        assert_eq!(booster.trees.len(), growth.trees_grown);
+
+        let mut p = TrainParams::defaults(Algorithm::RandomForest);
+        p.n_trees = 300;
+        let (trees, growth) = fit_forest(&work, x.clone(), rows, cols, &y, &p).unwrap();
+        assert!(growth.stopped_at_size_limit && trees.len() == growth.trees_grown);
+
+        work.model_limit = 10;
+        assert!(matches!(
+            fit_gbm(&work, x.clone(), rows, cols, &y, &p),
+            Err(Error::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cancel_stops_between_trees() {
+        let (rows, cols) = (400, 5);
+        let (x, y) = problem(rows, cols);
+        let mut p = TrainParams::defaults(Algorithm::Gbm);
+        p.iterations = 1000;
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+        let c = calls.clone();
+        let work = Work::new(
+            1,
+            usize::MAX,
+            usize::MAX,
+            Box::new(move || {
+                c.set(c.get() + 1);
+                if c.get() > 10 {
+                    Err(Error::Cancelled)
+                } else {
+                    Ok(())
+                }
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            fit_gbm(&work, x.clone(), rows, cols, &y, &p).map(|_| ()),
+            Err(Error::Cancelled)
+        );
+        assert_eq!(calls.get(), 11);
+        calls.set(0);
+        p.n_trees = 1000;
+        assert_eq!(
+            fit_forest(&work, x.clone(), rows, cols, &y, &p).map(|_| ()),
+            Err(Error::Cancelled)
+        );
+    }
+}

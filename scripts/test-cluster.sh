@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for the client-side integration tests, run as the
+# postgres user on 127.0.0.1:${CA_IT_PORT:-5499} with trust authentication, in its own
+# data directory. Never the user's cluster.
+# Usage: scripts/test-cluster.sh start|stop
+set -euo pipefail
+
+BIN=/usr/lib/postgresql/15/bin
+DATA=${CA_IT_PGDATA:-/var/lib/postgresql/customer_analyzer-it}
+PORT=${CA_IT_PORT:-5499}
+as_pg() { runuser -u postgres -- "$@"; }
+
+case "${1:-}" in
+  start)
+    if [ -f "$DATA/postmaster.pid" ]; then
+      as_pg "$BIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$DATA"
+    mkdir -p "$DATA"
+    chown postgres:postgres "$DATA"
+    as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
+      -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null
+    echo "host=127.0.0.1 port=$PORT user=postgres"
+    ;;
+  stop)
+    if [ -f "$DATA/postmaster.pid" ]; then
+      as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+    fi
+    ;;
+  *)
+    echo "usage: $0 start|stop" >&2
+    exit 2
+    ;;
+esac

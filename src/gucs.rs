@@ -1,0 +1,65 @@
+//! The extension's settings. Each is a private static behind an accessor that documents
+//! its unit; all are superuser-only (`SUSET`): they bound what any caller may use of the
+//! server, so an analyst cannot raise them for themselves.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use customer_analyzer_core::work::MB;
+
+static MAX_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static MAX_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(2048);
+static MAX_MODEL_MB: GucSetting<i32> = GucSetting::<i32>::new(32);
+
+/// Registers the settings; called once from `_PG_init`.
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.max_threads",
+        c"Threads one call of customer_analyzer may use for training, scoring and segmentation.",
+        c"0 (the default) means half the server's cores, at least 1. These threads live inside the backend and are not counted by max_parallel_workers.",
+        &MAX_THREADS,
+        0,
+        256,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.max_memory_mb",
+        c"Memory one call of customer_analyzer may plan to use, in MB.",
+        c"Estimated before allocating: training samples users to fit, other calls are refused with SQLSTATE 54000.",
+        &MAX_MEMORY_MB,
+        16,
+        1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.max_model_mb",
+        c"Largest model customer_analyzer stores, in MB.",
+        c"Tree models stop growing at this size and say so; every backend that predicts keeps a decoded copy.",
+        &MAX_MODEL_MB,
+        1,
+        1024,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+}
+
+/// Threads for one call: the setting, or half the cores when it is 0.
+pub fn max_threads() -> usize {
+    match MAX_THREADS.get() {
+        n if n > 0 => n as usize,
+        _ => std::thread::available_parallelism()
+            .map(|n| (n.get() / 2).max(1))
+            .unwrap_or(1),
+    }
+}
+
+/// The memory budget of one call, in bytes.
+pub fn max_memory_bytes() -> usize {
+    MAX_MEMORY_MB.get().max(1) as usize * MB
+}
+
+/// The largest stored model, in bytes.
+pub fn max_model_bytes() -> usize {
+    MAX_MODEL_MB.get().max(1) as usize * MB
+}
