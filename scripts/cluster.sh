@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Starts Debian's PostgreSQL 15 cluster "15/main" as the postgres user (PostgreSQL refuses
 # root), with pg_cron preloaded, and creates the database the demo and tests use.
-# Idempotent: a second run only checks.
+# Idempotent: a second run only checks. With --restart, a running cluster is restarted
+# (after a new build of the extension was installed: backends keep the library they
+# loaded).
 set -euo pipefail
+RESTART=0
+[ "${1:-}" = "--restart" ] && RESTART=1
 
 DB=${CA_DATABASE:-shop}
 PORT=${CA_PORT:-5432}
@@ -34,8 +38,8 @@ status=$(pg_lsclusters -h | awk '$1 == 15 && $2 == "main" {print $4}')
 if [ "$status" != "online" ]; then
   echo "==> starting cluster 15/main"
   pg_ctlcluster 15 main start
-elif [ $changed = 1 ]; then
-  echo "==> restarting cluster 15/main to apply settings"
+elif [ $changed = 1 ] || [ $RESTART = 1 ]; then
+  echo "==> restarting cluster 15/main"
   pg_ctlcluster 15 main restart
 fi
 

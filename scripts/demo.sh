@@ -10,10 +10,15 @@ N_USERS=${1:-10000}
 DAYS=${2:-180}
 DB=${CA_DATABASE:-shop}
 
+source scripts/env.sh
 bash scripts/install-deps.sh
-echo "==> building and installing customer_analyzer (release)"
-cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config >/dev/null
-bash scripts/cluster.sh
+echo "==> building customer_analyzer (release) and installing it into Debian's PostgreSQL 15"
+PKG=target/release/customer_analyzer-package
+rm -rf "$PKG"
+cargo pgrx package --pg-config "$CA_PG_CONFIG" --out-dir "$PKG" >/dev/null
+bash scripts/install-ext.sh "$PKG" "$DEBIAN_PG_CONFIG"
+# a running cluster keeps the library it loaded: restart it onto the new one
+bash scripts/cluster.sh --restart
 
 echo "==> running the demo in database $DB"
 # fed on standard input: the postgres user may not read the checkout (a root-only clone)

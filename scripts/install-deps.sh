@@ -2,9 +2,10 @@
 # Installs the system packages and cargo-pgrx this project builds and tests with.
 # Idempotent: a second run only checks and returns within seconds.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
 
 PGRX_VERSION=0.18.1
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron clang libclang-dev
           pkg-config libssl-dev sudo build-essential)
 
@@ -25,7 +26,9 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
 fi
 
-if ! grep -qs "pg15" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  echo "==> pointing cargo-pgrx at Debian's PostgreSQL 15"
-  cargo pgrx init --pg15="$PG_CONFIG"
+bash scripts/pg-tree.sh
+if ! grep -qsF "$CA_PG_CONFIG" "$PGRX_HOME/config.toml"; then
+  echo "==> pointing cargo-pgrx ($PGRX_HOME) at the build tree"
+  mkdir -p "$PGRX_HOME"
+  cargo pgrx init --pg15="$CA_PG_CONFIG" >/dev/null
 fi

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL 15 cluster for the client-side integration tests, run as the
-# postgres user on 127.0.0.1:${CA_IT_PORT:-5499} with trust authentication, in its own
-# data directory. Never the user's cluster.
-# Usage: scripts/test-cluster.sh start|stop
+# A throwaway PostgreSQL 15 cluster for the regression and integration tests, run from
+# the project's build and test tree (scripts/env.sh) as the postgres user, on
+# 127.0.0.1:${CA_IT_PORT:-5499} with trust authentication, in its own data directory.
+# Never the user's cluster, never Debian's installation.
+# Usage: scripts/test-cluster.sh start|stop   (start prints the connection string)
 set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
 
-BIN=/usr/lib/postgresql/15/bin
+BIN=$CA_PG_TREE/lib/postgresql/15/bin
 DATA=${CA_IT_PGDATA:-/var/lib/postgresql/customer_analyzer-it}
 PORT=${CA_IT_PORT:-5499}
-as_pg() { runuser -u postgres -- "$@"; }
+as_pg() { runuser -u postgres -- env -u RUST_BACKTRACE "$@"; }
 
 case "${1:-}" in
   start)

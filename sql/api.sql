@@ -15,10 +15,11 @@ CREATE FUNCTION customer_analyzer.user_features(as_of timestamptz DEFAULT now())
 RETURNS SETOF customer_analyzer.feature_row
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET work_mem = '256MB'
 AS $$
 DECLARE
     n bigint;
+    query text;
+    caller_work_mem text := current_setting('work_mem');
 BEGIN
     IF as_of IS NULL THEN
         RAISE EXCEPTION 'as_of must not be NULL'
@@ -30,8 +31,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Features describe the past: pass a time at or before now().';
     END IF;
-    RETURN QUERY EXECUTE customer_analyzer._feature_query(false) USING as_of;
+    query := customer_analyzer._feature_query(false);   -- also loads the library and its settings
+    PERFORM set_config('work_mem', current_setting('customer_analyzer.feature_work_mem'), true);
+    RETURN QUERY EXECUTE query USING as_of;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM set_config('work_mem', caller_work_mem, true);
     IF n = 0 THEN
         RAISE NOTICE 'customer_analyzer: no user registered before %, so there are no features', as_of;
     END IF;
@@ -42,19 +46,21 @@ CREATE FUNCTION customer_analyzer.refresh_features()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET work_mem = '256MB'
 AS $$
 DECLARE
     t timestamptz := now();
     n bigint;
+    caller_work_mem text := current_setting('work_mem');
 BEGIN
     -- one bulk refresh at a time: a second waits, then replaces the first one's rows
     PERFORM pg_advisory_xact_lock(17217, 10);
-    PERFORM customer_analyzer._notice_data_quality(t);
+    PERFORM customer_analyzer._notice_data_quality(t);   -- also loads the library and its settings
+    PERFORM set_config('work_mem', current_setting('customer_analyzer.feature_work_mem'), true);
     DELETE FROM customer_analyzer.user_metrics;
     INSERT INTO customer_analyzer.user_metrics
     SELECT f.*, t, clock_timestamp() FROM customer_analyzer.user_features(t) f;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM set_config('work_mem', caller_work_mem, true);
     RETURN n;
 END
 $$;
@@ -137,6 +143,12 @@ SELECT m.user_id,
        m.days_to_first_purchase
 FROM customer_analyzer.user_metrics m;
 
+COMMENT ON TABLE customer_analyzer.source_version IS
+    'Moves when the configuration or a table, view or type definition may have changed; backends re-check the source tables then.';
+COMMENT ON FUNCTION customer_analyzer._sources_may_have_changed() IS
+    'Internal: the event trigger that moves source_version after DDL on tables, views and types (never fails the DDL).';
+COMMENT ON EVENT TRIGGER customer_analyzer_ddl IS 'Moves customer_analyzer.source_version after DDL on tables, views and types.';
+COMMENT ON EVENT TRIGGER customer_analyzer_drop IS 'Moves customer_analyzer.source_version after a table, view or type is dropped.';
 COMMENT ON TABLE customer_analyzer.config IS
     'Which of the shop''s tables customer_analyzer reads (written by configure(); no row means public.users, public.events, public.products).';
 COMMENT ON TYPE customer_analyzer.feature_row IS
@@ -210,10 +222,9 @@ JOIN customer_analyzer.models m ON m.id = d.model_id,
      jsonb_array_elements(m.metrics -> 'importance') WITH ORDINALITY AS i(item, rank);
 
 CREATE VIEW customer_analyzer.latest_predictions AS
-SELECT p.*
+SELECT DISTINCT ON (p.task, p.user_id) p.*
 FROM customer_analyzer.predictions p
-JOIN (SELECT task, max(as_of) AS as_of FROM customer_analyzer.predictions GROUP BY task) l
-  USING (task, as_of);
+ORDER BY p.task, p.user_id, p.predicted_at DESC, p.as_of DESC;
 
 COMMENT ON TABLE customer_analyzer.models IS
     'Trained models, one append-only row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
@@ -234,7 +245,8 @@ COMMENT ON VIEW customer_analyzer.deployed_models IS 'The model serving each tas
 COMMENT ON VIEW customer_analyzer.model_metrics IS 'Holdout metrics of every model, for comparing and for BI tools.';
 COMMENT ON VIEW customer_analyzer.feature_importance IS
     'Global importance of the features of each deployed model: gain share for trees, coefficient for the linear model (scaled inputs).';
-COMMENT ON VIEW customer_analyzer.latest_predictions IS 'The newest score_all() batch of each task.';
+COMMENT ON VIEW customer_analyzer.latest_predictions IS
+    'Each user''s newest stored score per task (score_all() writes them; users refreshed one by one keep their own as_of).';
 COMMENT ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz) IS
     'Trains a churn (no event in 60 days) or purchase (a purchase within 30 days) model on point-in-time snapshots; stores it and deploys it when it beats the deployed one on the same holdout. Returns id and holdout metrics.';
 COMMENT ON FUNCTION customer_analyzer.tune(text, text, timestamptz) IS

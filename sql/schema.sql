@@ -10,6 +10,41 @@ CREATE TABLE customer_analyzer.config (
 );
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.config', '');
 
+-- Moves whenever the configuration or the definition of a table, view or type may have
+-- changed (configure(), and an event trigger on DDL), so that each backend re-checks the
+-- source tables it keeps checked (src/source.rs). One row.
+CREATE TABLE customer_analyzer.source_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version bigint NOT NULL DEFAULT 0
+);
+INSERT INTO customer_analyzer.source_version DEFAULT VALUES;
+
+CREATE FUNCTION customer_analyzer._sources_may_have_changed() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_EVENT = 'sql_drop' THEN
+        PERFORM 1 FROM pg_event_trigger_dropped_objects() d
+        WHERE NOT d.is_temporary
+          AND d.object_type IN ('table', 'view', 'materialized view', 'foreign table', 'type', 'table column', 'schema');
+    ELSE
+        PERFORM 1 FROM pg_event_trigger_ddl_commands() c
+        WHERE coalesce(c.schema_name, '') NOT LIKE 'pg\_temp%'
+          AND c.object_type IN ('table', 'view', 'materialized view', 'foreign table', 'type', 'table column', 'schema');
+    END IF;
+    IF FOUND THEN
+        UPDATE customer_analyzer.source_version SET version = version + 1;
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    -- the shop's own DDL must never fail because of the extension; a missed bump only
+    -- leaves a backend's cached check older, and every query still fails cleanly on it
+    NULL;
+END
+$$;
+CREATE EVENT TRIGGER customer_analyzer_ddl ON ddl_command_end
+    EXECUTE FUNCTION customer_analyzer._sources_may_have_changed();
+CREATE EVENT TRIGGER customer_analyzer_drop ON sql_drop
+    EXECUTE FUNCTION customer_analyzer._sources_may_have_changed();
+
 -- One row of features: user_id, then the catalog in order (see feature_catalog).
 -- A test checks these columns against the core crate's catalog.
 CREATE TYPE customer_analyzer.feature_row AS (
@@ -91,6 +126,8 @@ CREATE TABLE customer_analyzer.user_metrics (
     refreshed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (user_id)
 );
+-- dumped with its data: predictions read it, and a restore must predict the same
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.user_metrics', '');
 
 -- Models: versioned and append-only (UPDATE, DELETE and TRUNCATE raise 55000, for the
 -- owner too). The model itself is a bincode blob behind a magic and a format number (see
@@ -179,6 +216,7 @@ CREATE TABLE customer_analyzer.predictions (
     PRIMARY KEY (task, as_of, user_id)
 );
 CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions (model_id);
+CREATE INDEX predictions_task_user_idx ON customer_analyzer.predictions (task, user_id, predicted_at DESC);
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
 
 -- Segments of each segmentation (a models row with task 'segmentation'); names can be

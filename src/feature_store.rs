@@ -63,11 +63,43 @@ fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
 
-/// Reads the catalog's features from `row`, starting at column `first` (1-based).
-pub fn read_features(row: &SpiHeapTupleData<'_>, first: usize) -> Result<Vec<FeatureValue>> {
+/// The feature store's rows: `user_id`, the features, then `as_of` (and `refreshed_at`),
+/// the layout every feature row read here has.
+pub const STORE_ROWS: &str = "SELECT m.* FROM customer_analyzer.user_metrics m";
+
+/// A row laid out as every query here selects features: `user_id`, the catalog's
+/// features in order, then one more column (`as_of`, or a training row's label).
+pub struct FeatureRow<'a, 'b>(pub &'a SpiHeapTupleData<'b>);
+
+impl FeatureRow<'_, '_> {
+    pub fn user_id(&self) -> Result<i64> {
+        self.0
+            .get::<i64>(1)
+            .ctx("reading features")?
+            .ok_or_else(|| error::internal("reading features", "NULL user_id"))
+    }
+
+    pub fn features(&self) -> Result<Vec<FeatureValue>> {
+        read_features(self.0)
+    }
+
+    /// The column after the features.
+    pub fn last<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(&self) -> Result<Option<T>> {
+        self.0.get::<T>(FEATURES.len() + 2).ctx("reading features")
+    }
+
+    /// The `as_of` after the features.
+    pub fn as_of(&self) -> Result<TimestampWithTimeZone> {
+        self.last::<TimestampWithTimeZone>()?
+            .ok_or_else(|| error::internal("reading features", "NULL as_of"))
+    }
+}
+
+/// Reads the catalog's features from `row` (columns 2 onwards).
+fn read_features(row: &SpiHeapTupleData<'_>) -> Result<Vec<FeatureValue>> {
     let mut values = Vec::with_capacity(FEATURES.len());
     for (i, f) in FEATURES.iter().enumerate() {
-        let c = first + i;
+        let c = 2 + i;
         values.push(match f.kind {
             Kind::Count => {
                 FeatureValue::Num(row.get::<i64>(c).ctx("reading features")?.map(|v| v as f64))
@@ -87,16 +119,13 @@ pub fn features_for_user(
 ) -> Result<(Vec<FeatureValue>, TimestampWithTimeZone)> {
     let stored = plans::select(
         client,
-        "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m WHERE m.user_id = $1",
+        &format!("{STORE_ROWS} WHERE m.user_id = $1"),
         &[INT8],
         &[user_id.into()],
     )?;
     if let Some(row) = stored.into_iter().next() {
-        let as_of = row
-            .get::<TimestampWithTimeZone>(FEATURES.len() + 4)
-            .ctx("reading features")?
-            .ok_or_else(|| error::internal("reading features", "NULL as_of"))?;
-        return Ok((read_features(&row, 2)?, as_of));
+        let row = FeatureRow(&row);
+        return Ok((row.features()?, row.as_of()?));
     }
     let s = source::load(client)?;
     if !user_exists(client, &s, user_id)? {
@@ -114,11 +143,8 @@ pub fn features_for_user(
     )?;
     match rows.into_iter().next() {
         Some(row) => {
-            let as_of = row
-                .get::<TimestampWithTimeZone>(FEATURES.len() + 2)
-                .ctx("reading features")?
-                .ok_or_else(|| error::internal("reading features", "NULL as_of"))?;
-            Ok((read_features(&row, 2)?, as_of))
+            let row = FeatureRow(&row);
+            Ok((row.features()?, row.as_of()?))
         }
         None => Err(error::not_ready(
             format!("user {user_id} registered after now() and has no features yet"),

@@ -9,6 +9,8 @@ use customer_analyzer_core::work::MB;
 static MAX_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(2048);
 static MAX_MODEL_MB: GucSetting<i32> = GucSetting::<i32>::new(32);
+static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
+static FEATURE_WORK_MEM_KB: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
 
 /// Registers the settings; called once from `_PG_init`.
 pub fn init() {
@@ -42,6 +44,26 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_MB,
     );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.model_cache_size",
+        c"Decoded models one backend keeps.",
+        c"Together with four times customer_analyzer.max_model_mb of blobs, this bounds each backend's model cache.",
+        &MODEL_CACHE_SIZE,
+        1,
+        1000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.feature_work_mem",
+        c"work_mem of the all-user feature query (user_features(), refresh_features()).",
+        c"The query sorts and hashes every event once; more memory keeps that off disk. Restored when the function returns.",
+        &FEATURE_WORK_MEM_KB,
+        64,
+        i32::MAX / 2,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
 }
 
 /// Threads for one call: the setting, or half the cores when it is 0.
@@ -57,6 +79,11 @@ pub fn max_threads() -> usize {
 /// The memory budget of one call, in bytes.
 pub fn max_memory_bytes() -> usize {
     MAX_MEMORY_MB.get().max(1) as usize * MB
+}
+
+/// How many decoded models a backend keeps.
+pub fn model_cache_size() -> usize {
+    MODEL_CACHE_SIZE.get().max(1) as usize
 }
 
 /// The largest stored model, in bytes.

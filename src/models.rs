@@ -15,6 +15,7 @@ use customer_analyzer_core::catalog::CATALOG_VERSION;
 use customer_analyzer_core::codec::{self, Payload};
 use customer_analyzer_core::model::Scorer;
 use customer_analyzer_core::segment::Segmentation;
+use customer_analyzer_core::task::{Task, SEGMENTATION};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{JsonB, PgBuiltInOids, PgOid};
@@ -22,28 +23,19 @@ use pgrx::{JsonB, PgBuiltInOids, PgOid};
 use crate::error::{self, Result, SpiContext};
 use crate::{gucs, plans, statement};
 
-pub const TASKS: [&str; 2] = ["churn", "purchase"];
-
-/// Checks a task name.
-pub fn task(task: Option<&str>) -> Result<&'static str> {
-    let t = task.ok_or_else(|| error::null_argument("task"))?;
-    TASKS.iter().copied().find(|k| *k == t).ok_or_else(|| {
-        error::invalid_parameter(
-            format!("unknown task \"{t}\""),
-            "Use 'churn' (no event in the next 60 days) or 'purchase' (a purchase in the next 30 days).",
-        )
-    })
+/// Checks a task argument.
+pub fn task(task: Option<&str>) -> Result<Task> {
+    Task::parse(task.ok_or_else(|| error::null_argument("task"))?).map_err(error::from_core)
 }
 
-/// A task name including segmentation (for rollback and retire).
-fn any_task(task: Option<&str>) -> Result<&'static str> {
+/// What serves: a task's name, or segmentation (for rollback and retire).
+fn served(task: Option<&str>) -> Result<&'static str> {
     match task {
-        Some("segmentation") => Ok("segmentation"),
-        other => self::task(other),
+        Some(SEGMENTATION) => Ok(SEGMENTATION),
+        other => Ok(self::task(other)?.name()),
     }
 }
 
-const MAX_CACHED: usize = 16;
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
@@ -115,7 +107,7 @@ pub fn serving_model(client: &SpiClient<'_>, task: &'static str) -> Result<Optio
 /// The model serving `task`, or 55000 when none is deployed.
 pub fn deployed_model_id(client: &SpiClient<'_>, task: &'static str) -> Result<i64> {
     serving_model(client, task)?.ok_or_else(|| {
-        if task == "segmentation" {
+        if task == SEGMENTATION {
             error::not_ready(
                 "no segmentation exists yet",
                 "Run SELECT * FROM customer_analyzer.segment_users(); first.",
@@ -162,7 +154,8 @@ impl Loaded {
 }
 
 /// Any model row, from the cache or decoded from its row. The cache holds at most
-/// `MAX_CACHED` models and four times `customer_analyzer.max_model_mb` of blobs.
+/// `customer_analyzer.model_cache_size` models and four times
+/// `customer_analyzer.max_model_mb` of blobs.
 pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Loaded>> {
     if let Some(s) = CACHE.with(|c| c.borrow().get(&model_id).map(|m| m.model.clone())) {
         return Ok(s);
@@ -173,7 +166,6 @@ pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Loaded>> {
         &[INT8],
         &[model_id.into()],
     )?
-    .into_iter()
     .next()
     .map(|row| row.get::<Vec<u8>>(1))
     .transpose()
@@ -184,7 +176,7 @@ pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Loaded>> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let held: usize = c.values().map(|m| m.blob_bytes).sum();
-        if c.len() >= MAX_CACHED || held + blob.len() > 4 * gucs::max_model_bytes() {
+        if c.len() >= gucs::model_cache_size() || held + blob.len() > 4 * gucs::max_model_bytes() {
             c.clear();
         }
         c.insert(
@@ -267,12 +259,11 @@ pub fn store_model(client: &mut SpiClient<'_>, m: NewModel<'_>) -> Result<i64> {
 
 /// Advisory-lock key space of customer_analyzer ("CA") and the key of each task.
 const LOCK_SPACE: i32 = 0x4341;
-fn lock_key(task: &str) -> i32 {
-    match task {
-        "churn" => 1,
-        "purchase" => 2,
-        _ => 3,
-    }
+fn lock_key(served: &str) -> i32 {
+    Task::ALL
+        .iter()
+        .position(|t| t.name() == served)
+        .map_or(0, |i| i as i32 + 1)
 }
 
 /// Takes the task's deploy lock until the end of the transaction and returns what
@@ -444,7 +435,7 @@ fn step_back(client: &mut SpiClient<'_>, task: &str, reason: &str) -> Result<i64
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn rollback(task: Option<&str>) -> Result<i64> {
-    let task = any_task(task)?;
+    let task = served(task)?;
     Spi::connect_mut(|client| step_back(client, task, "rollback"))
 }
 

@@ -2,16 +2,16 @@
 //! (task 'segmentation', same table and codec as the classifiers), their segments and
 //! every user's assignment are tables, and the newest segmentation serves `segment_of`.
 
-use customer_analyzer_core::catalog::FEATURES;
 use customer_analyzer_core::codec::Payload;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::segment::{segment, segment_bytes, SegAlgorithm, SegParams};
+use customer_analyzer_core::task::{Task, SEGMENTATION};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::json;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{features_for_user, read_features};
+use crate::feature_store::{features_for_user, FeatureRow, STORE_ROWS};
 use crate::models::{self, record_deployment, NewModel};
 use crate::work::work;
 
@@ -84,10 +84,7 @@ fn segment_users(
             let mut ids = Vec::with_capacity(users);
             let mut as_of = Vec::with_capacity(users);
             let mut cursor = client
-                .try_open_cursor(
-                    "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m ORDER BY m.user_id",
-                    &[],
-                )
+                .try_open_cursor(format!("{STORE_ROWS} ORDER BY m.user_id").as_str(), &[])
                 .ctx("reading the feature store")?;
             loop {
                 work.checkpoint().map_err(error::from_core)?;
@@ -96,19 +93,10 @@ fn segment_users(
                     break;
                 }
                 for row in batch {
-                    frame.push_catalog_row(&read_features(&row, 2)?);
-                    ids.push(
-                        row.get::<i64>(1)
-                            .ctx("reading the feature store")?
-                            .unwrap_or_default(),
-                    );
-                    as_of.push(
-                        row.get::<TimestampWithTimeZone>(FEATURES.len() + 4)
-                            .ctx("reading the feature store")?
-                            .ok_or_else(|| {
-                                error::internal("reading the feature store", "NULL as_of")
-                            })?,
-                    );
+                    let row = FeatureRow(&row);
+                    frame.push_catalog_row(&row.features()?);
+                    ids.push(row.user_id()?);
+                    as_of.push(row.as_of()?);
                 }
             }
             if frame.rows == 0 {
@@ -122,7 +110,7 @@ fn segment_users(
             let (seg, assignments) = segment(&work, &frame, &p).map_err(error::from_core)?;
 
             // churn rate: mean churn probability of the members, where a churn model serves
-            let churn: Option<Vec<f64>> = match models::serving_model(client, "churn")? {
+            let churn: Option<Vec<f64>> = match models::serving_model(client, Task::Churn.name())? {
                 Some(id) => {
                     let loaded = models::loaded(client, id)?;
                     Some(
@@ -157,7 +145,7 @@ fn segment_users(
             let id = models::store_model(
                 client,
                 NewModel {
-                    task: "segmentation",
+                    task: SEGMENTATION,
                     algorithm: algorithm.as_str(),
                     params: serde_json::to_value(&p)
                         .map_err(|e| error::internal("encoding params", e))?,
@@ -219,7 +207,7 @@ fn segment_users(
                 &[ids.into(), id.into(), seg_ids.into(), dist.into()],
             )
             .ctx("storing user segments")?;
-            let serving = models::lock_task(client, "segmentation")?;
+            let serving = models::lock_task(client, SEGMENTATION)?;
             record_deployment(
                 client,
                 "segmentation",
@@ -253,7 +241,7 @@ fn segment_of(
 > {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     let row = Spi::connect(|client| -> Result<(i32, String, f64, i64)> {
-        let id = models::deployed_model_id(client, "segmentation")?;
+        let id = models::deployed_model_id(client, SEGMENTATION)?;
         let loaded = models::loaded(client, id)?;
         let seg = loaded.segmentation()?;
         let (values, _) = features_for_user(client, user_id)?;

@@ -7,7 +7,9 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{features_for_user, read_features};
+use crate::feature_store::{features_for_user, FeatureRow, STORE_ROWS};
+use customer_analyzer_core::task::Task;
+
 use crate::models;
 use crate::work::work;
 
@@ -24,8 +26,8 @@ fn frame_of(values: &[FeatureValue]) -> Frame {
     f
 }
 
-fn score_user(client: &SpiClient<'_>, task: &'static str, user_id: i64) -> Result<Scored> {
-    let model_id = models::deployed_model_id(client, task)?;
+fn score_user(client: &SpiClient<'_>, task: Task, user_id: i64) -> Result<Scored> {
+    let model_id = models::deployed_model_id(client, task.name())?;
     let loaded = models::loaded(client, model_id)?;
     let scorer = loaded.classifier()?;
     let (values, as_of) = features_for_user(client, user_id)?;
@@ -39,7 +41,7 @@ fn score_user(client: &SpiClient<'_>, task: &'static str, user_id: i64) -> Resul
     })
 }
 
-fn predict_score(task: &'static str, user_id: Option<i64>) -> Result<f64> {
+fn predict_score(task: Task, user_id: Option<i64>) -> Result<f64> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     Spi::connect(|client| Ok(score_user(client, task, user_id)?.score))
 }
@@ -48,14 +50,14 @@ fn predict_score(task: &'static str, user_id: Option<i64>) -> Result<f64> {
 #[pg_extern(stable, parallel_restricted, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn predict_churn(user_id: Option<i64>) -> Result<f64> {
-    predict_score("churn", user_id)
+    predict_score(Task::Churn, user_id)
 }
 
 /// Probability that the user buys in the next 30 days.
 #[pg_extern(stable, parallel_restricted, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn predict_purchase(user_id: Option<i64>) -> Result<f64> {
-    predict_score("purchase", user_id)
+    predict_score(Task::Purchase, user_id)
 }
 
 /// Score, label at the model's threshold, the serving model and the features' as_of.
@@ -119,7 +121,7 @@ fn explain(
     }
     let rows = Spi::connect(
         |client| -> Result<Vec<(String, Option<String>, f64, String)>> {
-            let model_id = models::deployed_model_id(client, task)?;
+            let model_id = models::deployed_model_id(client, task.name())?;
             let loaded = models::loaded(client, model_id)?;
             let scorer = loaded.classifier()?;
             let (values, _) = features_for_user(client, user_id)?;
@@ -165,50 +167,30 @@ fn score_all(
 fn score_all_body(
     client: &mut pgrx::spi::SpiClient<'_>,
     work: &customer_analyzer_core::work::Work,
-    task: &'static str,
+    task: Task,
     as_of: Option<TimestampWithTimeZone>,
 ) -> Result<i64> {
-    let model_id = models::deployed_model_id(client, task)?;
+    let model_id = models::deployed_model_id(client, task.name())?;
     let loaded = models::loaded(client, model_id)?;
     let scorer = loaded.classifier()?;
-    let n_features = customer_analyzer_core::catalog::FEATURES.len();
-    let (mut cursor, as_of_col) = match as_of {
-        None => (
-            client
-                .try_open_cursor(
-                    "SELECT m.*, m.as_of FROM customer_analyzer.user_metrics m",
-                    &[],
-                )
-                .ctx("reading features to score")?,
-            n_features + 4,
+    let mut cursor = match as_of {
+        None => client.try_open_cursor(STORE_ROWS, &[]),
+        Some(t) => client.try_open_cursor(
+            "SELECT f.*, $1 FROM customer_analyzer.user_features($1) f",
+            &[t.into()],
         ),
-        Some(t) => (
-            client
-                .try_open_cursor(
-                    "SELECT f.*, $1 FROM customer_analyzer.user_features($1) f",
-                    &[t.into()],
-                )
-                .ctx("reading features to score")?,
-            n_features + 2,
-        ),
-    };
+    }
+    .ctx("reading features to score")?;
     let mut scored = 0i64;
     loop {
         work.checkpoint().map_err(error::from_core)?;
         let mut frame = Frame::for_catalog();
         let (mut ids, mut times) = (Vec::new(), Vec::new());
         for row in cursor.fetch(SCORE_BATCH).ctx("reading features to score")? {
-            frame.push_catalog_row(&read_features(&row, 2)?);
-            ids.push(
-                row.get::<i64>(1)
-                    .ctx("reading features to score")?
-                    .unwrap_or_default(),
-            );
-            times.push(
-                row.get::<TimestampWithTimeZone>(as_of_col)
-                    .ctx("reading features to score")?
-                    .ok_or_else(|| error::internal("reading features to score", "NULL as_of"))?,
-            );
+            let row = FeatureRow(&row);
+            frame.push_catalog_row(&row.features()?);
+            ids.push(row.user_id()?);
+            times.push(row.as_of()?);
         }
         if frame.rows == 0 {
             break;
@@ -226,7 +208,7 @@ fn score_all_body(
                  SET model_id = EXCLUDED.model_id, score = EXCLUDED.score, label = EXCLUDED.label,
                      predicted_at = clock_timestamp()",
                 None,
-                &[ids.into(), task.into(), model_id.into(), scores.into(), labels.into(), times.into()],
+                &[ids.into(), task.name().into(), model_id.into(), scores.into(), labels.into(), times.into()],
             )
             .ctx("writing predictions")?;
         scored += frame.rows as i64;

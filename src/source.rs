@@ -1,10 +1,13 @@
 //! The shop's own tables: which ones to read (`configure()`), and the check that each
 //! column the features need exists with a usable type.
 
+use std::cell::RefCell;
+
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::error::{self, Result, SpiContext};
+use crate::plans;
 
 /// What a column must hold, and the SQL types that qualify.
 #[derive(Clone, Copy)]
@@ -266,9 +269,41 @@ pub fn validate(
     })
 }
 
+thread_local! {
+    /// The last checked sources and the `source_version` they were checked at.
+    static CHECKED: RefCell<Option<(i64, Sources)>> = const { RefCell::new(None) };
+}
+
 /// The configured tables (or the public defaults when configure() was never called),
-/// checked again: columns may have changed since.
+/// checked. The checks are kept per backend until `source_version` moves: configure()
+/// and any DDL on a table, view or type (an event trigger) move it, so the hot paths
+/// (one-user refresh, the prediction fallback) read one row instead of the catalog.
 pub fn load(client: &SpiClient<'_>) -> Result<Sources> {
+    let version = plans::select(
+        client,
+        "SELECT version FROM customer_analyzer.source_version",
+        &[],
+        &[],
+    )?
+    .first()
+    .get_one::<i64>()
+    .ctx("reading customer_analyzer.source_version")?
+    .unwrap_or(-1);
+    if let Some(s) = CHECKED.with(|c| {
+        c.borrow()
+            .as_ref()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, s)| s.clone())
+    }) {
+        return Ok(s);
+    }
+    let s = check_configured(client)?;
+    CHECKED.with(|c| *c.borrow_mut() = Some((version, s.clone())));
+    Ok(s)
+}
+
+/// Reads the configuration and checks its tables.
+fn check_configured(client: &SpiClient<'_>) -> Result<Sources> {
     let row = client
         .select(
             "SELECT users, events, products FROM customer_analyzer.config \
@@ -305,6 +340,13 @@ fn configure(
                 &[users.into(), events.into(), products.into()],
             )
             .ctx("writing customer_analyzer.config")?;
+        client
+            .update(
+                "UPDATE customer_analyzer.source_version SET version = version + 1",
+                None,
+                &[],
+            )
+            .ctx("writing customer_analyzer.source_version")?;
         Ok(pgrx::JsonB(serde_json::json!({
             "users": s.users,
             "events": s.events,

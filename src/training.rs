@@ -7,13 +7,14 @@
 //! - churn_60d: users with an event in the 30 days before T; 1 when the user has no
 //!   event at all in (T, T + 60 days].
 
-use customer_analyzer_core::catalog::{CATALOG_VERSION, FEATURES};
+use customer_analyzer_core::catalog::CATALOG_VERSION;
 use customer_analyzer_core::codec::Payload;
 use customer_analyzer_core::events::MICROS_PER_DAY;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::metrics::auc;
 use customer_analyzer_core::model::{self, TrainingData};
 use customer_analyzer_core::params::{Algorithm, DeployPolicy, TrainParams};
+use customer_analyzer_core::task::{Population, Task};
 use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -21,43 +22,31 @@ use pgrx::JsonB;
 use serde_json::json;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::read_features;
+use crate::feature_store::FeatureRow;
 use crate::models::{self, record_deployment, NewModel};
 use crate::source::{self, Sources};
 use crate::time::{from_unix_micros, to_unix_micros};
 use crate::work::work;
 
-/// Days after as_of that a task's label looks at.
-pub fn horizon_days(task: &str) -> i64 {
-    if task == "churn" {
-        60
-    } else {
-        30
-    }
-}
-
 /// `user_features($1)` with the task's population and label as the last column.
-fn labelled_query(s: &Sources, task: &str) -> String {
+fn labelled_query(s: &Sources, task: Task) -> String {
     let events = &s.events;
-    let hours = horizon_days(task) * 24;
-    match task {
-        "churn" => format!(
-            "SELECT f.*, NOT EXISTS (
-                 SELECT 1 FROM {events} e WHERE e.user_id = f.user_id
-                   AND e.created_at::timestamptz > $1
-                   AND e.created_at::timestamptz <= $1 + interval '{hours} hours') AS label
-             FROM customer_analyzer.user_features($1) f
-             WHERE f.events_last_30_days > 0"
-        ),
-        _ => format!(
-            "SELECT f.*, EXISTS (
-                 SELECT 1 FROM {events} e WHERE e.user_id = f.user_id
-                   AND e.event_type::text = 'purchase'
-                   AND e.created_at::timestamptz > $1
-                   AND e.created_at::timestamptz <= $1 + interval '{hours} hours') AS label
-             FROM customer_analyzer.user_features($1) f"
-        ),
-    }
+    let hours = task.horizon_days() * 24;
+    let (exists, kind) = match task {
+        Task::Churn => ("NOT EXISTS", ""),
+        Task::Purchase => ("EXISTS", " AND e.event_type::text = 'purchase'"),
+    };
+    let population = match task.population() {
+        Population::ActiveInLast30Days => " WHERE f.events_last_30_days > 0",
+        Population::Registered => "",
+    };
+    format!(
+        "SELECT f.*, {exists} (
+             SELECT 1 FROM {events} e WHERE e.user_id = f.user_id{kind}
+               AND e.created_at::timestamptz > $1
+               AND e.created_at::timestamptz <= $1 + interval '{hours} hours') AS label
+         FROM customer_analyzer.user_features($1) f{population}"
+    )
 }
 
 fn one_time(client: &SpiClient<'_>, sql: &str) -> Result<Option<TimestampWithTimeZone>> {
@@ -72,13 +61,13 @@ fn one_time(client: &SpiClient<'_>, sql: &str) -> Result<Option<TimestampWithTim
 fn horizon_passed(
     client: &SpiClient<'_>,
     as_of: TimestampWithTimeZone,
-    task: &str,
+    task: Task,
 ) -> Result<bool> {
     Ok(client
         .select(
             &format!(
                 "SELECT $1 + interval '{} hours' <= now()",
-                horizon_days(task) * 24
+                task.horizon_days() * 24
             ),
             None,
             &[as_of.into()],
@@ -105,7 +94,7 @@ fn labels(
                 return Err(error::invalid_parameter(
                     format!(
                         "the {task} label needs the {} days after as_of, which have not passed yet",
-                        horizon_days(task)
+                        task.horizon_days()
                     ),
                     "Pass an as_of at least the horizon before now().",
                 ));
@@ -135,10 +124,10 @@ fn labels(
 
 /// Snapshot times, oldest first: end - horizon - k * step for k = 0.., kept while at
 /// least a week after the first registration.
-fn snapshot_times(end: i64, first_registration: i64, task: &str, p: &TrainParams) -> Vec<i64> {
-    let newest = end - horizon_days(task) * MICROS_PER_DAY;
-    let mut out: Vec<i64> = (0..p.snapshots as i64)
-        .map(|k| newest - k * p.snapshot_days as i64 * MICROS_PER_DAY)
+fn snapshot_times(end: i64, first_registration: i64, task: Task, p: &TrainParams) -> Vec<i64> {
+    let newest = end - task.horizon_days() * MICROS_PER_DAY;
+    let mut out: Vec<i64> = (0..p.common.snapshots as i64)
+        .map(|k| newest - k * p.common.snapshot_days as i64 * MICROS_PER_DAY)
         .filter(|&t| t > first_registration + 7 * MICROS_PER_DAY)
         .collect();
     out.reverse();
@@ -163,7 +152,7 @@ fn gather(
     client: &SpiClient<'_>,
     work: &Work,
     s: &Sources,
-    task: &str,
+    task: Task,
     times: &[i64],
 ) -> Result<Gathered> {
     let sql = labelled_query(s, task);
@@ -195,19 +184,14 @@ fn gather(
                 .try_reserve_rows(batch.len())
                 .map_err(error::from_core)?;
             for row in batch {
-                let user = row
-                    .get::<i64>(1)
-                    .ctx("reading a training snapshot")?
-                    .unwrap_or_default();
+                let row = FeatureRow(&row);
+                let user = row.user_id()?;
                 if !model::user_in_sample(user, halvings) {
                     continue;
                 }
-                data.frame.push_catalog_row(&read_features(&row, 2)?);
+                data.frame.push_catalog_row(&row.features()?);
                 data.user_id.push(user);
-                let label = row
-                    .get::<bool>(FEATURES.len() + 2)
-                    .ctx("reading a training snapshot")?
-                    .unwrap_or(false);
+                let label = row.last::<bool>()?.unwrap_or(false);
                 data.y.push(if label { 1.0 } else { 0.0 });
                 data.snapshot.push(i);
             }
@@ -314,7 +298,7 @@ fn data_end(
 fn snapshots_for(
     client: &SpiClient<'_>,
     s: &Sources,
-    task: &str,
+    task: Task,
     end: TimestampWithTimeZone,
     params: &TrainParams,
 ) -> Result<Vec<i64>> {
@@ -329,7 +313,7 @@ fn snapshots_for(
             customer_analyzer_core::Error::NotEnoughData(format!(
                 "only {} snapshot(s) fit between the first registration and {} days before as_of",
                 times.len(),
-                horizon_days(task)
+                task.horizon_days()
             )),
         ));
     }
@@ -365,7 +349,7 @@ fn training_snapshots(
 type TrainRow = (i64, String, String, f64, f64, f64, f64, f64, bool);
 
 fn train_impl(
-    task: &'static str,
+    task: Task,
     algorithm: Algorithm,
     params: TrainParams,
     as_of: Option<TimestampWithTimeZone>,
@@ -380,7 +364,7 @@ fn train_impl(
 fn train_body(
     client: &mut pgrx::spi::SpiClient<'_>,
     work: &Work,
-    task: &'static str,
+    task: Task,
     algorithm: Algorithm,
     params: &TrainParams,
     as_of: Option<TimestampWithTimeZone>,
@@ -412,13 +396,20 @@ fn train_body(
     });
     // From here to the end of the transaction no other deploy of this task can
     // interleave: the champion is read after the lock, and compared on our holdout.
-    let serving = models::lock_task(client, task)?;
+    let serving = models::lock_task(client, task.name())?;
     let previous = champion_auc(client, work, serving.map(|s| s.1), data)?;
     let holdout_auc = report.holdout.auc;
-    let deploy = match params.deploy {
+    let deploy = match params.common.deploy {
         DeployPolicy::Always => true,
         DeployPolicy::Never => false,
-        DeployPolicy::IfBetter => previous.is_none_or(|(_, old)| !(old >= holdout_auc)),
+        // the new model wins unless the champion is at least as good; a champion whose
+        // AUC is NaN (one class on the holdout) never blocks it
+        DeployPolicy::IfBetter => previous.is_none_or(|(_, old)| {
+            matches!(
+                old.partial_cmp(&holdout_auc),
+                None | Some(std::cmp::Ordering::Less)
+            )
+        }),
     };
     let mut metrics =
         serde_json::to_value(&report).map_err(|e| error::internal("encoding metrics", e))?;
@@ -448,7 +439,7 @@ fn train_body(
     let id = models::store_model(
         client,
         NewModel {
-            task,
+            task: task.name(),
             algorithm: algorithm.as_str(),
             params: report.params.clone(),
             preprocessing,
@@ -460,7 +451,7 @@ fn train_body(
         },
     )?;
     if deploy {
-        record_deployment(client, task, id, "train", serving.map(|s| s.0))?;
+        record_deployment(client, task.name(), id, "train", serving.map(|s| s.0))?;
     }
     let h = &report.holdout;
     Ok((
@@ -480,6 +471,7 @@ fn train_body(
 /// the labels and the README for the parameters.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
 fn train(
     task: Option<&str>,
     algorithm: default!(Option<&str>, "'gbm'"),
@@ -514,6 +506,7 @@ fn train(
 /// `train()` with hyperparameter search over the documented space.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
 fn tune(
     task: Option<&str>,
     algorithm: default!(Option<&str>, "'gbm'"),
@@ -538,7 +531,7 @@ fn tune(
     let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
         .map_err(error::from_core)?;
     let mut params = TrainParams::defaults(algorithm);
-    params.search = true;
+    params.common.search = true;
     Ok(TableIterator::once(train_impl(
         task, algorithm, params, as_of,
     )?))

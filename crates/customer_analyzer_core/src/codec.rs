@@ -52,13 +52,18 @@ pub fn decode(bytes: &[u8]) -> Result<Payload, Error> {
 mod tests {
     use super::*;
     use crate::model::{tests_support::synthetic, train};
-    use crate::params::{Algorithm, TrainParams};
+    use crate::params::{Algorithm, Estimator, Gbm, TrainParams};
 
     #[test]
     fn round_trip_and_refusals() {
         let data = synthetic(100, 2, 5);
-        let mut p = TrainParams::defaults(Algorithm::Gbm);
-        p.iterations = 10;
+        let p = TrainParams {
+            estimator: Estimator::Gbm(Gbm {
+                iterations: 10,
+                ..Gbm::default()
+            }),
+            ..TrainParams::defaults(Algorithm::Gbm)
+        };
         let (model, _) = train(&crate::work::Work::unbounded(1), &data, &p).unwrap();
         let blob = encode(&Payload::Classifier(model.clone())).unwrap();
         assert_eq!(decode(&blob).unwrap(), Payload::Classifier(model));

@@ -13,6 +13,7 @@ pub mod model;
 pub mod params;
 pub mod preprocess;
 pub mod segment;
+pub mod task;
 pub mod testkit;
 pub mod trees;
 pub mod work;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::Frame;
 use crate::metrics::{evaluate, Metrics};
-use crate::params::{Algorithm, TrainParams, Validation};
+use crate::params::{self, Algorithm, TrainParams, Validation};
 use crate::preprocess::{PreprocessOptions, Preprocessor};
 use crate::trees::{self, column_major, Growth};
 use crate::work::Work;
@@ -117,7 +117,7 @@ pub struct Report {
 }
 
 fn preprocess_options(p: &TrainParams) -> PreprocessOptions {
-    let linear = p.algorithm == Algorithm::Logistic || p.pca.is_some();
+    let linear = p.algorithm() == Algorithm::Logistic || p.common.pca.is_some();
     PreprocessOptions {
         log_transform: linear,
         impute: linear,
@@ -125,7 +125,7 @@ fn preprocess_options(p: &TrainParams) -> PreprocessOptions {
         one_hot: linear,
         max_categories: 12,
         max_correlation: Some(0.95),
-        pca_components: p.pca,
+        pca_components: p.common.pca,
     }
 }
 
@@ -152,7 +152,7 @@ fn fit_logistic(
     rows: usize,
     cols: usize,
     y: &[f64],
-    p: &TrainParams,
+    p: &params::Logistic,
 ) -> Result<(Vec<f64>, f64), Error> {
     use linfa::traits::Fit;
     let records = ndarray::Array2::from_shape_vec((rows, cols), x)
@@ -381,27 +381,28 @@ fn fit(
     work.checkpoint()?;
     let cols = pre.n_outputs();
     let n = rows.len();
-    let (estimator, growth) = match p.algorithm {
-        Algorithm::Gbm => {
-            let (booster, growth) = trees::fit_gbm(work, x, n, cols, &y, p)?;
+    let seed = p.common.seed;
+    let (estimator, growth) = match &p.estimator {
+        params::Estimator::Gbm(g) => {
+            let (booster, growth) = trees::fit_gbm(work, x, n, cols, &y, g, seed)?;
             let booster = booster.json_dump().map_err(forust_err)?;
             (Estimator::Gbm { booster }, Some(growth))
         }
-        Algorithm::RandomForest => {
-            let (trees, growth) = trees::fit_forest(work, x, n, cols, &y, p)?;
+        params::Estimator::RandomForest(f) => {
+            let (trees, growth) = trees::fit_forest(work, x, n, cols, &y, f, seed)?;
             let trees = trees
                 .iter()
                 .map(|b| b.json_dump().map_err(forust_err))
                 .collect::<Result<_, _>>()?;
             (Estimator::Forest { trees }, Some(growth))
         }
-        Algorithm::Logistic => {
-            let (weights, intercept) = fit_logistic(work, x, n, cols, &y, p)?;
+        params::Estimator::Logistic(l) => {
+            let (weights, intercept) = fit_logistic(work, x, n, cols, &y, l)?;
             (Estimator::Logistic { weights, intercept }, None)
         }
     };
     let scorer = Scorer::new(Model {
-        algorithm: p.algorithm,
+        algorithm: p.algorithm(),
         preprocessor: pre,
         estimator,
         threshold: 0.5,
@@ -439,48 +440,50 @@ fn score(
     ))
 }
 
-/// The documented search space, per algorithm.
-pub fn search_space(algorithm: Algorithm) -> Vec<serde_json::Value> {
-    use serde_json::json;
+/// The documented search space: candidates built from `base`, each changing the
+/// algorithm's own settings only.
+pub fn search_space(base: &TrainParams) -> Vec<TrainParams> {
+    let with = |estimator| TrainParams {
+        common: base.common.clone(),
+        estimator,
+    };
     let mut out = Vec::new();
-    match algorithm {
-        Algorithm::Gbm => {
+    match &base.estimator {
+        params::Estimator::Gbm(g) => {
             for iterations in [100, 300] {
                 for learning_rate in [0.05, 0.1] {
                     for max_depth in [3, 6] {
-                        out.push(json!({"iterations": iterations, "learning_rate": learning_rate, "max_depth": max_depth}));
+                        out.push(with(params::Estimator::Gbm(params::Gbm {
+                            iterations,
+                            learning_rate,
+                            max_depth,
+                            ..g.clone()
+                        })));
                     }
                 }
             }
         }
-        Algorithm::RandomForest => {
+        params::Estimator::RandomForest(f) => {
             for max_depth in [6, 10, 14] {
                 for min_leaf_weight in [2.0, 10.0] {
-                    out.push(json!({"max_depth": max_depth, "min_leaf_weight": min_leaf_weight}));
+                    out.push(with(params::Estimator::RandomForest(params::Forest {
+                        max_depth,
+                        min_leaf_weight,
+                        ..f.clone()
+                    })));
                 }
             }
         }
-        Algorithm::Logistic => {
+        params::Estimator::Logistic(l) => {
             for alpha in [0.01, 0.1, 1.0, 10.0] {
-                out.push(json!({"alpha": alpha}));
+                out.push(with(params::Estimator::Logistic(params::Logistic {
+                    alpha,
+                    ..l.clone()
+                })));
             }
         }
     }
     out
-}
-
-fn with_overrides(base: &TrainParams, overrides: &serde_json::Value) -> Result<TrainParams, Error> {
-    let mut merged = base.effective_json();
-    if let (Some(m), Some(o)) = (merged.as_object_mut(), overrides.as_object()) {
-        for (k, v) in o {
-            m.insert(k.clone(), v.clone());
-        }
-        m.retain(|k, v| !(k == "feature_fraction" && v.is_null()));
-    }
-    let mut p = TrainParams::from_json(base.algorithm, &merged)?;
-    p.validation = base.validation;
-    p.deploy = base.deploy;
-    Ok(p)
 }
 
 /// Users split into `k` groups by a seeded shuffle of the distinct ids.
@@ -523,7 +526,7 @@ pub fn train(
 
     let mut params = params.clone();
     let mut search_log = None;
-    if params.search {
+    if params.common.search {
         let inner_latest = latest - 1;
         let fit_rows: Vec<usize> = train_rows
             .iter()
@@ -542,12 +545,11 @@ pub fn train(
         }
         let mut log = Vec::new();
         let mut best: Option<(f64, TrainParams)> = None;
-        for candidate in search_space(params.algorithm) {
-            let p = with_overrides(&params, &candidate)?;
+        for p in search_space(&params) {
             let (s, _) = fit(work, data, &fit_rows, &p)?;
             let (y, pr) = score(work, &s, data, &val_rows)?;
             let auc = crate::metrics::auc(&y, &pr);
-            log.push((candidate, auc));
+            log.push((p.estimator_json(), auc));
             if best.as_ref().is_none_or(|(b, _)| auc > *b) {
                 best = Some((auc, p));
             }
@@ -560,7 +562,7 @@ pub fn train(
 
     let (scorer, growth) = fit(work, data, &train_rows, &params)?;
     let (y, p) = score(work, &scorer, data, &holdout_rows)?;
-    let holdout = evaluate(&y, &p, params.threshold);
+    let holdout = evaluate(&y, &p, params.common.threshold);
     let importance = scorer.importance();
 
     let extra =
@@ -576,18 +578,18 @@ pub fn train(
             }
             let (s, _) = fit(work, data, &fit_rows, &params)?;
             let (y, p) = score(work, &s, data, &test_rows)?;
-            Ok(evaluate(&y, &p, params.threshold))
+            Ok(evaluate(&y, &p, params.common.threshold))
         };
-    let cross_validation = match params.validation {
+    let cross_validation = match params.common.validation {
         Validation::CrossValidation => Some(
             (0..5)
-                .map(|fold| extra(5, params.seed, &|g| g == fold))
+                .map(|fold| extra(5, params.common.seed, &|g| g == fold))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         _ => None,
     };
-    let split = match params.validation {
-        Validation::Split => Some(extra(5, params.seed, &|g| g == 0)?),
+    let split = match params.common.validation {
+        Validation::Split => Some(extra(5, params.common.seed, &|g| g == 0)?),
         _ => None,
     };
 
@@ -669,8 +671,11 @@ mod tests {
         let data = synthetic(400, 3, 1);
         for algo in [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic] {
             let mut p = TrainParams::defaults(algo);
-            p.iterations = 60;
-            p.n_trees = 20;
+            match &mut p.estimator {
+                params::Estimator::Gbm(g) => g.iterations = 60,
+                params::Estimator::RandomForest(f) => f.n_trees = 20,
+                params::Estimator::Logistic(_) => {}
+            }
             let (model, report) = train(&Work::unbounded(2), &data, &p).unwrap();
             assert!(
                 report.holdout.auc > 0.8,
@@ -692,13 +697,13 @@ mod tests {
     fn validations_and_search_are_reported() {
         let data = synthetic(200, 4, 2);
         let mut p = TrainParams::defaults(Algorithm::Logistic);
-        p.validation = Validation::CrossValidation;
-        p.search = true;
+        p.common.validation = Validation::CrossValidation;
+        p.common.search = true;
         let (_, r) = train(&Work::unbounded(2), &data, &p).unwrap();
         assert_eq!(r.cross_validation.as_ref().map(Vec::len), Some(5));
         assert_eq!(r.search.as_ref().map(Vec::len), Some(4));
-        p.validation = Validation::Split;
-        p.search = false;
+        p.common.validation = Validation::Split;
+        p.common.search = false;
         let (_, r) = train(&Work::unbounded(2), &data, &p).unwrap();
         assert!(r.split.is_some());
     }
@@ -754,10 +759,14 @@ mod tests {
             )
             .unwrap();
             let mut p = TrainParams::defaults(algo);
-            p.iterations = 10_000;
-            p.n_trees = 1000;
-            p.max_iterations = 100_000;
-            p.alpha = 1e-6;
+            match &mut p.estimator {
+                params::Estimator::Gbm(g) => g.iterations = 5000,
+                params::Estimator::RandomForest(f) => f.n_trees = 1000,
+                params::Estimator::Logistic(l) => {
+                    l.max_iterations = 100_000;
+                    l.alpha = 1e-6;
+                }
+            }
             assert_eq!(
                 train(&work, &data, &p).map(|_| ()),
                 Err(Error::Cancelled),

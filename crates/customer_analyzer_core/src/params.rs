@@ -1,5 +1,7 @@
-//! Training parameters: parsed from the `params jsonb` of `train()`, checked key by key
-//! and range by range, with the documented defaults.
+//! Training parameters: the `params jsonb` of `train()`, read into one typed struct per
+//! algorithm plus the settings every algorithm shares, each with its documented defaults
+//! and ranges (`validate`). An unknown key, a wrong type or a value out of range is
+//! refused (SQLSTATE 22023).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,18 +16,18 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    pub const ALL: [Algorithm; 3] = [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic];
+
     pub fn parse(s: &str) -> Result<Algorithm, Error> {
-        match s {
-            "gbm" => Ok(Algorithm::Gbm),
-            "random_forest" => Ok(Algorithm::RandomForest),
-            "logistic" => Ok(Algorithm::Logistic),
-            other => Err(Error::InvalidParameter {
-                name: "algorithm",
-                message: format!(
-                    "unknown algorithm \"{other}\"; use gbm, random_forest or logistic"
-                ),
-            }),
-        }
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                bad(
+                    "algorithm",
+                    format!("unknown algorithm \"{s}\"; use gbm, random_forest or logistic"),
+                )
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -39,10 +41,12 @@ impl Algorithm {
 
 /// How the stored metrics are measured besides the time-based holdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Validation {
     /// Train on earlier snapshots, test on the latest matured one (always done).
     Holdout,
     /// Also 5-fold cross-validation, folds by user.
+    #[serde(rename = "cv")]
     CrossValidation,
     /// Also an 80/20 split by user.
     Split,
@@ -50,6 +54,7 @@ pub enum Validation {
 
 /// Whether `train()` deploys what it trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeployPolicy {
     /// Deploy when nothing is deployed or the new model has the higher AUC on the new
     /// model's holdout (the deployed model is scored on the same rows).
@@ -58,56 +63,27 @@ pub enum DeployPolicy {
     Never,
 }
 
+/// Settings every algorithm takes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainParams {
-    pub algorithm: Algorithm,
-    // gradient boosting
-    pub iterations: usize,
-    pub learning_rate: f64,
-    pub max_depth: usize,
-    pub min_leaf_weight: f64,
-    pub subsample: f64,
-    pub l2: f64,
-    // random forest
-    pub n_trees: usize,
-    pub feature_fraction: Option<f64>,
-    // logistic regression
-    pub alpha: f64,
-    pub max_iterations: u64,
-    // every algorithm
+#[serde(default, deny_unknown_fields)]
+pub struct Common {
+    /// Project onto this many principal components first.
     pub pca: Option<usize>,
+    /// The decision threshold; by default the one that maximises F1 on the holdout.
     pub threshold: Option<f64>,
+    /// Pick the best candidate of the documented search space first.
     pub search: bool,
     pub validation: Validation,
     pub seed: u64,
-    /// Training snapshots (the latest is the holdout) and the days between them.
+    /// Snapshots stacked (the newest is the holdout) and the days between them.
     pub snapshots: usize,
     pub snapshot_days: usize,
     pub deploy: DeployPolicy,
 }
 
-impl TrainParams {
-    pub fn defaults(algorithm: Algorithm) -> TrainParams {
-        TrainParams {
-            algorithm,
-            iterations: 200,
-            learning_rate: 0.1,
-            max_depth: if algorithm == Algorithm::RandomForest {
-                8
-            } else {
-                5
-            },
-            min_leaf_weight: if algorithm == Algorithm::RandomForest {
-                5.0
-            } else {
-                1.0
-            },
-            subsample: 1.0,
-            l2: 1.0,
-            n_trees: 50,
-            feature_fraction: None,
-            alpha: 1.0,
-            max_iterations: 200,
+impl Default for Common {
+    fn default() -> Self {
+        Common {
             pca: None,
             threshold: None,
             search: false,
@@ -118,210 +94,249 @@ impl TrainParams {
             deploy: DeployPolicy::IfBetter,
         }
     }
+}
 
-    /// The keys `params` may hold for an algorithm.
-    pub fn allowed_keys(algorithm: Algorithm) -> Vec<&'static str> {
-        const COMMON: [&str; 8] = [
-            "pca",
-            "threshold",
-            "search",
-            "validation",
-            "seed",
-            "deploy",
-            "snapshots",
-            "snapshot_days",
-        ];
-        let own: &[&str] = match algorithm {
-            Algorithm::Gbm => &[
-                "iterations",
-                "learning_rate",
-                "max_depth",
-                "min_leaf_weight",
-                "subsample",
-                "l2",
-            ],
-            Algorithm::RandomForest => &[
-                "n_trees",
-                "max_depth",
-                "min_leaf_weight",
-                "feature_fraction",
-                "subsample",
-            ],
-            Algorithm::Logistic => &["alpha", "max_iterations"],
-        };
-        own.iter().chain(COMMON.iter()).copied().collect()
+/// Gradient boosting (forust-ml trees, log loss).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gbm {
+    pub iterations: usize,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    pub min_leaf_weight: f64,
+    pub subsample: f64,
+    pub l2: f64,
+}
+
+impl Default for Gbm {
+    fn default() -> Self {
+        Gbm {
+            iterations: 200,
+            learning_rate: 0.1,
+            max_depth: 5,
+            min_leaf_weight: 1.0,
+            subsample: 1.0,
+            l2: 1.0,
+        }
+    }
+}
+
+/// The random forest (bagged regression trees on the 0/1 labels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Forest {
+    pub n_trees: usize,
+    pub max_depth: usize,
+    pub min_leaf_weight: f64,
+    /// Share of the features each tree sees; sqrt(p) / p when None.
+    pub feature_fraction: Option<f64>,
+    /// Mean of the Poisson bootstrap weights.
+    pub subsample: f64,
+}
+
+impl Default for Forest {
+    fn default() -> Self {
+        Forest {
+            n_trees: 50,
+            max_depth: 8,
+            min_leaf_weight: 5.0,
+            feature_fraction: None,
+            subsample: 1.0,
+        }
+    }
+}
+
+/// L2-penalised logistic regression (linfa-logistic).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Logistic {
+    pub alpha: f64,
+    pub max_iterations: u64,
+}
+
+impl Default for Logistic {
+    fn default() -> Self {
+        Logistic {
+            alpha: 1.0,
+            max_iterations: 200,
+        }
+    }
+}
+
+/// The estimator's own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Estimator {
+    Gbm(Gbm),
+    RandomForest(Forest),
+    Logistic(Logistic),
+}
+
+/// Everything `train()` was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainParams {
+    pub common: Common,
+    pub estimator: Estimator,
+}
+
+impl TrainParams {
+    pub fn defaults(algorithm: Algorithm) -> TrainParams {
+        TrainParams {
+            common: Common::default(),
+            estimator: match algorithm {
+                Algorithm::Gbm => Estimator::Gbm(Gbm::default()),
+                Algorithm::RandomForest => Estimator::RandomForest(Forest::default()),
+                Algorithm::Logistic => Estimator::Logistic(Logistic::default()),
+            },
+        }
     }
 
-    /// Parses `params` (a JSON object) for `algorithm`.
+    pub fn algorithm(&self) -> Algorithm {
+        match self.estimator {
+            Estimator::Gbm(_) => Algorithm::Gbm,
+            Estimator::RandomForest(_) => Algorithm::RandomForest,
+            Estimator::Logistic(_) => Algorithm::Logistic,
+        }
+    }
+
+    /// Reads `params` (a JSON object or NULL) for `algorithm`: each key goes to the
+    /// shared settings or the algorithm's own, and the result is checked.
     pub fn from_json(algorithm: Algorithm, params: &Value) -> Result<TrainParams, Error> {
+        let empty = Map::new();
         let obj = match params {
             Value::Object(m) => m,
-            Value::Null => &Map::new(),
+            Value::Null => &empty,
             _ => return Err(bad("params", "params must be a JSON object".into())),
         };
-        let allowed = Self::allowed_keys(algorithm);
-        for key in obj.keys() {
-            if !allowed.contains(&key.as_str()) {
+        let common_keys = keys_of(&Common::default());
+        let own_keys = keys_of_estimator(algorithm);
+        let (mut common, mut own) = (Map::new(), Map::new());
+        for (k, v) in obj {
+            if common_keys.contains(k) {
+                common.insert(k.clone(), v.clone());
+            } else if own_keys.contains(k) {
+                own.insert(k.clone(), v.clone());
+            } else {
+                let allowed: Vec<&str> = own_keys
+                    .iter()
+                    .chain(&common_keys)
+                    .map(String::as_str)
+                    .collect();
                 return Err(bad(
                     "params",
                     format!(
-                        "unknown parameter \"{key}\" for {}; allowed: {}",
+                        "unknown parameter \"{k}\" for {}; allowed: {}",
                         algorithm.as_str(),
                         allowed.join(", ")
                     ),
                 ));
             }
         }
-        let mut p = TrainParams::defaults(algorithm);
-        if let Some(v) = obj.get("iterations") {
-            p.iterations = int(v, "iterations", 1, 5000)? as usize;
-        }
-        if let Some(v) = obj.get("learning_rate") {
-            p.learning_rate = real(v, "learning_rate", 1e-4, 1.0)?;
-        }
-        if let Some(v) = obj.get("max_depth") {
-            p.max_depth = int(v, "max_depth", 1, 20)? as usize;
-        }
-        if let Some(v) = obj.get("min_leaf_weight") {
-            p.min_leaf_weight = real(v, "min_leaf_weight", 0.0, 1e6)?;
-        }
-        if let Some(v) = obj.get("subsample") {
-            p.subsample = real(v, "subsample", 0.05, 1.0)?;
-        }
-        if let Some(v) = obj.get("l2") {
-            p.l2 = real(v, "l2", 0.0, 1e6)?;
-        }
-        if let Some(v) = obj.get("n_trees") {
-            p.n_trees = int(v, "n_trees", 1, 1000)? as usize;
-        }
-        if let Some(v) = obj.get("feature_fraction") {
-            p.feature_fraction = Some(real(v, "feature_fraction", 0.01, 1.0)?);
-        }
-        if let Some(v) = obj.get("alpha") {
-            p.alpha = real(v, "alpha", 0.0, 1e6)?;
-        }
-        if let Some(v) = obj.get("max_iterations") {
-            p.max_iterations = int(v, "max_iterations", 1, 100_000)? as u64;
-        }
-        if let Some(v) = obj.get("pca") {
-            p.pca = match v {
-                Value::Null => None,
-                v => Some(int(v, "pca", 1, 1000)? as usize),
-            };
-        }
-        if let Some(v) = obj.get("threshold") {
-            p.threshold = match v {
-                Value::Null => None,
-                v => Some(real(v, "threshold", 0.0, 1.0)?),
-            };
-        }
-        if let Some(v) = obj.get("search") {
-            p.search = v
-                .as_bool()
-                .ok_or_else(|| bad("search", "search must be true or false".into()))?;
-        }
-        if let Some(v) = obj.get("validation") {
-            p.validation = match v.as_str() {
-                Some("holdout") => Validation::Holdout,
-                Some("cv") => Validation::CrossValidation,
-                Some("split") => Validation::Split,
-                _ => {
-                    return Err(bad(
-                        "validation",
-                        "validation must be \"holdout\", \"cv\" or \"split\"".into(),
-                    ))
-                }
-            };
-        }
-        if let Some(v) = obj.get("seed") {
-            p.seed = int(v, "seed", 0, i64::MAX)? as u64;
-        }
-        if let Some(v) = obj.get("snapshots") {
-            p.snapshots = int(v, "snapshots", 2, 52)? as usize;
-        }
-        if let Some(v) = obj.get("snapshot_days") {
-            p.snapshot_days = int(v, "snapshot_days", 1, 60)? as usize;
-        }
-        if let Some(v) = obj.get("deploy") {
-            p.deploy = match v.as_str() {
-                Some("if_better") => DeployPolicy::IfBetter,
-                Some("always") => DeployPolicy::Always,
-                Some("never") => DeployPolicy::Never,
-                _ => {
-                    return Err(bad(
-                        "deploy",
-                        "deploy must be \"if_better\", \"always\" or \"never\"".into(),
-                    ))
-                }
-            };
-        }
+        let p = TrainParams {
+            common: read(common)?,
+            estimator: match algorithm {
+                Algorithm::Gbm => Estimator::Gbm(read(own)?),
+                Algorithm::RandomForest => Estimator::RandomForest(read(own)?),
+                Algorithm::Logistic => Estimator::Logistic(read(own)?),
+            },
+        };
+        p.validate()?;
         Ok(p)
     }
 
-    /// The parameters as stored with the model.
-    pub fn effective_json(&self) -> Value {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: Value| {
-            m.insert(k.to_string(), v);
-        };
-        match self.algorithm {
-            Algorithm::Gbm => {
-                put("iterations", self.iterations.into());
-                put("learning_rate", self.learning_rate.into());
-                put("max_depth", self.max_depth.into());
-                put("min_leaf_weight", self.min_leaf_weight.into());
-                put("subsample", self.subsample.into());
-                put("l2", self.l2.into());
+    /// Checks every value against its documented range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let c = &self.common;
+        if let Some(k) = c.pca {
+            range("pca", k as f64, 1.0, 1000.0)?;
+        }
+        if let Some(t) = c.threshold {
+            range("threshold", t, 0.0, 1.0)?;
+        }
+        range("snapshots", c.snapshots as f64, 2.0, 52.0)?;
+        range("snapshot_days", c.snapshot_days as f64, 1.0, 60.0)?;
+        range("seed", c.seed as f64, 0.0, i64::MAX as f64)?;
+        match &self.estimator {
+            Estimator::Gbm(g) => {
+                range("iterations", g.iterations as f64, 1.0, 5000.0)?;
+                range("learning_rate", g.learning_rate, 1e-4, 1.0)?;
+                range("max_depth", g.max_depth as f64, 1.0, 20.0)?;
+                range("min_leaf_weight", g.min_leaf_weight, 0.0, 1e6)?;
+                range("subsample", g.subsample, 0.05, 1.0)?;
+                range("l2", g.l2, 0.0, 1e6)
             }
-            Algorithm::RandomForest => {
-                put("n_trees", self.n_trees.into());
-                put("max_depth", self.max_depth.into());
-                put("min_leaf_weight", self.min_leaf_weight.into());
-                put("subsample", self.subsample.into());
-                put("feature_fraction", self.feature_fraction.into());
+            Estimator::RandomForest(f) => {
+                range("n_trees", f.n_trees as f64, 1.0, 1000.0)?;
+                range("max_depth", f.max_depth as f64, 1.0, 20.0)?;
+                range("min_leaf_weight", f.min_leaf_weight, 0.0, 1e6)?;
+                if let Some(ff) = f.feature_fraction {
+                    range("feature_fraction", ff, 0.01, 1.0)?;
+                }
+                range("subsample", f.subsample, 0.05, 1.0)
             }
-            Algorithm::Logistic => {
-                put("alpha", self.alpha.into());
-                put("max_iterations", self.max_iterations.into());
+            Estimator::Logistic(l) => {
+                range("alpha", l.alpha, 0.0, 1e6)?;
+                range("max_iterations", l.max_iterations as f64, 1.0, 100_000.0)
             }
         }
-        put("pca", self.pca.into());
-        put("threshold", self.threshold.into());
-        put("seed", self.seed.into());
-        put("snapshots", self.snapshots.into());
-        put("snapshot_days", self.snapshot_days.into());
+    }
+
+    /// The parameters as stored with the model: the shared settings and the algorithm's
+    /// own, in one object.
+    pub fn effective_json(&self) -> Value {
+        let mut m = match serde_json::to_value(&self.common) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        if let Value::Object(own) = self.estimator_json() {
+            m.extend(own);
+        }
         Value::Object(m)
     }
+
+    /// The algorithm's own settings as JSON (a search candidate as logged).
+    pub fn estimator_json(&self) -> Value {
+        match &self.estimator {
+            Estimator::Gbm(g) => serde_json::to_value(g),
+            Estimator::RandomForest(f) => serde_json::to_value(f),
+            Estimator::Logistic(l) => serde_json::to_value(l),
+        }
+        .unwrap_or(Value::Null)
+    }
+}
+
+/// The keys a settings struct reads: its fields, as serde names them.
+fn keys_of<T: Serialize>(defaults: &T) -> Vec<String> {
+    match serde_json::to_value(defaults) {
+        Ok(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn keys_of_estimator(algorithm: Algorithm) -> Vec<String> {
+    match algorithm {
+        Algorithm::Gbm => keys_of(&Gbm::default()),
+        Algorithm::RandomForest => keys_of(&Forest::default()),
+        Algorithm::Logistic => keys_of(&Logistic::default()),
+    }
+}
+
+/// One settings struct from its keys; a wrong type names the key.
+fn read<T: for<'de> Deserialize<'de>>(m: Map<String, Value>) -> Result<T, Error> {
+    serde_json::from_value(Value::Object(m)).map_err(|e| bad("params", format!("params: {e}")))
 }
 
 fn bad(name: &'static str, message: String) -> Error {
     Error::InvalidParameter { name, message }
 }
 
-fn int(v: &Value, name: &'static str, lo: i64, hi: i64) -> Result<i64, Error> {
-    let n = v
-        .as_i64()
-        .ok_or_else(|| bad(name, format!("{name} must be a whole number, got {v}")))?;
-    if n < lo || n > hi {
+fn range(name: &'static str, v: f64, lo: f64, hi: f64) -> Result<(), Error> {
+    if !(lo..=hi).contains(&v) {
         return Err(bad(
             name,
-            format!("{name} must be between {lo} and {hi}, got {n}"),
+            format!("{name} must be between {lo} and {hi}, got {v}"),
         ));
     }
-    Ok(n)
-}
-
-fn real(v: &Value, name: &'static str, lo: f64, hi: f64) -> Result<f64, Error> {
-    let x = v
-        .as_f64()
-        .ok_or_else(|| bad(name, format!("{name} must be a number, got {v}")))?;
-    if !(lo..=hi).contains(&x) {
-        return Err(bad(
-            name,
-            format!("{name} must be between {lo} and {hi}, got {x}"),
-        ));
-    }
-    Ok(x)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -333,12 +348,26 @@ mod tests {
     fn defaults_and_overrides() {
         let p = TrainParams::from_json(
             Algorithm::Gbm,
-            &json!({"iterations": 50, "learning_rate": 0.2}),
+            &json!({"iterations": 50, "learning_rate": 0.2, "seed": 7}),
         )
         .unwrap();
-        assert_eq!((p.iterations, p.learning_rate, p.max_depth), (50, 0.2, 5));
+        let Estimator::Gbm(g) = &p.estimator else {
+            panic!("{p:?}")
+        };
+        assert_eq!((g.iterations, g.learning_rate, g.max_depth), (50, 0.2, 5));
+        assert_eq!(p.common.seed, 7);
         let p = TrainParams::from_json(Algorithm::Logistic, &json!({})).unwrap();
-        assert_eq!(p.alpha, 1.0);
+        assert_eq!(p.estimator, Estimator::Logistic(Logistic::default()));
+        let p = TrainParams::from_json(
+            Algorithm::RandomForest,
+            &json!({"validation": "cv", "deploy": "never"}),
+        )
+        .unwrap();
+        assert_eq!(p.common.validation, Validation::CrossValidation);
+        assert_eq!(p.common.deploy, DeployPolicy::Never);
+        // stored parameters read back to the same thing
+        let again = TrainParams::from_json(p.algorithm(), &p.effective_json()).unwrap();
+        assert_eq!(again, p);
     }
 
     #[test]
@@ -347,15 +376,31 @@ mod tests {
             (Algorithm::Gbm, json!({"n_trees": 5})),
             (Algorithm::Gbm, json!({"iterations": "many"})),
             (Algorithm::Gbm, json!({"iterations": 0})),
+            (Algorithm::Gbm, json!({"iterations": -3})),
             (Algorithm::Gbm, json!({"learning_rate": 5})),
             (Algorithm::RandomForest, json!({"feature_fraction": 0})),
             (Algorithm::Logistic, json!({"alpha": -1})),
             (Algorithm::Logistic, json!({"validation": "sometimes"})),
             (Algorithm::Logistic, json!({"search": 1})),
             (Algorithm::Logistic, json!([1, 2])),
+            (Algorithm::Logistic, json!({"snapshots": 1})),
         ] {
-            assert!(TrainParams::from_json(algo, &params).is_err(), "{params}");
+            assert!(
+                matches!(
+                    TrainParams::from_json(algo, &params),
+                    Err(Error::InvalidParameter { .. })
+                ),
+                "{params}"
+            );
         }
         assert!(Algorithm::parse("xgboost").is_err());
+        let msg = TrainParams::from_json(Algorithm::Gbm, &json!({"trees": 5}))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("iterations") && msg.contains("snapshots"),
+            "{msg}"
+        );
     }
 }

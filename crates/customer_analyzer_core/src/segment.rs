@@ -237,23 +237,31 @@ fn dist2(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
+/// The nearest-centre rule every assignment uses: the nearest centre and the distance to
+/// it, or None for the centre when a radius is given and the row lies outside it (DBSCAN
+/// noise).
+fn nearest_centre(x: &[f64], centres: &[Vec<f64>], radius: Option<&[f64]>) -> (Option<usize>, f64) {
+    let (best, d2) = centres
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i, dist2(x, c)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, f64::INFINITY));
+    let d = d2.sqrt();
+    match radius {
+        Some(r) if d > r.get(best).copied().unwrap_or(f64::INFINITY) => (None, d),
+        _ => (Some(best), d),
+    }
+}
+
 impl Segmentation {
     /// The segment and the distance to its centre for one preprocessed row.
     fn place(&self, x: &[f64]) -> (usize, f64) {
-        let (best, d2) = self
-            .centres
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, dist2(x, c)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or((0, f64::INFINITY));
-        let d = d2.sqrt();
-        if let (Some(r), Some(noise)) = (&self.radius, self.segments.iter().find(|s| s.noise)) {
-            if d > r[best] {
-                return (noise.id, d);
-            }
+        let noise = self.segments.iter().find(|s| s.noise).map(|s| s.id);
+        match nearest_centre(x, &self.centres, self.radius.as_deref()) {
+            (Some(c), d) => (c, d),
+            (None, d) => (noise.unwrap_or(0), d),
         }
-        (best, d)
     }
 
     /// Assigns one user from raw features, without re-clustering.
@@ -396,16 +404,6 @@ fn kmeans(
     }
     let (_, c) = best.ok_or_else(|| Error::Internal("k-means found no centres".into()))?;
     Ok((0..c.nrows()).map(|i| c.row(i).to_vec()).collect())
-}
-
-fn nearest(x: &[f64], centres: &[Vec<f64>]) -> (usize, f64) {
-    centres
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i, dist2(x, c)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(i, d2)| (i, d2.sqrt()))
-        .unwrap_or((0, f64::INFINITY))
 }
 
 /// Mean silhouette over the rows (labels None are skipped). O(rows^2), in chunks.
@@ -643,13 +641,174 @@ pub fn dbscan(
     Ok(label)
 }
 
-/// The k with the highest silhouette (2 when none is defined).
-fn best_k(scores: &[(usize, f64)]) -> usize {
-    scores
+/// The k of 2..=10 (fewer for tiny samples) whose labels have the highest silhouette on
+/// `sil_rows` (2 when none is defined), and the silhouette of every k tried.
+fn choose_k(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    sil_rows: &[usize],
+    most: usize,
+    mut labels_for: impl FnMut(usize) -> Result<Vec<Option<usize>>, Error>,
+) -> Result<(usize, Vec<(usize, f64)>), Error> {
+    let mut scores = Vec::new();
+    for k in 2..=10.min(most.saturating_sub(1)).max(2) {
+        let labels = labels_for(k)?;
+        scores.push((k, silhouette(work, x, d, sil_rows, &labels)?));
+    }
+    let best = scores
         .iter()
         .filter(|s| s.1.is_finite())
         .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(2, |s| s.0)
+        .map_or(2, |s| s.0);
+    Ok((best, scores))
+}
+
+/// What a clustering algorithm found on the preprocessed inputs.
+struct Clustering {
+    /// Centres of the clusters, by cluster id.
+    centres: Vec<Vec<f64>>,
+    /// DBSCAN: each cluster's radius; a row farther from every centre is noise.
+    radius: Option<Vec<f64>>,
+    /// (k, silhouette) of each k tried when k was chosen.
+    k_scores: Option<Vec<(usize, f64)>>,
+    eps: Option<f64>,
+    /// Rows the algorithm clustered (the sample of the quadratic ones).
+    clustered_sample: usize,
+}
+
+/// k-means on every row (k chosen by silhouette on up to 20,000 rows when not given).
+fn fit_kmeans(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    n: usize,
+    params: &SegParams,
+    sil_rows: &[usize],
+) -> Result<Clustering, Error> {
+    let (k, k_scores) = match params.k {
+        Some(k) => (k, None),
+        None => {
+            let fit_rows = seeded_sample(n, 20_000, params.seed);
+            let (k, scores) = choose_k(work, x, d, sil_rows, n, |k| {
+                let c = kmeans(work, x, &fit_rows, d, k, params.seed)?;
+                Ok(sil_rows
+                    .iter()
+                    .map(|&i| nearest_centre(&x[i * d..(i + 1) * d], &c, None).0)
+                    .collect())
+            })?;
+            (k, Some(scores))
+        }
+    };
+    let all: Vec<usize> = (0..n).collect();
+    Ok(Clustering {
+        centres: kmeans(work, x, &all, d, k, params.seed)?,
+        radius: None,
+        k_scores,
+        eps: None,
+        clustered_sample: n,
+    })
+}
+
+/// Ward linkage on a sample, cut into k clusters (chosen by silhouette when not given).
+fn fit_agglomerative(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    n: usize,
+    params: &SegParams,
+) -> Result<Clustering, Error> {
+    let rows = seeded_sample(n, params.sample_size, params.seed);
+    let m = rows.len();
+    // the condensed matrix, and its chunks while they are joined
+    work.reserve("Ward linkage", m * m.saturating_sub(1) * 8)?;
+    let parts = work.for_chunks(m, ROW_CHUNK, |range| {
+        let mut out = Vec::new();
+        for a in range {
+            let xa = &x[rows[a] * d..(rows[a] + 1) * d];
+            out.extend(
+                rows[a + 1..]
+                    .iter()
+                    .map(|&b| dist2(xa, &x[b * d..(b + 1) * d]).sqrt()),
+            );
+        }
+        out
+    })?;
+    let mut condensed = parts.concat();
+    drop(parts);
+    work.checkpoint()?;
+    let dendrogram = work.install(|| kodama::linkage(&mut condensed, m, kodama::Method::Ward));
+    drop(condensed);
+    let steps = dendrogram.steps();
+    let (k, k_scores) = match params.k {
+        Some(k) if k > m => {
+            return Err(bad(
+                "k",
+                format!("k = {k} is more than the {m} sampled users"),
+            ));
+        }
+        Some(k) => (k, None),
+        None => {
+            let sil_local: Vec<usize> = (0..m)
+                .step_by((m / params.silhouette_sample).max(1))
+                .collect();
+            let sil_global: Vec<usize> = sil_local.iter().map(|&i| rows[i]).collect();
+            let (k, scores) = choose_k(work, x, d, &sil_global, m, |k| {
+                let labels = ward_labels(steps, m, k);
+                Ok(sil_local.iter().map(|&i| Some(labels[i])).collect())
+            })?;
+            (k, Some(scores))
+        }
+    };
+    let labels = ward_labels(steps, m, k);
+    Ok(Clustering {
+        centres: centres_of(x, d, &rows, &labels, k),
+        radius: None,
+        k_scores,
+        eps: None,
+        clustered_sample: m,
+    })
+}
+
+/// DBSCAN on a sample (eps from the knee of the k-distance curve when not given); each
+/// cluster's centre and radius place every other row.
+fn fit_dbscan(
+    work: &Work,
+    x: &[f64],
+    d: usize,
+    n: usize,
+    params: &SegParams,
+) -> Result<Clustering, Error> {
+    let rows = seeded_sample(n, params.sample_size, params.seed);
+    let eps = match params.eps {
+        Some(e) => e,
+        None => knee_eps(work, x, d, &rows, params.min_points)?,
+    };
+    let labels = dbscan(work, x, d, &rows, eps, params.min_points)?;
+    let k = labels.iter().flatten().max().map_or(0, |m| m + 1);
+    if k == 0 {
+        return Err(Error::NotEnoughData(format!(
+            "DBSCAN found no cluster with eps = {eps:.4} and min_points = {}; pass a larger eps or a smaller min_points",
+            params.min_points
+        )));
+    }
+    let (clustered, lab): (Vec<usize>, Vec<usize>) = rows
+        .iter()
+        .zip(labels.iter())
+        .filter_map(|(&r, l)| l.map(|l| (r, l)))
+        .unzip();
+    let centres = centres_of(x, d, &clustered, &lab, k);
+    let mut radius = vec![0.0f64; k];
+    for (&i, &l) in clustered.iter().zip(&lab) {
+        radius[l] = radius[l].max(dist2(&x[i * d..(i + 1) * d], &centres[l]).sqrt());
+    }
+    Ok(Clustering {
+        centres,
+        radius: Some(radius),
+        k_scores: None,
+        eps: Some(eps),
+        clustered_sample: rows.len(),
+    })
 }
 
 /// Memory segmenting `n` users with `w` numeric features needs: the features as read,
@@ -695,115 +854,16 @@ pub fn segment(
     let d = preprocessor.n_outputs();
     let all: Vec<usize> = (0..n).collect();
     let sil_rows = seeded_sample(n, params.silhouette_sample, params.seed ^ 0x5117);
-
-    let mut k_scores = None;
-    let mut eps_used = None;
-    let mut radius = None;
-    let mut clustered_sample = n;
-    let centres: Vec<Vec<f64>> = match params.algorithm {
-        SegAlgorithm::KMeans => {
-            let k = match params.k {
-                Some(k) => k,
-                None => {
-                    let fit_rows = seeded_sample(n, 20_000, params.seed);
-                    let mut scores = Vec::new();
-                    for k in 2..=10.min(n - 1).max(2) {
-                        let c = kmeans(work, &x, &fit_rows, d, k, params.seed)?;
-                        let labels: Vec<Option<usize>> = sil_rows
-                            .iter()
-                            .map(|&i| Some(nearest(&x[i * d..(i + 1) * d], &c).0))
-                            .collect();
-                        scores.push((k, silhouette(work, &x, d, &sil_rows, &labels)?));
-                    }
-                    let best = best_k(&scores);
-                    k_scores = Some(scores);
-                    best
-                }
-            };
-            kmeans(work, &x, &all, d, k, params.seed)?
-        }
-        SegAlgorithm::Agglomerative => {
-            let rows = seeded_sample(n, params.sample_size, params.seed);
-            clustered_sample = rows.len();
-            let m = rows.len();
-            // the condensed matrix, and its chunks while they are joined
-            work.reserve("Ward linkage", m * m.saturating_sub(1) * 8)?;
-            let parts = work.for_chunks(m, ROW_CHUNK, |range| {
-                let mut out = Vec::new();
-                for a in range {
-                    let xa = &x[rows[a] * d..(rows[a] + 1) * d];
-                    out.extend(
-                        rows[a + 1..]
-                            .iter()
-                            .map(|&b| dist2(xa, &x[b * d..(b + 1) * d]).sqrt()),
-                    );
-                }
-                out
-            })?;
-            let mut condensed = parts.concat();
-            drop(parts);
-            work.checkpoint()?;
-            let dendrogram =
-                work.install(|| kodama::linkage(&mut condensed, m, kodama::Method::Ward));
-            drop(condensed);
-            let steps = dendrogram.steps();
-            let k = match params.k {
-                Some(k) if k > m => {
-                    return Err(bad(
-                        "k",
-                        format!("k = {k} is more than the {m} sampled users"),
-                    ));
-                }
-                Some(k) => k,
-                None => {
-                    let sil_local: Vec<usize> = (0..m)
-                        .step_by((m / params.silhouette_sample).max(1))
-                        .collect();
-                    let sil_global: Vec<usize> = sil_local.iter().map(|&i| rows[i]).collect();
-                    let mut scores = Vec::new();
-                    for k in 2..=10.min(m - 1).max(2) {
-                        let labels = ward_labels(steps, m, k);
-                        let l: Vec<Option<usize>> =
-                            sil_local.iter().map(|&i| Some(labels[i])).collect();
-                        scores.push((k, silhouette(work, &x, d, &sil_global, &l)?));
-                    }
-                    let best = best_k(&scores);
-                    k_scores = Some(scores);
-                    best
-                }
-            };
-            let labels = ward_labels(steps, m, k);
-            centres_of(&x, d, &rows, &labels, k)
-        }
-        SegAlgorithm::Dbscan => {
-            let rows = seeded_sample(n, params.sample_size, params.seed);
-            clustered_sample = rows.len();
-            let eps = match params.eps {
-                Some(e) => e,
-                None => knee_eps(work, &x, d, &rows, params.min_points)?,
-            };
-            eps_used = Some(eps);
-            let labels = dbscan(work, &x, d, &rows, eps, params.min_points)?;
-            let k = labels.iter().flatten().max().map_or(0, |m| m + 1);
-            if k == 0 {
-                return Err(Error::NotEnoughData(format!(
-                    "DBSCAN found no cluster with eps = {eps:.4} and min_points = {}; pass a larger eps or a smaller min_points",
-                    params.min_points
-                )));
-            }
-            let (clustered, lab): (Vec<usize>, Vec<usize>) = rows
-                .iter()
-                .zip(labels.iter())
-                .filter_map(|(&r, l)| l.map(|l| (r, l)))
-                .unzip();
-            let centres = centres_of(&x, d, &clustered, &lab, k);
-            let mut r = vec![0.0f64; k];
-            for (&i, &l) in clustered.iter().zip(&lab) {
-                r[l] = r[l].max(dist2(&x[i * d..(i + 1) * d], &centres[l]).sqrt());
-            }
-            radius = Some(r);
-            centres
-        }
+    let Clustering {
+        centres,
+        radius,
+        k_scores,
+        eps: eps_used,
+        clustered_sample,
+    } = match params.algorithm {
+        SegAlgorithm::KMeans => fit_kmeans(work, &x, d, n, params, &sil_rows)?,
+        SegAlgorithm::Agglomerative => fit_agglomerative(work, &x, d, n, params)?,
+        SegAlgorithm::Dbscan => fit_dbscan(work, &x, d, n, params)?,
     };
 
     // place every row, then order segments by size (largest first), noise last
@@ -813,10 +873,9 @@ pub fn segment(
         .for_chunks(n, 4096, |range| {
             range
                 .map(|i| {
-                    let (c, dist) = nearest(&x[i * d..(i + 1) * d], &centres);
-                    match (&radius, noise_id) {
-                        (Some(r), Some(noise)) if dist > r[c] => (noise, dist),
-                        _ => (c, dist),
+                    match nearest_centre(&x[i * d..(i + 1) * d], &centres, radius.as_deref()) {
+                        (Some(c), dist) => (c, dist),
+                        (None, dist) => (noise_id.unwrap_or(k), dist),
                     }
                 })
                 .collect::<Vec<_>>()

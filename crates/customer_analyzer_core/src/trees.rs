@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Poisson};
 use serde::{Deserialize, Serialize};
 
-use crate::params::TrainParams;
+use crate::params::{Forest, Gbm};
 use crate::work::Work;
 use crate::Error;
 
@@ -99,7 +99,8 @@ pub fn fit_gbm(
     rows: usize,
     cols: usize,
     y: &[f64],
-    p: &TrainParams,
+    p: &Gbm,
+    seed: u64,
 ) -> Result<(GradientBooster, Growth), Error> {
     work.reserve("gradient boosting", fit_bytes(rows, cols))?;
     let x_cm = column_major(&x, rows, cols);
@@ -122,7 +123,7 @@ pub fn fit_gbm(
     let base_score = calc_init_callables(&ObjectiveType::LogLoss)(y, &weights);
     let grad_hess = gradient_hessian_callables(&ObjectiveType::LogLoss);
     let mut yhat = vec![base_score; rows];
-    let mut rng = StdRng::seed_from_u64(p.seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let all_rows: Vec<usize> = (0..rows).collect();
     let col_index: Vec<usize> = (0..cols).collect();
     let mut booster = GradientBooster::default()
@@ -133,7 +134,7 @@ pub fn fit_gbm(
         .set_min_leaf_weight(p.min_leaf_weight as f32)
         .set_l2(p.l2 as f32)
         .set_subsample(p.subsample as f32)
-        .set_seed(p.seed)
+        .set_seed(seed)
         .set_initialize_base_score(false)
         .set_base_score(base_score)
         .set_parallel(false);
@@ -208,7 +209,8 @@ pub fn fit_forest(
     rows: usize,
     cols: usize,
     y: &[f64],
-    p: &TrainParams,
+    p: &Forest,
+    seed: u64,
 ) -> Result<(Vec<GradientBooster>, Growth), Error> {
     work.reserve("the random forest", fit_bytes(rows, cols))?;
     let x_cm = column_major(&x, rows, cols);
@@ -231,7 +233,7 @@ pub fn fit_forest(
         true,
         ConstraintMap::new(),
     );
-    let mut rng = StdRng::seed_from_u64(p.seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let bootstrap =
         Poisson::new(p.subsample.max(0.05)).map_err(|e| Error::Internal(e.to_string()))?;
     let mut trees = Vec::with_capacity(p.n_trees);
@@ -302,7 +304,6 @@ pub fn fit_forest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::Algorithm;
     use rand::Rng;
     use rand_chacha::ChaCha8Rng;
 
@@ -331,11 +332,13 @@ mod tests {
     fn the_boosting_loop_grows_what_forust_grows() {
         let (rows, cols) = (600, 5);
         let (x, y) = problem(rows, cols);
-        let mut p = TrainParams::defaults(Algorithm::Gbm);
-        p.iterations = 25;
-        p.max_depth = 4;
+        let p = Gbm {
+            iterations: 25,
+            max_depth: 4,
+            ..Gbm::default()
+        };
         let work = Work::unbounded(2);
-        let (ours, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p).unwrap();
+        let (ours, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42).unwrap();
         assert_eq!(growth.trees_grown, 25);
         assert!(!growth.stopped_at_size_limit);
 
@@ -349,7 +352,7 @@ mod tests {
             .set_max_leaves(usize::MAX)
             .set_min_leaf_weight(p.min_leaf_weight as f32)
             .set_l2(p.l2 as f32)
-            .set_seed(p.seed)
+            .set_seed(42)
             .set_parallel(false);
         theirs.fit(&m, &y, &vec![1.0; rows], None).unwrap();
         let a = ours.predict(&m, false);
@@ -363,25 +366,29 @@ mod tests {
     fn growing_stops_at_the_model_size_budget() {
         let (rows, cols) = (600, 5);
         let (x, y) = problem(rows, cols);
-        let mut p = TrainParams::defaults(Algorithm::Gbm);
-        p.iterations = 500;
-        p.max_depth = 6;
+        let p = Gbm {
+            iterations: 500,
+            max_depth: 6,
+            ..Gbm::default()
+        };
         let mut work = Work::unbounded(1);
         work.model_limit = 60_000 + MODEL_OVERHEAD;
-        let (booster, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p).unwrap();
+        let (booster, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42).unwrap();
         assert!(growth.stopped_at_size_limit);
         assert!(growth.trees_grown < 500 && growth.trees_grown > 0);
         assert!(growth.model_bytes <= 60_000);
         assert_eq!(booster.trees.len(), growth.trees_grown);
 
-        let mut p = TrainParams::defaults(Algorithm::RandomForest);
-        p.n_trees = 300;
-        let (trees, growth) = fit_forest(&work, x.clone(), rows, cols, &y, &p).unwrap();
+        let f = Forest {
+            n_trees: 300,
+            ..Forest::default()
+        };
+        let (trees, growth) = fit_forest(&work, x.clone(), rows, cols, &y, &f, 42).unwrap();
         assert!(growth.stopped_at_size_limit && trees.len() == growth.trees_grown);
 
         work.model_limit = 10;
         assert!(matches!(
-            fit_gbm(&work, x.clone(), rows, cols, &y, &p),
+            fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42),
             Err(Error::TooLarge { .. })
         ));
     }
@@ -390,8 +397,10 @@ mod tests {
     fn a_cancel_stops_between_trees() {
         let (rows, cols) = (400, 5);
         let (x, y) = problem(rows, cols);
-        let mut p = TrainParams::defaults(Algorithm::Gbm);
-        p.iterations = 1000;
+        let p = Gbm {
+            iterations: 1000,
+            ..Gbm::default()
+        };
         let calls = std::rc::Rc::new(std::cell::Cell::new(0));
         let c = calls.clone();
         let work = Work::new(
@@ -409,14 +418,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            fit_gbm(&work, x.clone(), rows, cols, &y, &p).map(|_| ()),
+            fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42).map(|_| ()),
             Err(Error::Cancelled)
         );
         assert_eq!(calls.get(), 11);
         calls.set(0);
-        p.n_trees = 1000;
+        let f = Forest {
+            n_trees: 1000,
+            ..Forest::default()
+        };
         assert_eq!(
-            fit_forest(&work, x.clone(), rows, cols, &y, &p).map(|_| ()),
+            fit_forest(&work, x.clone(), rows, cols, &y, &f, 42).map(|_| ()),
             Err(Error::Cancelled)
         );
     }

@@ -1,0 +1,9 @@
+//! Tests that run inside PostgreSQL (`cargo pgrx test`), one module per concept. Each
+//! test runs in one transaction that is rolled back at its end, so tests that need
+//! committed settings, several sessions or restarts live in `tests/integration`.
+
+mod features;
+mod models;
+mod safety;
+mod segments;
+mod support;

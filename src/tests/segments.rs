@@ -1,0 +1,154 @@
+//! Segmentation inside PostgreSQL: named segments, stored assignments, every algorithm
+//! and bad input.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    use crate::tests::support::*;
+
+    #[pg_test]
+    fn segmentation_names_stores_and_assigns() {
+        small_demo();
+        run("SELECT customer_analyzer.refresh_features()");
+        let users = one::<i64>("SELECT count(*) FROM customer_analyzer.user_metrics").unwrap_or(0);
+        let total = one::<i64>(
+            "SELECT sum(size)::bigint FROM customer_analyzer.segment_users('kmeans', 4)",
+        );
+        assert_eq!(total, Some(users));
+        let seg = one::<i64>(
+            "SELECT segmentation_id FROM customer_analyzer.segmentation_quality WHERE serving",
+        )
+        .unwrap_or(-1);
+        assert_eq!(
+            one::<i64>(&format!("SELECT count(*) FROM customer_analyzer.user_segments WHERE segmentation_id = {seg}")),
+            Some(users)
+        );
+        assert_eq!(
+            one::<i32>("SELECT segments FROM customer_analyzer.segmentation_quality WHERE serving"),
+            Some(4)
+        );
+        let q = one::<bool>(
+            "SELECT silhouette BETWEEN -1 AND 1 AND inertia > 0 AND davies_bouldin > 0 AND silhouette_sample > 0
+             FROM customer_analyzer.segmentation_quality WHERE serving",
+        );
+        assert_eq!(q, Some(true));
+        // names come from the documented rule and are unique within a segmentation
+        let named = one::<bool>(&format!(
+            "SELECT bool_and(name ~ '^(Champions|Loyal|Promising new|Needs attention|At risk|Hibernating|Bargain hunters|Window shoppers|Outliers)( [0-9]+)?$')
+                    AND count(DISTINCT name) = count(*)
+             FROM customer_analyzer.segments WHERE segmentation_id = {seg}"
+        ));
+        assert_eq!(named, Some(true));
+        // segment_of agrees with the stored assignment, without re-clustering
+        let agree = one::<bool>(&format!(
+            "SELECT bool_and(s.segment_id = us.segment_id)
+             FROM customer_analyzer.user_segments us, LATERAL customer_analyzer.segment_of(us.user_id) s
+             WHERE us.segmentation_id = {seg} AND us.user_id <= 40"
+        ));
+        assert_eq!(agree, Some(true));
+        let models_before = one::<i64>("SELECT count(*) FROM customer_analyzer.models");
+        run("INSERT INTO public.users VALUES (90001, 1, 'new', now() - interval '2 days', 'member');
+             INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES (90001, 'product_view', now() - interval '1 day', '{\"product_id\": 3}')");
+        assert!(one::<i32>("SELECT segment_id FROM customer_analyzer.segment_of(90001)").is_some());
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.models"),
+            models_before
+        );
+        // renaming reaches every place the name is shown
+        run(&format!(
+            "SELECT customer_analyzer.rename_segment({seg}, 0, 'Our biggest group')"
+        ));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT segment_name FROM customer_analyzer.user_segments WHERE segmentation_id = {seg} AND segment_id = 0 LIMIT 1"
+            )),
+            Some("Our biggest group".into())
+        );
+        assert_fails(
+            &format!("SELECT customer_analyzer.rename_segment({seg}, 99, 'x')"),
+            "22023",
+        );
+        assert_fails(
+            &format!("SELECT customer_analyzer.rename_segment({seg}, 0, '  ')"),
+            "22023",
+        );
+    }
+
+    #[pg_test]
+    fn dbscan_and_agglomerative_with_churn_rates() {
+        small_demo();
+        run("SELECT customer_analyzer.refresh_features()");
+        train("churn", "gbm", QUICK);
+        let n =
+            one::<i64>("SELECT count(*) FROM customer_analyzer.segment_users('agglomerative', 3)");
+        assert_eq!(n, Some(3));
+        assert_eq!(
+            one::<bool>("SELECT bool_and(churn_rate BETWEEN 0 AND 1) FROM customer_analyzer.current_segments"),
+            Some(true)
+        );
+        // DBSCAN, eps from the k-distance curve: noise, if any, is its own named segment
+        let rows = one::<i64>("SELECT count(*) FROM customer_analyzer.segment_users('dbscan', NULL, '{\"min_points\": 5}')");
+        assert!(rows.unwrap_or(0) >= 1);
+        let noise_named = one::<bool>(
+            "SELECT coalesce(bool_and(name = 'Outliers'), true) FROM customer_analyzer.current_segments WHERE is_noise",
+        );
+        assert_eq!(noise_named, Some(true));
+        assert!(
+            one::<f64>("SELECT eps FROM customer_analyzer.segmentation_quality WHERE serving")
+                .unwrap_or(0.0)
+                > 0.0
+        );
+        // k chosen by silhouette when k is NULL
+        run("SELECT * FROM customer_analyzer.segment_users('kmeans')");
+        assert_eq!(
+            one::<i64>("SELECT jsonb_array_length(k_scores) FROM customer_analyzer.segmentation_quality WHERE serving"),
+            Some(9)
+        );
+    }
+
+    #[pg_test]
+    fn segmentation_bad_input_is_refused() {
+        small_demo();
+        assert_fails("SELECT * FROM customer_analyzer.segment_users()", "55000");
+        assert_fails("SELECT * FROM customer_analyzer.segment_of(1)", "55000");
+        run("SELECT customer_analyzer.refresh_features()");
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('kmeans', 1)",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('kmeans', 100000)",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('spectral')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('dbscan', NULL, '{\"eps\": 0}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('dbscan', NULL, '{\"eps\": -2}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('dbscan', NULL, '{\"min_points\": 0}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users('kmeans', NULL, '{\"colour\": 1}')",
+            "22023",
+        );
+        assert_fails(
+            "SELECT * FROM customer_analyzer.segment_users(NULL)",
+            "22004",
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.segments"),
+            Some(0)
+        );
+    }
+}
