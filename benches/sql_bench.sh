@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # SQL benchmark: demo generation, all-user refresh_features() and single-user refresh,
 # timed inside the server. Needs the extension installed (scripts/demo.sh does that).
-# Usage: benches/sql_bench.sh [n_users] [days]   (defaults 100000 users, 180 days)
+# Usage: benches/sql_bench.sh [n_users] [days]   (defaults 100000 users, 240 days)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N_USERS=${1:-100000}
-DAYS=${2:-180}
+DAYS=${2:-240}
 DB=ca_bench
 bash scripts/cluster.sh >/dev/null
 runuser -u postgres -- psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"

@@ -54,22 +54,37 @@ SELECT 'refresh_features(user_id), 1000 random users',
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 3))
 FROM single;
 
--- models: train on the 100k shop, then serve
+-- models: train on the shop (one read of the events for every snapshot), then serve.
+-- Every single algorithm and the default (auto), with the deploy left to the rules, and
+-- each one's candidates, rows and calibration
 DO $$
 DECLARE t0 timestamptz; r record; task text; algo text;
 BEGIN
-    -- one model through SQL (snapshots + fit + store); per-algorithm fit times are in
-    -- the criterion bench, which leaves out the feature snapshots
-    FOREACH task IN ARRAY ARRAY['churn'] LOOP
-        FOREACH algo IN ARRAY ARRAY['gbm'] LOOP
+    FOREACH task IN ARRAY ARRAY['churn', 'purchase'] LOOP
+        FOREACH algo IN ARRAY ARRAY['gbm', 'random_forest', 'logistic', 'auto'] LOOP
+            CONTINUE WHEN task = 'purchase' AND algo <> 'auto';
             t0 := clock_timestamp();
             SELECT * INTO r FROM customer_analyzer.train(task, algo);
             INSERT INTO bench VALUES (format('train(%L, %L)', task, algo),
-                format('%s s; holdout AUC %s, F1 %s, Brier %s; model %s',
-                       round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1),
-                       round(r.auc::numeric, 3), round(r.f1::numeric, 3), round(r.brier::numeric, 4),
-                       (SELECT pg_size_pretty(size_bytes::bigint) || ', ' || (metrics ->> 'train_rows') || ' training rows'
+                format('%s s; chose %s; holdout AUC %s, F1 %s, Brier %s (uncalibrated %s); model %s',
+                       round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1), r.algorithm,
+                       round(r.auc::numeric, 4), round(r.f1::numeric, 3), round(r.brier::numeric, 4),
+                       (SELECT round(brier_uncalibrated::numeric, 4) FROM customer_analyzer.model_metrics WHERE model_id = r.model_id),
+                       (SELECT pg_size_pretty(size_bytes::bigint) || '; ' || (metrics ->> 'train_rows') || ' training, '
+                               || (metrics ->> 'validation_rows') || ' validation, ' || (metrics -> 'holdout' ->> 'rows')
+                               || ' holdout, ' || (metrics ->> 'refit_rows') || ' refit rows'
                         FROM customer_analyzer.models WHERE id = r.model_id)));
+            IF algo = 'auto' THEN
+                INSERT INTO bench
+                SELECT format('  %s candidate %s', task, c.algorithm),
+                       format('validation AUC %s%s%s', round(c.validation_auc::numeric, 4),
+                              coalesce(', ' || c.rounds || ' rounds', ''), CASE WHEN c.chosen THEN ' (chosen)' ELSE '' END)
+                FROM customer_analyzer.model_candidates c WHERE c.model_id = r.model_id ORDER BY c.tried;
+                INSERT INTO bench
+                SELECT format('  %s reliability', task),
+                       string_agg(format('%s:%s/%s', decile, round(mean_predicted::numeric, 3), round(observed_rate::numeric, 3)), ' ' ORDER BY decile)
+                FROM customer_analyzer.model_calibration WHERE model_id = r.model_id;
+            END IF;
         END LOOP;
     END LOOP;
 END $$;

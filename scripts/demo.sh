@@ -2,12 +2,12 @@
 # One command from a fresh Debian 12 machine to the demo: installs what is missing,
 # builds and installs the extension into Debian's PostgreSQL 15, starts the cluster as
 # the postgres user, generates the demo shop and prints what customer_analyzer sees.
-# Usage: scripts/demo.sh [n_users] [days]   (defaults 10000 users, 180 days)
+# Usage: scripts/demo.sh [n_users] [days]   (defaults 10000 users, 240 days)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N_USERS=${1:-10000}
-DAYS=${2:-180}
+DAYS=${2:-240}
 DB=${CA_DATABASE:-shop}
 
 source scripts/env.sh

@@ -210,9 +210,32 @@ SELECT m.id AS model_id, m.task, m.algorithm, m.created_at, m.trained_as_of,
        (m.metrics -> 'holdout' ->> 'rows')::bigint AS holdout_rows,
        (m.metrics ->> 'train_rows')::bigint AS train_rows,
        m.size_bytes,
-       d.model_id IS NOT NULL AS deployed
+       d.model_id IS NOT NULL AS deployed,
+       (m.metrics ->> 'holdout_brier_uncalibrated')::float8 AS brier_uncalibrated,
+       (m.metrics ->> 'validation_rows')::bigint AS validation_rows,
+       (m.metrics ->> 'refit_rows')::bigint AS refit_rows
 FROM customer_analyzer.models m
 LEFT JOIN customer_analyzer.deployed_models d ON d.model_id = m.id;
+
+CREATE VIEW customer_analyzer.model_calibration AS
+SELECT m.id AS model_id, (b ->> 'decile')::integer AS decile,
+       (b ->> 'mean_predicted')::float8 AS mean_predicted,
+       (b ->> 'observed_rate')::float8 AS observed_rate,
+       (b ->> 'users')::bigint AS users
+FROM customer_analyzer.models m,
+     jsonb_array_elements(CASE jsonb_typeof(m.metrics -> 'reliability')
+                          WHEN 'array' THEN m.metrics -> 'reliability' ELSE '[]' END) AS b;
+
+CREATE VIEW customer_analyzer.model_candidates AS
+SELECT m.id AS model_id, m.task, c.rank AS tried, c.item ->> 'algorithm' AS algorithm,
+       (c.item ->> 'validation_auc')::float8 AS validation_auc,
+       (c.item ->> 'rounds')::integer AS rounds,
+       c.item -> 'params' AS params,
+       (c.item ->> 'chosen')::boolean AS chosen
+FROM customer_analyzer.models m,
+     jsonb_array_elements(CASE jsonb_typeof(m.metrics -> 'candidates')
+                          WHEN 'array' THEN m.metrics -> 'candidates' ELSE '[]' END)
+         WITH ORDINALITY AS c(item, rank);
 
 CREATE VIEW customer_analyzer.feature_importance AS
 SELECT d.task, d.model_id, d.algorithm, i.rank, i.item ->> 0 AS feature,
@@ -242,15 +265,20 @@ COMMENT ON FUNCTION customer_analyzer.retire_model(bigint, text) IS
 COMMENT ON FUNCTION customer_analyzer.purge_models(interval, integer) IS
     'Owner only: deletes models older than older_than that never served, are not retired, have no stored predictions and are not among the newest keep_last of their task. Returns what it removed.';
 COMMENT ON VIEW customer_analyzer.deployed_models IS 'The model serving each task, with its holdout AUC.';
-COMMENT ON VIEW customer_analyzer.model_metrics IS 'Holdout metrics of every model, for comparing and for BI tools.';
+COMMENT ON VIEW customer_analyzer.model_metrics IS
+    'Holdout metrics of every model, for comparing and for BI tools: those of the fit on the training snapshots, with calibrated scores and the threshold chosen on the validation snapshot (brier_uncalibrated: before calibration). The serving model is refitted on refit_rows rows of the newest matured snapshots.';
+COMMENT ON VIEW customer_analyzer.model_calibration IS
+    'Reliability table of each model on its holdout: for each decile of calibrated scores, the mean predicted probability, the observed rate and the number of users. Well calibrated when the two rates agree.';
+COMMENT ON VIEW customer_analyzer.model_candidates IS
+    'Every algorithm or setting train() tried for a model (three for auto), in order, with its AUC on the validation snapshot, the boosting rounds early stopping kept, and which one was chosen.';
 COMMENT ON VIEW customer_analyzer.feature_importance IS
     'Global importance of the features of each deployed model: gain share for trees, coefficient for the linear model (scaled inputs).';
 COMMENT ON VIEW customer_analyzer.latest_predictions IS
     'Each user''s newest stored score per task (score_all() writes them; users refreshed one by one keep their own as_of).';
 COMMENT ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz) IS
-    'Trains a churn (no event in 60 days) or purchase (a purchase within 30 days) model on point-in-time snapshots; stores it and deploys it when it beats the deployed one on the same holdout. Returns id and holdout metrics.';
+    'Trains a churn (no event in 60 days) or purchase (a purchase within 30 days) model on point-in-time snapshots: algorithm auto (the default) fits gbm, random forest and logistic and keeps the best on a validation snapshot; scores are calibrated there, measured on a holdout a horizon later, and the serving model is refitted on the newest matured snapshots. Stores it and deploys it when it beats the deployed one. Returns id, chosen algorithm and holdout metrics.';
 COMMENT ON FUNCTION customer_analyzer.tune(text, text, timestamptz) IS
-    'train() with hyperparameter search over the documented space, scored on time-based validation.';
+    'train() with hyperparameter search over the documented space (each algorithm''s for auto), scored on the validation snapshot.';
 COMMENT ON FUNCTION customer_analyzer.labels(text, timestamptz) IS
     'The task''s population as of a time with each user''s label (the horizon must have passed).';
 COMMENT ON FUNCTION customer_analyzer.deploy(bigint) IS
@@ -267,7 +295,7 @@ COMMENT ON FUNCTION customer_analyzer.explain(text, bigint, integer) IS
 COMMENT ON FUNCTION customer_analyzer.score_all(text, timestamptz) IS
     'Scores every user into predictions: the feature store when as_of is NULL, point-in-time features otherwise. Returns the number of users.';
 COMMENT ON FUNCTION customer_analyzer.training_snapshots(text, timestamptz, jsonb) IS
-    'The snapshot times train() stacks for a task (role train or holdout); join labels() and user_features() on them to export a training set.';
+    'The snapshot times train() uses for a task with their roles (train, validation, holdout, refit; each a label horizon after the one before); join labels() and user_features() on them to export a training set.';
 
 -- Segmentation -------------------------------------------------------------------------
 
@@ -282,7 +310,9 @@ SELECT m.id AS segmentation_id, m.algorithm, m.created_at,
        (m.metrics ->> 'clustered_sample')::bigint AS clustered_sample,
        (m.metrics ->> 'eps')::float8 AS eps,
        m.metrics -> 'k_scores' AS k_scores,
-       d.model_id IS NOT NULL AS serving
+       d.model_id IS NOT NULL AS serving,
+       coalesce(m.metrics ->> 'view', 'behaviour') AS view,
+       m.metrics -> 'view_silhouettes' AS view_silhouettes
 FROM customer_analyzer.models m
 LEFT JOIN customer_analyzer.deployed_models d ON d.model_id = m.id
 WHERE m.task = 'segmentation';
@@ -296,10 +326,10 @@ COMMENT ON TABLE customer_analyzer.segments IS
     'Segments of every segmentation: name (renamable), description, size, share, mean recency (days since last activity), frequency (purchases), monetary (total spent) and churn rate (mean churn probability where a churn model serves).';
 COMMENT ON TABLE customer_analyzer.user_segments IS 'Every user''s segment and distance to its centre, per segmentation.';
 COMMENT ON VIEW customer_analyzer.segmentation_quality IS
-    'Quality of each segmentation: silhouette (on a sample, size stated), inertia, Davies-Bouldin, segment sizes, the sample the quadratic algorithms clustered, eps and the silhouette of each k tried.';
+    'Quality of each segmentation: silhouette (on a sample, size stated), inertia, Davies-Bouldin, segment sizes, the sample the quadratic algorithms clustered, eps, the silhouette of each k tried, the view clustered (rfm or behaviour) and the silhouette of each view tried.';
 COMMENT ON VIEW customer_analyzer.current_segments IS 'The segments of the segmentation that serves segment_of().';
 COMMENT ON FUNCTION customer_analyzer.segment_users(text, integer, jsonb) IS
-    'Clusters every user of the feature store (kmeans, dbscan or agglomerative), stores the segmentation as a model row, writes segments and user_segments, and returns one row per named segment.';
+    'Clusters every user of the feature store (kmeans, dbscan or agglomerative) in the view params names (rfm: recency, frequency, monetary value and tenure; behaviour: every numeric feature) or, by default, in the view that separates better; stores the segmentation as a model row, writes segments and user_segments, and returns one row per named segment.';
 COMMENT ON FUNCTION customer_analyzer.segment_of(bigint) IS
     'One user''s segment in the serving segmentation, assigned from the stored centres without re-clustering.';
 COMMENT ON FUNCTION customer_analyzer.rename_segment(bigint, integer, text) IS 'Gives a segment a name of your choosing.';
@@ -326,6 +356,7 @@ AS $$
         ('reader', 'EXECUTE ON FUNCTION customer_analyzer.feature_conventions()'),
         ('reader', 'SELECT ON customer_analyzer.feature_catalog, customer_analyzer.customer_features,
                     customer_analyzer.deployed_models, customer_analyzer.model_metrics,
+                    customer_analyzer.model_calibration, customer_analyzer.model_candidates,
                     customer_analyzer.feature_importance, customer_analyzer.latest_predictions,
                     customer_analyzer.segmentation_quality, customer_analyzer.current_segments'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz)'),

@@ -179,7 +179,7 @@ fn row_count(client: &SpiClient<'_>, table: &str) -> Result<i64> {
 #[allow(clippy::type_complexity)]
 fn generate_demo_data(
     n_users: default!(Option<i32>, 10000),
-    days: default!(Option<i32>, 180),
+    days: default!(Option<i32>, 240),
     seed: default!(Option<i64>, 42),
     ends_at: default!(Option<TimestampWithTimeZone>, "now()"),
     replace: default!(Option<bool>, false),

@@ -40,25 +40,8 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
         Scope::AllUsers => String::new(),
         Scope::OneUser => format!(" AND {col} = $2"),
     };
-    let status = if s.has_status {
-        "src.status::text"
-    } else {
-        "NULL::text"
-    };
-    let has_username = if s.has_username {
-        "(src.username IS NOT NULL AND src.username::text <> '')::int::bigint"
-    } else {
-        "NULL::bigint"
-    };
-    let product_table = match &s.products {
-        Some(products) => format!(
-            "SELECT DISTINCT ON (p.id) p.id::bigint AS product_id, p.category::text AS category,
-           CASE WHEN p.price::float8 > 0 AND p.price::float8 < 'Infinity' THEN p.price::float8 END AS price
-    FROM {products} p WHERE p.id IS NOT NULL ORDER BY p.id"
-        ),
-        None => "SELECT NULL::bigint AS product_id, NULL::text AS category, NULL::float8 AS price WHERE false"
-            .to_string(),
-    };
+    let (status, has_username) = user_columns(s);
+    let product_table = product_rows(s);
     let has_products = s.products.is_some();
     let product_count = |expr: &str| {
         if has_products {
@@ -85,8 +68,8 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
             ("bounds", &bounds),
             ("users", &s.users),
             ("events", &s.events),
-            ("status", status),
-            ("has_username", has_username),
+            ("status", &status),
+            ("has_username", &has_username),
             ("user_filter", &user_filter),
             ("event_filter", &event_filter),
             ("product_table", &product_table),
@@ -101,6 +84,80 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
             ("distinct_cats_viewed", &distinct_cats_viewed),
             ("distinct_cats_bought", &distinct_cats_bought),
         ],
+    )
+}
+
+/// The SQL of `status` and `has_username` over the users table as `src`.
+fn user_columns(s: &Sources) -> (String, String) {
+    let status = if s.has_status {
+        "src.status::text"
+    } else {
+        "NULL::text"
+    };
+    let has_username = if s.has_username {
+        "(src.username IS NOT NULL AND src.username::text <> '')::int::bigint"
+    } else {
+        "NULL::bigint"
+    };
+    (status.into(), has_username.into())
+}
+
+/// The products as the features read them: one row per id (product_id, category,
+/// price), the price only when finite and positive; no rows without a products table.
+pub fn product_rows(s: &Sources) -> String {
+    match &s.products {
+        Some(products) => format!(
+            "SELECT DISTINCT ON (p.id) p.id::bigint AS product_id, p.category::text AS category,
+           CASE WHEN p.price::float8 > 0 AND p.price::float8 < 'Infinity' THEN p.price::float8 END AS price
+    FROM {products} p WHERE p.id IS NOT NULL ORDER BY p.id"
+        ),
+        None => "SELECT NULL::bigint AS product_id, NULL::text AS category, NULL::float8 AS price WHERE false"
+            .to_string(),
+    }
+}
+
+/// Every user registered before `$1` with their events up to `$2`, one row per user:
+/// user_id, registered_at, status, has_username, then the events as parallel arrays
+/// (at, kind code, amount, product id, command) in the order of the rules of
+/// `events::sql` (NULL arrays for a user without events). Training computes every
+/// snapshot from these rows (see `customer_analyzer_core::snapshots`).
+pub fn history_query(s: &Sources) -> String {
+    let (status, has_username) = user_columns(s);
+    let data = format!(
+        "({})",
+        sql::event_data("e.event_data", s.event_data_is_json)
+    );
+    let valid_amount = sql::is_amount(&format!("{data} ->> 'amount'"));
+    let valid_product = sql::is_product_id(&format!("{data} ->> 'product_id'"));
+    let kind = sql::kind_code("e.event_type::text");
+    let (users, events) = (&s.users, &s.events);
+    format!(
+        "WITH u AS (
+    SELECT src.id::bigint AS user_id, src.registered_at::timestamptz AS registered_at,
+           {status} AS status, {has_username} AS has_username
+    FROM {users} src
+    WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
+      AND src.registered_at::timestamptz > '-infinity'
+),
+ev AS (
+    SELECT e.user_id::bigint AS user_id, e.created_at::timestamptz AS at, {kind} AS kind,
+           CASE WHEN e.event_type::text = 'purchase' AND {valid_amount}
+                THEN ({data} ->> 'amount')::float8 END AS amount,
+           CASE WHEN e.event_type::text IN ('product_view', 'add_to_cart', 'purchase') AND {valid_product}
+                THEN ({data} ->> 'product_id')::bigint END AS product_id,
+           CASE WHEN e.event_type::text = 'bot_command' THEN {data} ->> 'command' END AS command
+    FROM {events} e
+    WHERE e.created_at::timestamptz <= $2 AND e.created_at::timestamptz > '-infinity'
+      AND e.user_id IS NOT NULL AND e.user_id IN (SELECT user_id FROM u)
+),
+h AS (
+    SELECT user_id, array_agg(at) AS at, array_agg(kind) AS kind, array_agg(amount) AS amount,
+           array_agg(product_id) AS product_id, array_agg(command) AS command
+    FROM ev GROUP BY user_id
+)
+SELECT u.user_id, u.registered_at, u.status, u.has_username,
+       h.at, h.kind, h.amount, h.product_id, h.command
+FROM u LEFT JOIN h ON h.user_id = u.user_id"
     )
 }
 

@@ -27,6 +27,7 @@ mod statement;
 mod subxact;
 mod time;
 mod training;
+mod training_set;
 mod work;
 
 /// Loads the settings and makes sure no library thread can take the backend's signals.

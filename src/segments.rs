@@ -139,8 +139,19 @@ fn segment_users(
                 .max()
                 .copied()
                 .ok_or_else(|| error::internal("feature store", "empty"))?;
-            let quality = serde_json::to_value(&seg.quality)
+            let mut quality = serde_json::to_value(&seg.quality)
                 .map_err(|e| error::internal("encoding quality", e))?;
+            if let Some(q) = quality.as_object_mut() {
+                q.insert("view".into(), json!(seg.inputs.view.as_str()));
+                q.insert(
+                    "view_silhouettes".into(),
+                    json!(seg
+                        .view_silhouettes
+                        .iter()
+                        .map(|(v, s)| json!({"view": v.as_str(), "silhouette": s}))
+                        .collect::<Vec<_>>()),
+                );
+            }
             let segments = seg.segments.clone();
             let id = models::store_model(
                 client,

@@ -10,10 +10,10 @@
 use customer_analyzer_core::catalog::CATALOG_VERSION;
 use customer_analyzer_core::codec::Payload;
 use customer_analyzer_core::events::MICROS_PER_DAY;
-use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::metrics::auc;
-use customer_analyzer_core::model::{self, TrainingData};
+use customer_analyzer_core::model::{self, Split, TrainingData};
 use customer_analyzer_core::params::{Algorithm, DeployPolicy, TrainParams};
+use customer_analyzer_core::schedule::Schedule;
 use customer_analyzer_core::task::{Population, Task};
 use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
@@ -22,10 +22,10 @@ use pgrx::JsonB;
 use serde_json::json;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::FeatureRow;
 use crate::models::{self, record_deployment, NewModel};
 use crate::source::{self, Sources};
 use crate::time::{from_unix_micros, to_unix_micros};
+use crate::training_set;
 use crate::work::work;
 
 /// `user_features($1)` with the task's population and label as the last column.
@@ -122,116 +122,54 @@ fn labels(
     Ok(TableIterator::new(rows))
 }
 
-/// Snapshot times, oldest first: end - horizon - k * step for k = 0.., kept while at
-/// least a week after the first registration.
-fn snapshot_times(end: i64, first_registration: i64, task: Task, p: &TrainParams) -> Vec<i64> {
-    let newest = end - task.horizon_days() * MICROS_PER_DAY;
-    let mut out: Vec<i64> = (0..p.common.snapshots as i64)
-        .map(|k| newest - k * p.common.snapshot_days as i64 * MICROS_PER_DAY)
-        .filter(|&t| t > first_registration + 7 * MICROS_PER_DAY)
-        .collect();
-    out.reverse();
-    out
+/// How the serving model compares with a new one.
+struct Champion {
+    id: i64,
+    auc: f64,
+    /// "holdout": scored on the new model's holdout rows; "recorded": its own recorded
+    /// holdout AUC, because its training labels reach into the new holdout's period.
+    basis: &'static str,
 }
 
-/// Rows fetched from the cursor at a time.
-const FETCH_ROWS: i64 = 5000;
-
-/// The stacked snapshots, and how many users they were sampled down to.
-struct Gathered {
-    data: TrainingData,
-    /// The sample keeps 1 / 2^halvings of the users (0: everyone).
-    halvings: u32,
-    rows_read: usize,
-}
-
-/// Reads every snapshot's labelled features through a cursor. When the rows would not
-/// fit the memory budget, users are sampled by a fixed hash, halving the share until
-/// they fit; the same users are kept in every snapshot.
-fn gather(
-    client: &SpiClient<'_>,
-    work: &Work,
-    s: &Sources,
-    task: Task,
-    times: &[i64],
-) -> Result<Gathered> {
-    let sql = labelled_query(s, task);
-    let mut data = TrainingData {
-        frame: Frame::for_catalog(),
-        ..TrainingData::default()
-    };
-    let per_row = model::bytes_per_training_row(
-        data.frame.numeric_names.len(),
-        data.frame.categorical_names.len(),
-    );
-    let max_rows = (work.memory_limit / per_row).max(1);
-    let (mut halvings, mut rows_read) = (0u32, 0usize);
-    for (i, &t) in times.iter().enumerate() {
-        let as_of = from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t))?;
-        let mut cursor = client
-            .try_open_cursor(sql.as_str(), &[as_of.into()])
-            .ctx("reading a training snapshot")?;
-        loop {
-            work.checkpoint().map_err(error::from_core)?;
-            let batch = cursor
-                .fetch(FETCH_ROWS)
-                .ctx("reading a training snapshot")?;
-            if batch.is_empty() {
-                break;
-            }
-            rows_read += batch.len();
-            data.frame
-                .try_reserve_rows(batch.len())
-                .map_err(error::from_core)?;
-            for row in batch {
-                let row = FeatureRow(&row);
-                let user = row.user_id()?;
-                if !model::user_in_sample(user, halvings) {
-                    continue;
-                }
-                data.frame.push_catalog_row(&row.features()?);
-                data.user_id.push(user);
-                let label = row.last::<bool>()?.unwrap_or(false);
-                data.y.push(if label { 1.0 } else { 0.0 });
-                data.snapshot.push(i);
-            }
-            while data.y.len() > max_rows && halvings < 20 {
-                halvings += 1;
-                data.retain_users(|u| model::user_in_sample(u, halvings));
-            }
-        }
-    }
-    Ok(Gathered {
-        data,
-        halvings,
-        rows_read,
-    })
-}
-
-/// The serving model's AUC on the new model's holdout rows, when it can be compared:
-/// None when nothing serves, or the serving model was built for another feature catalog
-/// or does not decode (said in a NOTICE: the new model may then replace it).
-fn champion_auc(
+/// The serving model's AUC for the deploy decision: on the new model's holdout rows when
+/// it was trained on data that ends at or before the holdout snapshot (so it has not seen
+/// that period), else the honest holdout AUC recorded with it. None when nothing serves,
+/// or the serving model was built for another feature catalog or does not decode (said
+/// in a NOTICE: the new model may then replace it).
+fn champion(
     client: &SpiClient<'_>,
     work: &Work,
     serving: Option<i64>,
     data: &TrainingData,
-) -> Result<Option<(i64, f64)>> {
+    holdout_rows: &[usize],
+    holdout_time: i64,
+) -> Result<Option<Champion>> {
     let Some(id) = serving else {
         return Ok(None);
     };
-    let version = client
+    let row = client
         .select(
-            "SELECT catalog_version FROM customer_analyzer.models WHERE id = $1",
+            "SELECT catalog_version, trained_as_of, (metrics -> 'holdout' ->> 'auc')::float8
+             FROM customer_analyzer.models WHERE id = $1",
             None,
             &[id.into()],
         )
         .ctx("reading the deployed model")?
         .first()
-        .get_one::<i32>()
+        .get_three::<i32, TimestampWithTimeZone, f64>()
         .ctx("reading the deployed model")?;
-    if version != Some(CATALOG_VERSION) {
+    let (Some(version), Some(trained_as_of), recorded) = row else {
         return Ok(None);
+    };
+    if version != CATALOG_VERSION {
+        return Ok(None);
+    }
+    if to_unix_micros(trained_as_of) > holdout_time {
+        return Ok(recorded.map(|auc| Champion {
+            id,
+            auc,
+            basis: "recorded",
+        }));
     }
     let loaded = match models::loaded(client, id) {
         Ok(l) => l,
@@ -244,15 +182,15 @@ fn champion_auc(
         }
     };
     let scorer = loaded.classifier()?;
-    let latest = data.snapshot.iter().copied().max().unwrap_or(0);
-    let rows: Vec<usize> = (0..data.y.len())
-        .filter(|&i| data.snapshot[i] == latest)
-        .collect();
-    let y: Vec<f64> = rows.iter().map(|&i| data.y[i]).collect();
+    let y: Vec<f64> = holdout_rows.iter().map(|&i| data.y[i]).collect();
     let p = scorer
-        .predict_in(work, &data.frame.select(&rows))
+        .predict_in(work, &data.frame.select(holdout_rows))
         .map_err(error::from_core)?;
-    Ok(Some((id, auc(&y, &p))))
+    Ok(Some(Champion {
+        id,
+        auc: auc(&y, &p),
+        basis: "holdout",
+    }))
 }
 
 /// The end of the data: `as_of`, or the newest event that is not in the future.
@@ -294,34 +232,37 @@ fn data_end(
     Ok(end)
 }
 
-/// The snapshot times train() uses, oldest first, with at least two of them.
-fn snapshots_for(
+/// The snapshot schedule of a training that ends at `end` (see
+/// `customer_analyzer_core::schedule`): snapshots start a week after the first
+/// registration.
+fn schedule_for(
     client: &SpiClient<'_>,
     s: &Sources,
     task: Task,
     end: TimestampWithTimeZone,
     params: &TrainParams,
-) -> Result<Vec<i64>> {
+) -> Result<Schedule> {
     let first = one_time(
         client,
-        &format!("SELECT min(registered_at::timestamptz) FROM {}", s.users),
+        &format!(
+            "SELECT min(registered_at::timestamptz) FROM {} WHERE registered_at::timestamptz > '-infinity'",
+            s.users
+        ),
     )?
     .ok_or_else(|| error::not_ready("the users table is empty", "Load the shop's users first."))?;
-    let times = snapshot_times(to_unix_micros(end), to_unix_micros(first), task, params);
-    if times.len() < 2 {
-        return Err(error::from_core(
-            customer_analyzer_core::Error::NotEnoughData(format!(
-                "only {} snapshot(s) fit between the first registration and {} days before as_of",
-                times.len(),
-                task.horizon_days()
-            )),
-        ));
-    }
-    Ok(times)
+    Schedule::new(
+        to_unix_micros(end),
+        task.horizon_days(),
+        params.common.snapshots,
+        params.common.snapshot_days,
+        to_unix_micros(first) + 7 * MICROS_PER_DAY,
+    )
+    .map_err(error::from_core)
 }
 
-/// The snapshots train() would stack for `task`: each as_of and whether it trains or is
-/// the holdout. With labels() and user_features() this exports a training set.
+/// The snapshots train() would stack for `task`, oldest first: each as_of and its role
+/// (train, validation, holdout, refit; the holdout time is also the newest refit). With
+/// labels() and user_features() this exports a training set.
 #[pg_extern(stable, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn training_snapshots(
@@ -332,16 +273,20 @@ fn training_snapshots(
     let task = models::task(task)?;
     let params = params.ok_or_else(|| error::null_argument("params"))?.0;
     let params = TrainParams::from_json(Algorithm::Gbm, &params).map_err(error::from_core)?;
-    let times = Spi::connect(|client| {
+    let schedule = Spi::connect(|client| {
         let s = source::load(client)?;
         let end = data_end(client, &s, as_of)?;
-        snapshots_for(client, &s, task, end, &params)
+        schedule_for(client, &s, task, end, &params)
     })?;
-    let last = times.len() - 1;
-    let mut rows = Vec::with_capacity(times.len());
-    for (i, t) in times.into_iter().enumerate() {
+    let mut roles: Vec<(i64, &str)> = schedule.train.iter().map(|&t| (t, "train")).collect();
+    roles.push((schedule.validation, "validation"));
+    roles.push((schedule.holdout, "holdout"));
+    roles.extend(schedule.refit.iter().map(|&t| (t, "refit")));
+    roles.sort_by_key(|r| r.0);
+    let mut rows = Vec::with_capacity(roles.len());
+    for (t, role) in roles {
         let at = from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t))?;
-        rows.push((at, if i == last { "holdout" } else { "train" }.to_string()));
+        rows.push((at, role.to_string()));
     }
     Ok(TableIterator::new(rows))
 }
@@ -352,11 +297,14 @@ fn train_impl(
     task: Task,
     algorithm: Algorithm,
     params: TrainParams,
+    requested: serde_json::Value,
     as_of: Option<TimestampWithTimeZone>,
 ) -> Result<TrainRow> {
     let work = work()?;
     crate::work::finish(Spi::connect_mut(|client| {
-        crate::subxact::guarded(|| train_body(client, &work, task, algorithm, &params, as_of))
+        crate::subxact::guarded(|| {
+            train_body(client, &work, task, algorithm, &params, &requested, as_of)
+        })
     }))
 }
 
@@ -367,14 +315,29 @@ fn train_body(
     task: Task,
     algorithm: Algorithm,
     params: &TrainParams,
+    requested: &serde_json::Value,
     as_of: Option<TimestampWithTimeZone>,
 ) -> Result<TrainRow> {
     let s = source::load(client)?;
     let end = data_end(client, &s, as_of)?;
-    let times = snapshots_for(client, &s, task, end, params)?;
-    let gathered = gather(client, work, &s, task, &times)?;
+    let schedule = schedule_for(client, &s, task, end, params)?;
+    let times = schedule.all_times();
+    let want = training_set::Snapshots {
+        task,
+        times: &times,
+        end: to_unix_micros(end),
+    };
+    let gathered = training_set::gather(client, work, &s, &want)?;
     let data = &gathered.data;
-    let (model, report) = model::train(work, data, params).map_err(error::from_core)?;
+    let index = |t: i64| times.iter().position(|&x| x == t).unwrap_or(usize::MAX);
+    let split = Split::by_snapshot(
+        data,
+        &schedule.train.iter().map(|&t| index(t)).collect::<Vec<_>>(),
+        index(schedule.validation),
+        index(schedule.holdout),
+        &schedule.refit.iter().map(|&t| index(t)).collect::<Vec<_>>(),
+    );
+    let (model, report) = model::train(work, data, &split, params).map_err(error::from_core)?;
     if let Some(g) = report.growth.as_ref().filter(|g| g.stopped_at_size_limit) {
         pgrx::notice!(
             "customer_analyzer: the model reached customer_analyzer.max_model_mb after {} of {} trees; growing stopped there",
@@ -397,16 +360,23 @@ fn train_body(
     // From here to the end of the transaction no other deploy of this task can
     // interleave: the champion is read after the lock, and compared on our holdout.
     let serving = models::lock_task(client, task.name())?;
-    let previous = champion_auc(client, work, serving.map(|s| s.1), data)?;
+    let previous = champion(
+        client,
+        work,
+        serving.map(|s| s.1),
+        data,
+        &split.holdout,
+        schedule.holdout,
+    )?;
     let holdout_auc = report.holdout.auc;
     let deploy = match params.common.deploy {
         DeployPolicy::Always => true,
         DeployPolicy::Never => false,
         // the new model wins unless the champion is at least as good; a champion whose
         // AUC is NaN (one class on the holdout) never blocks it
-        DeployPolicy::IfBetter => previous.is_none_or(|(_, old)| {
+        DeployPolicy::IfBetter => previous.as_ref().is_none_or(|c| {
             matches!(
-                old.partial_cmp(&holdout_auc),
+                c.auc.partial_cmp(&holdout_auc),
                 None | Some(std::cmp::Ordering::Less)
             )
         }),
@@ -416,12 +386,25 @@ fn train_body(
     if let Some(m) = metrics.as_object_mut() {
         m.insert(
             "compared_with".into(),
-            match previous {
-                Some((id, auc)) => json!({"model_id": id, "holdout_auc": auc}),
+            match &previous {
+                Some(c) => json!({"model_id": c.id, "holdout_auc": c.auc, "basis": c.basis}),
                 None => serde_json::Value::Null,
             },
         );
-        m.insert("snapshots".into(), json!(times.len()));
+        m.insert(
+            "requested".into(),
+            json!({"algorithm": algorithm.as_str(), "params": requested}),
+        );
+        let when = |t: i64| from_unix_micros(t).map(|t| json!(t.to_iso_string()));
+        m.insert(
+            "schedule".into(),
+            json!({
+                "train": schedule.train.iter().map(|&t| when(t)).collect::<Vec<_>>(),
+                "validation": when(schedule.validation),
+                "holdout": when(schedule.holdout),
+                "refit": schedule.refit.iter().map(|&t| when(t)).collect::<Vec<_>>(),
+            }),
+        );
         m.insert(
             "sample".into(),
             json!({
@@ -432,20 +415,23 @@ fn train_body(
             }),
         );
     }
-    let first_snapshot =
-        from_unix_micros(times[0]).ok_or_else(|| error::internal("snapshot time", times[0]))?;
-    let holdout_snapshot = from_unix_micros(times[times.len() - 1])
-        .ok_or_else(|| error::internal("snapshot time", times[times.len() - 1]))?;
+    // what the serving model learnt from: the refit snapshots
+    let first_refit = schedule.refit.first().copied().unwrap_or(schedule.holdout);
+    let training_from = from_unix_micros(first_refit)
+        .ok_or_else(|| error::internal("snapshot time", first_refit))?;
+    let training_to = from_unix_micros(schedule.holdout)
+        .ok_or_else(|| error::internal("snapshot time", schedule.holdout))?;
+    let chosen = model.algorithm;
     let id = models::store_model(
         client,
         NewModel {
             task: task.name(),
-            algorithm: algorithm.as_str(),
+            algorithm: chosen.as_str(),
             params: report.params.clone(),
             preprocessing,
             trained_as_of: end,
-            training_from: first_snapshot,
-            training_to: holdout_snapshot,
+            training_from,
+            training_to,
             metrics,
             payload: Payload::Classifier(model),
         },
@@ -457,7 +443,7 @@ fn train_body(
     Ok((
         id,
         task.to_string(),
-        algorithm.as_str().to_string(),
+        chosen.as_str().to_string(),
         h.auc,
         h.f1,
         h.precision,
@@ -474,7 +460,7 @@ fn train_body(
 #[allow(clippy::type_complexity)]
 fn train(
     task: Option<&str>,
-    algorithm: default!(Option<&str>, "'gbm'"),
+    algorithm: default!(Option<&str>, "'auto'"),
     params: default!(Option<JsonB>, "'{}'"),
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Result<
@@ -496,10 +482,10 @@ fn train(
     let task = models::task(task)?;
     let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
         .map_err(error::from_core)?;
-    let params = params.ok_or_else(|| error::null_argument("params"))?.0;
-    let params = TrainParams::from_json(algorithm, &params).map_err(error::from_core)?;
+    let requested = params.ok_or_else(|| error::null_argument("params"))?.0;
+    let params = TrainParams::from_json(algorithm, &requested).map_err(error::from_core)?;
     Ok(TableIterator::once(train_impl(
-        task, algorithm, params, as_of,
+        task, algorithm, params, requested, as_of,
     )?))
 }
 
@@ -509,7 +495,7 @@ fn train(
 #[allow(clippy::type_complexity)]
 fn tune(
     task: Option<&str>,
-    algorithm: default!(Option<&str>, "'gbm'"),
+    algorithm: default!(Option<&str>, "'auto'"),
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Result<
     TableIterator<
@@ -533,6 +519,10 @@ fn tune(
     let mut params = TrainParams::defaults(algorithm);
     params.common.search = true;
     Ok(TableIterator::once(train_impl(
-        task, algorithm, params, as_of,
+        task,
+        algorithm,
+        params,
+        json!({"search": true}),
+        as_of,
     )?))
 }

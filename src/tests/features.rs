@@ -59,6 +59,111 @@ mod tests {
         }
     }
 
+    /// Training's one read of the events gives, at every snapshot, exactly the rows of
+    /// `user_features(T)` joined with `labels(task, T)`.
+    #[pg_test]
+    fn one_pass_snapshots_equal_separate_calls() {
+        use customer_analyzer_core::snapshots::Row;
+        use customer_analyzer_core::task::Task;
+        const DAY: i64 = 86_400_000_000;
+        for seed in 0..4u64 {
+            let shop = random_shop(seed + 10, 50);
+            let s = format!("one_pass_{seed}");
+            load_shop(&s, &shop);
+            let products = if seed % 2 == 0 {
+                format!("'{s}.products'")
+            } else {
+                "NULL".into()
+            };
+            run(&format!(
+                "SELECT customer_analyzer.configure('{s}.users', '{s}.events', {products})"
+            ));
+            // unsorted, days apart and a day apart, some on the microsecond of events
+            let times: Vec<i64> = [35, 10, 36, 90, 60]
+                .iter()
+                .map(|d| shop.as_of - d * DAY - 12_345 * (d % 2))
+                .collect();
+            for task in Task::ALL {
+                let end =
+                    times.iter().max().copied().unwrap_or_default() + task.horizon_days() * DAY;
+                let mut rows: Vec<Row> = Vec::new();
+                let read = Spi::connect(|client| {
+                    let sources = crate::source::load(client)?;
+                    let work = crate::work::work()?;
+                    let want = crate::training_set::Snapshots {
+                        task,
+                        times: &times,
+                        end,
+                    };
+                    crate::training_set::read_rows(
+                        client,
+                        &work,
+                        &sources,
+                        &want,
+                        &|_| true,
+                        &mut |r| {
+                            rows.extend(r);
+                            Ok(())
+                        },
+                    )
+                });
+                if let Err(e) = read {
+                    panic!("reading the snapshots: {}", e.message());
+                }
+                let (mut positives, mut filled) = (0, 0);
+                for (i, &t) in times.iter().enumerate() {
+                    let labels: std::collections::HashMap<i64, bool> = Spi::connect(|client| {
+                        client
+                            .select(
+                                &format!(
+                                    "SELECT user_id, label FROM customer_analyzer.labels('{}', {})",
+                                    task.name(),
+                                    ts(t)
+                                ),
+                                None,
+                                &[],
+                            )
+                            .map(|table| {
+                                table
+                                    .map(|r| {
+                                        (
+                                            r.get::<i64>(1).ok().flatten().unwrap_or(-1),
+                                            r.get::<bool>(2).ok().flatten().unwrap_or(false),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                    })
+                    .unwrap_or_else(|e| panic!("labels: {e}"));
+                    let want: Vec<_> = sql_features(t)
+                        .into_iter()
+                        .filter(|f| labels.contains_key(&f.user_id))
+                        .collect();
+                    let mut got: Vec<&Row> = rows.iter().filter(|r| r.snapshot == i).collect();
+                    got.sort_by_key(|r| r.features.user_id);
+                    let context = format!("seed {seed}, {task:?}, snapshot {i}");
+                    filled += usize::from(!want.is_empty());
+                    let got_features: Vec<_> = got.iter().map(|r| r.features.clone()).collect();
+                    assert_agree(&got_features, &want, &context);
+                    for r in &got {
+                        assert_eq!(
+                            Some(&r.label),
+                            labels.get(&r.features.user_id),
+                            "{context}: user {}",
+                            r.features.user_id
+                        );
+                        positives += usize::from(r.label);
+                    }
+                }
+                assert!(positives > 0, "seed {seed}, {task:?}: no positive label");
+                assert!(
+                    filled >= 2,
+                    "seed {seed}, {task:?}: {filled} non-empty snapshots prove little"
+                );
+            }
+        }
+    }
+
     #[pg_test]
     fn features_are_point_in_time() {
         let shop = random_shop(42, 80);

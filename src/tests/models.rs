@@ -74,6 +74,79 @@ mod tests {
     }
 
     #[pg_test]
+    fn auto_is_the_default_with_honest_roles_and_calibration() {
+        small_demo();
+        let id = one::<i64>(
+            "SELECT model_id FROM customer_analyzer.train('churn', params => '{\"snapshots\": 4}')",
+        )
+        .unwrap_or(-1);
+        // three candidates tried on the validation snapshot, the best one chosen
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT string_agg(algorithm || ':' || chosen, ',' ORDER BY tried)
+                 FROM customer_analyzer.model_candidates WHERE model_id = {id}"
+            ))
+            .map(|s| s.replace(":true", "").replace(":false", "")),
+            Some("gbm,random_forest,logistic".into())
+        );
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT c.algorithm = m.algorithm AND c.validation_auc = (SELECT max(validation_auc)
+                     FROM customer_analyzer.model_candidates WHERE model_id = {id})
+                 FROM customer_analyzer.model_candidates c JOIN customer_analyzer.models m ON m.id = c.model_id
+                 WHERE c.model_id = {id} AND c.chosen"
+            )),
+            Some(true)
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT metrics -> 'requested' ->> 'algorithm' FROM customer_analyzer.models WHERE id = {id}"
+            )),
+            Some("auto".into())
+        );
+        // gbm stopped early and said after how many rounds
+        assert!(
+            one::<i32>(&format!(
+                "SELECT rounds FROM customer_analyzer.model_candidates WHERE model_id = {id} AND algorithm = 'gbm'"
+            ))
+            .unwrap_or(0)
+                > 0
+        );
+        // a reliability table of ten deciles over the whole holdout; both Brier scores kept
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT count(*) || ',' || (sum(c.users) = max(mm.holdout_rows)) || ',' || (max(mm.brier_uncalibrated) > 0)
+                 FROM customer_analyzer.model_calibration c
+                 JOIN customer_analyzer.model_metrics mm USING (model_id) WHERE model_id = {id}"
+            )),
+            Some("10,true,true".into())
+        );
+        // roles a horizon apart: no label window reaches into a later role's period
+        let gaps = one::<String>(
+            "WITH s AS (SELECT * FROM customer_analyzer.training_snapshots('churn', NULL, '{\"snapshots\": 4}')),
+                  r AS (SELECT role, min(as_of) AS first, max(as_of) AS last, count(*) AS n FROM s GROUP BY role)
+             SELECT concat_ws(',',
+                 (SELECT n FROM r WHERE role = 'train'),
+                 (SELECT last FROM r WHERE role = 'train') + interval '60 days' <= (SELECT first FROM r WHERE role = 'validation'),
+                 (SELECT first FROM r WHERE role = 'validation') + interval '60 days' <= (SELECT first FROM r WHERE role = 'holdout'),
+                 (SELECT first FROM r WHERE role = 'holdout') + interval '60 days'
+                     = (SELECT max(created_at) FROM public.events WHERE created_at <= now()),
+                 (SELECT last FROM r WHERE role = 'refit') = (SELECT first FROM r WHERE role = 'holdout'),
+                 (SELECT n FROM r WHERE role = 'refit'))",
+        );
+        assert_eq!(gaps, Some("4,t,t,t,t,4".into()));
+        // the serving model learnt from the refit snapshots, up to the holdout time
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT m.training_to = (SELECT as_of FROM customer_analyzer.training_snapshots('churn', NULL, '{{\"snapshots\": 4}}') WHERE role = 'holdout')
+                    AND (m.metrics ->> 'refit_rows')::int > (m.metrics ->> 'train_rows')::int
+                 FROM customer_analyzer.models m WHERE m.id = {id}"
+            )),
+            Some(true)
+        );
+    }
+
+    #[pg_test]
     fn every_algorithm_trains_and_validations_are_stored() {
         small_demo();
         for (algo, params) in [

@@ -50,7 +50,7 @@ mod tests {
         "SELECT customer_analyzer.clear_model_cache()",
         "SELECT customer_analyzer.grant_reader('pg_monitor')",
         "SELECT customer_analyzer.revoke_reader('pg_monitor')",
-        "SELECT * FROM customer_analyzer.generate_demo_data(200, 120, 5, replace => true)",
+        "SELECT * FROM customer_analyzer.generate_demo_data(200, 240, 5, replace => true)",
     ];
 
     #[pg_test]

@@ -35,11 +35,20 @@ mod tests {
         assert_eq!(q, Some(true));
         // names come from the documented rule and are unique within a segmentation
         let named = one::<bool>(&format!(
-            "SELECT bool_and(name ~ '^(Champions|Loyal|Promising new|Needs attention|At risk|Hibernating|Bargain hunters|Window shoppers|Outliers)( [0-9]+)?$')
+            "SELECT bool_and(name ~ '^(Champions|Loyal|Promising new|Needs attention|At risk|Hibernating|Bargain hunters|Window shoppers|Premium buyers|Long-standing|Recently active|Outliers)( [0-9]+)?$')
                     AND count(DISTINCT name) = count(*)
              FROM customer_analyzer.segments WHERE segmentation_id = {seg}"
         ));
         assert_eq!(named, Some(true));
+        // without a view, both were clustered and the better kept
+        assert_eq!(
+            one::<bool>(
+                "SELECT jsonb_array_length(view_silhouettes) = 2
+                        AND silhouette = (SELECT max((v ->> 'silhouette')::float8) FROM jsonb_array_elements(view_silhouettes) v)
+                 FROM customer_analyzer.segmentation_quality WHERE serving",
+            ),
+            Some(true)
+        );
         // segment_of agrees with the stored assignment, without re-clustering
         let agree = one::<bool>(&format!(
             "SELECT bool_and(s.segment_id = us.segment_id)
@@ -74,6 +83,36 @@ mod tests {
             &format!("SELECT customer_analyzer.rename_segment({seg}, 0, '  ')"),
             "22023",
         );
+    }
+
+    #[pg_test]
+    fn each_view_is_kept_when_asked_for() {
+        small_demo();
+        run("SELECT customer_analyzer.refresh_features()");
+        for view in ["rfm", "behaviour"] {
+            run(&format!(
+                "SELECT * FROM customer_analyzer.segment_users('kmeans', 3, '{{\"view\": \"{view}\"}}')"
+            ));
+            assert_eq!(
+                one::<String>("SELECT view || ',' || jsonb_array_length(view_silhouettes) FROM customer_analyzer.segmentation_quality WHERE serving"),
+                Some(format!("{view},1"))
+            );
+            // segment_of reads the same inputs the clustering saw
+            let agree = one::<bool>(
+                "SELECT bool_and(s.segment_id = us.segment_id)
+                 FROM customer_analyzer.user_segments us
+                 JOIN customer_analyzer.segmentation_quality q ON q.segmentation_id = us.segmentation_id AND q.serving,
+                 LATERAL customer_analyzer.segment_of(us.user_id) s
+                 WHERE us.user_id <= 60",
+            );
+            assert_eq!(agree, Some(true), "{view}");
+        }
+        for bad in [r#"{"view": "colour"}"#, r#"{"view": 3}"#] {
+            assert_fails(
+                &format!("SELECT * FROM customer_analyzer.segment_users('kmeans', 3, '{bad}')"),
+                "22023",
+            );
+        }
     }
 
     #[pg_test]

@@ -172,7 +172,7 @@ pub(crate) fn small_demo() {
     run(
         "DROP TABLE IF EXISTS public.events, public.users, public.products CASCADE;
          DELETE FROM customer_analyzer.config;
-         SELECT * FROM customer_analyzer.generate_demo_data(500, 150, 3, replace => true);",
+         SELECT * FROM customer_analyzer.generate_demo_data(800, 365, 3, replace => true);",
     );
 }
 

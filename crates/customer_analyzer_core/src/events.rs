@@ -26,6 +26,15 @@ pub mod sql {
             .join(", ")
     }
 
+    /// `event_type` as the small integer [`EventKind::from_code`] reads: 1.. for the known
+    /// kinds in catalog order, 0 for anything else (NULL included).
+    pub fn kind_code(event_type: &str) -> String {
+        format!(
+            "coalesce(array_position(ARRAY[{}]::text[], {event_type}), 0)::int2",
+            known_types()
+        )
+    }
+
     /// `text` (an `->>` of event_data) is money: see [`super::parse_amount`].
     pub fn is_amount(text: &str) -> String {
         // Rust's ASCII whitespace, spelled so that the pattern means the same whether
@@ -81,6 +90,15 @@ impl EventKind {
         EventKind::Purchase,
         EventKind::BotCommand,
     ];
+
+    /// The kind [`sql::kind_code`] gave `code`.
+    pub fn from_code(code: i16) -> EventKind {
+        usize::try_from(code)
+            .ok()
+            .and_then(|c| c.checked_sub(1))
+            .and_then(|i| EventKind::KNOWN.get(i).copied())
+            .unwrap_or(EventKind::Other)
+    }
 
     pub fn parse(event_type: &str) -> EventKind {
         match event_type {
@@ -213,6 +231,17 @@ fn json_text(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn kind_codes_round_trip() {
+        for (i, k) in EventKind::KNOWN.iter().enumerate() {
+            assert_eq!(EventKind::from_code(i as i16 + 1), *k);
+        }
+        for c in [0, -1, 6, i16::MAX] {
+            assert_eq!(EventKind::from_code(c), EventKind::Other);
+        }
+        assert!(sql::kind_code("k").starts_with("coalesce(array_position(ARRAY['page_view', "));
+    }
 
     #[test]
     fn amounts_follow_the_rule() {

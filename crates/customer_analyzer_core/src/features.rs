@@ -163,6 +163,22 @@ pub fn compute_features(
     }
     let mut evs: Vec<&Event> = events.iter().filter(|e| e.at < as_of).collect();
     evs.sort_by_key(|e| e.at);
+    compute_features_sorted(as_of, user, &evs, products)
+}
+
+/// [`compute_features`] for events already sorted by time and all before `as_of` (a
+/// prefix of one sorted history serves every snapshot of a user).
+pub fn compute_features_sorted(
+    as_of: i64,
+    user: &UserRecord,
+    evs: &[&Event],
+    products: Option<&ProductTable>,
+) -> Option<FeatureVector> {
+    if user.registered_at >= as_of {
+        return None;
+    }
+    debug_assert!(evs.windows(2).all(|w| w[0].at <= w[1].at));
+    debug_assert!(evs.last().is_none_or(|e| e.at < as_of));
 
     const WINDOWS: [i64; 5] = [7, 14, 30, 60, 90];
     let mut win: [Window; 5] = Default::default();
@@ -187,7 +203,7 @@ pub fn compute_features(
     let mut levels = Vec::new();
     let mut bought_levels = Vec::new();
 
-    for e in &evs {
+    for e in evs {
         let age = as_of - e.at;
         let day = age / MICROS_PER_DAY;
         let session_start = match prev_at {

@@ -2,6 +2,7 @@
 //! maths, and the demo shop generator. Everything here is plain Rust, tested with
 //! `cargo test -p customer_analyzer_core` and benchmarked with criterion.
 
+pub mod calibration;
 pub mod catalog;
 pub mod codec;
 pub mod demo;
@@ -12,7 +13,9 @@ pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod preprocess;
+pub mod schedule;
 pub mod segment;
+pub mod snapshots;
 pub mod task;
 pub mod testkit;
 pub mod trees;

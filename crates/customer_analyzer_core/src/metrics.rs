@@ -149,9 +149,92 @@ pub fn evaluate(y: &[f64], p: &[f64], threshold: Option<f64>) -> Metrics {
     }
 }
 
+/// How well two labelings of the same items agree: the adjusted Rand index (0 for
+/// chance, 1 for the same partition) and the normalised mutual information (arithmetic
+/// mean of the entropies, as scikit-learn's default). Labels are any comparable values.
+pub fn cluster_agreement<A: Eq + std::hash::Hash, B: Eq + std::hash::Hash>(
+    a: &[A],
+    b: &[B],
+) -> (f64, f64) {
+    use std::collections::HashMap;
+    let n = a.len().min(b.len());
+    if n < 2 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut ia: HashMap<&A, usize> = HashMap::new();
+    let mut ib: HashMap<&B, usize> = HashMap::new();
+    let mut cells: HashMap<(usize, usize), f64> = HashMap::new();
+    for (x, y) in a.iter().zip(b).take(n) {
+        let na = ia.len();
+        let i = *ia.entry(x).or_insert(na);
+        let nb = ib.len();
+        let j = *ib.entry(y).or_insert(nb);
+        *cells.entry((i, j)).or_default() += 1.0;
+    }
+    let mut rows = vec![0.0; ia.len()];
+    let mut cols = vec![0.0; ib.len()];
+    for (&(i, j), &c) in &cells {
+        rows[i] += c;
+        cols[j] += c;
+    }
+    let pairs = |v: f64| v * (v - 1.0) / 2.0;
+    let total = pairs(n as f64);
+    let index: f64 = cells.values().map(|&c| pairs(c)).sum();
+    let (sa, sb): (f64, f64) = (
+        rows.iter().map(|&v| pairs(v)).sum(),
+        cols.iter().map(|&v| pairs(v)).sum(),
+    );
+    let expected = sa * sb / total;
+    let max = (sa + sb) / 2.0;
+    let ari = if (max - expected).abs() < 1e-12 {
+        if (index - expected).abs() < 1e-12 {
+            1.0
+        } else {
+            0.0
+        }
+    } else {
+        (index - expected) / (max - expected)
+    };
+    let nf = n as f64;
+    let entropy = |v: &[f64]| -> f64 {
+        v.iter()
+            .filter(|&&c| c > 0.0)
+            .map(|&c| -(c / nf) * (c / nf).ln())
+            .sum()
+    };
+    let (ha, hb) = (entropy(&rows), entropy(&cols));
+    let mi: f64 = cells
+        .iter()
+        .map(|(&(i, j), &c)| (c / nf) * ((c * nf) / (rows[i] * cols[j])).ln())
+        .sum();
+    let nmi = if ha + hb <= 0.0 {
+        1.0
+    } else {
+        2.0 * mi / (ha + hb)
+    };
+    (ari, nmi.max(0.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_agreement_matches_known_values() {
+        // identical partitions under other names
+        let (ari, nmi) = cluster_agreement(&[0, 0, 1, 1, 2, 2], &["a", "a", "b", "b", "c", "c"]);
+        assert!((ari - 1.0).abs() < 1e-12 && (nmi - 1.0).abs() < 1e-12);
+        // scikit-learn: adjusted_rand_score([0,0,1,1],[0,0,1,2]) = 0.5714285714,
+        // normalized_mutual_info_score(...) = 0.8
+        let (ari, nmi) = cluster_agreement(&[0, 0, 1, 1], &[0, 0, 1, 2]);
+        assert!((ari - 0.571_428_571_4).abs() < 1e-9, "{ari}");
+        assert!((nmi - 0.8).abs() < 1e-9, "{nmi}");
+        // independent labels agree by chance only
+        let a: Vec<usize> = (0..1000).map(|i| i % 4).collect();
+        let b: Vec<usize> = (0..1000).map(|i| (i / 4) % 5).collect();
+        let (ari, nmi) = cluster_agreement(&a, &b);
+        assert!(ari.abs() < 0.01 && nmi < 0.01, "{ari} {nmi}");
+    }
 
     /// AUC by its definition: the share of (positive, negative) pairs ranked correctly.
     fn slow_auc(y: &[f64], p: &[f64]) -> f64 {

@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::{reliability, Bin, Calibrator};
 use crate::frame::Frame;
-use crate::metrics::{evaluate, Metrics};
+use crate::metrics::{best_f1_threshold, brier, evaluate, Metrics};
 use crate::params::{self, Algorithm, TrainParams, Validation};
 use crate::preprocess::{PreprocessOptions, Preprocessor};
 use crate::trees::{self, column_major, Growth};
@@ -89,31 +90,94 @@ pub enum Estimator {
     },
 }
 
-/// A trained classifier: preprocessing, estimator and decision threshold.
+/// A trained classifier: preprocessing, estimator, the calibration of its scores and
+/// the decision threshold (on calibrated scores).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Model {
     pub algorithm: Algorithm,
     pub preprocessor: Preprocessor,
     pub estimator: Estimator,
     pub threshold: f64,
+    /// Isotonic calibration fitted on the validation snapshot (None: scores as they are).
+    pub calibrator: Option<Calibrator>,
 }
 
-/// How a model did, stored with it.
+/// Which rows of the training data play which part (see `schedule`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+    pub holdout: Vec<usize>,
+    /// The newest matured snapshots, which the serving model is refitted on.
+    pub refit: Vec<usize>,
+}
+
+impl Split {
+    /// Rows by the snapshot they come from (indices into `data.snapshot`'s values).
+    pub fn by_snapshot(
+        data: &TrainingData,
+        train: &[usize],
+        validation: usize,
+        holdout: usize,
+        refit: &[usize],
+    ) -> Split {
+        let rows = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            (0..data.snapshot.len())
+                .filter(|&i| keep(data.snapshot[i]))
+                .collect()
+        };
+        Split {
+            train: rows(&|s| train.contains(&s)),
+            validation: rows(&|s| s == validation),
+            holdout: rows(&|s| s == holdout),
+            refit: rows(&|s| refit.contains(&s)),
+        }
+    }
+}
+
+/// One algorithm tried: its settings and how it did on the validation snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Candidate {
+    pub algorithm: Algorithm,
+    pub params: serde_json::Value,
+    pub validation_auc: f64,
+    /// Boosting rounds early stopping kept.
+    pub rounds: Option<usize>,
+    /// The one kept.
+    pub chosen: bool,
+}
+
+/// How a model did, stored with it. The holdout figures are those of the model fitted on
+/// the training snapshots (the honest fit); the serving model was then refitted with the
+/// same settings on the newest matured snapshots.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
+    /// On the holdout snapshot, calibrated scores, threshold from the validation snapshot.
     pub holdout: Metrics,
+    /// The holdout Brier score of the same fit before calibration.
+    pub holdout_brier_uncalibrated: f64,
+    /// Predicted against observed rates by decile on the holdout (calibrated).
+    pub reliability: Vec<Bin>,
+    /// Every algorithm tried, with its validation AUC; the best one was chosen.
+    pub candidates: Vec<Candidate>,
     pub cross_validation: Option<Vec<Metrics>>,
     pub split: Option<Metrics>,
-    /// (feature, importance): gain share for trees, signed coefficient for the linear model.
+    /// (feature, importance) of the serving model: gain share for trees, signed
+    /// coefficient for the linear model.
     pub importance: Vec<(String, f64)>,
+    /// The settings of the chosen algorithm (what a retraining repeats).
     pub params: serde_json::Value,
-    /// (parameters, validation AUC) of every candidate when searching.
+    /// (parameters, validation AUC) of every setting searched.
     pub search: Option<Vec<(serde_json::Value, f64)>>,
     pub train_rows: usize,
+    pub validation_rows: usize,
+    pub refit_rows: usize,
     pub train_positive_rate: f64,
-    /// Trees requested and grown, and whether the model-size budget stopped growing.
-    #[serde(default)]
+    /// Trees requested and grown for the serving model, and whether the model-size budget
+    /// stopped growing.
     pub growth: Option<Growth>,
+    /// Whose figures these are.
+    pub evaluation: String,
 }
 
 fn preprocess_options(p: &TrainParams) -> PreprocessOptions {
@@ -221,9 +285,19 @@ impl Scorer {
         Ok(Scorer { model, boosters })
     }
 
-    /// Probabilities for preprocessed rows (row-major, `rows` of them). `parallel` is only
-    /// for callers inside `Work::install`: forust's parallel path uses the current pool.
+    /// Probabilities for preprocessed rows (row-major, `rows` of them), calibrated when
+    /// the model carries a calibrator. `parallel` is only for callers inside
+    /// `Work::install`: forust's parallel path uses the current pool.
     fn predict_prepared(&self, x: &[f64], rows: usize, parallel: bool) -> Vec<f64> {
+        let raw = self.raw_prepared(x, rows, parallel);
+        match &self.model.calibrator {
+            Some(c) => raw.into_iter().map(|s| c.apply(s)).collect(),
+            None => raw,
+        }
+    }
+
+    /// The estimator's own probabilities, before calibration.
+    fn raw_prepared(&self, x: &[f64], rows: usize, parallel: bool) -> Vec<f64> {
         let cols = self.model.preprocessor.n_outputs();
         match &self.model.estimator {
             Estimator::Logistic { weights, intercept } => (0..rows)
@@ -363,12 +437,14 @@ impl Scorer {
     }
 }
 
-/// Fits preprocessing and estimator on `rows` of `data`.
+/// Fits preprocessing and estimator on `rows` of `data`; boosting stops early on the
+/// `validation` rows when given.
 fn fit(
     work: &Work,
     data: &TrainingData,
     rows: &[usize],
     p: &TrainParams,
+    validation: Option<&[usize]>,
 ) -> Result<(Scorer, Option<Growth>), Error> {
     work.checkpoint()?;
     let frame = data.frame.select(rows);
@@ -384,7 +460,19 @@ fn fit(
     let seed = p.common.seed;
     let (estimator, growth) = match &p.estimator {
         params::Estimator::Gbm(g) => {
-            let (booster, growth) = trees::fit_gbm(work, x, n, cols, &y, g, seed)?;
+            let val = validation.map(|v| {
+                let f = data.frame.select(v);
+                (
+                    work.install(|| pre.transform(&f)),
+                    v.iter().map(|&i| data.y[i]).collect::<Vec<f64>>(),
+                )
+            });
+            let val = val.as_ref().map(|(vx, vy)| trees::Validation {
+                x: vx,
+                rows: vy.len(),
+                y: vy,
+            });
+            let (booster, growth) = trees::fit_gbm(work, x, n, cols, &y, g, seed, val)?;
             let booster = booster.json_dump().map_err(forust_err)?;
             (Estimator::Gbm { booster }, Some(growth))
         }
@@ -400,12 +488,18 @@ fn fit(
             let (weights, intercept) = fit_logistic(work, x, n, cols, &y, l)?;
             (Estimator::Logistic { weights, intercept }, None)
         }
+        params::Estimator::Auto => {
+            return Err(Error::Internal(
+                "auto is a choice among algorithms, not one to fit".into(),
+            ))
+        }
     };
     let scorer = Scorer::new(Model {
         algorithm: p.algorithm(),
         preprocessor: pre,
         estimator,
         threshold: 0.5,
+        calibrator: None,
     })?;
     Ok((scorer, growth))
 }
@@ -427,6 +521,7 @@ fn check_classes(y: &[f64], what: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Labels and scores (calibrated when the scorer's model is) of `rows`.
 fn score(
     work: &Work,
     s: &Scorer,
@@ -440,12 +535,17 @@ fn score(
     ))
 }
 
+fn labels_of(data: &TrainingData, rows: &[usize]) -> Vec<f64> {
+    rows.iter().map(|&i| data.y[i]).collect()
+}
+
 /// The documented search space: candidates built from `base`, each changing the
 /// algorithm's own settings only.
 pub fn search_space(base: &TrainParams) -> Vec<TrainParams> {
     let with = |estimator| TrainParams {
         common: base.common.clone(),
         estimator,
+        explicit: base.explicit.clone(),
     };
     let mut out = Vec::new();
     match &base.estimator {
@@ -482,6 +582,7 @@ pub fn search_space(base: &TrainParams) -> Vec<TrainParams> {
                 })));
             }
         }
+        params::Estimator::Auto => out.push(base.clone()),
     }
     out
 }
@@ -499,84 +600,108 @@ fn user_groups(data: &TrainingData, rows: &[usize], k: usize, seed: u64) -> Vec<
     rows.iter().map(|&i| group[&data.user_id[i]]).collect()
 }
 
-/// Trains a model: time-based holdout on the latest snapshot, the other validations on
-/// request, and (with `search`) the best candidate of the search space by AUC on the
-/// latest training snapshot.
+/// The settings to refit the chosen model with: boosting keeps the number of rounds
+/// early stopping chose, since the refit has no validation rows to stop on.
+fn for_refit(p: &TrainParams, growth: Option<&Growth>) -> TrainParams {
+    let mut p = p.clone();
+    if let (params::Estimator::Gbm(g), Some(rounds)) =
+        (&mut p.estimator, growth.and_then(|g| g.rounds_chosen))
+    {
+        g.iterations = rounds;
+        g.early_stopping_rounds = 0;
+    }
+    p
+}
+
+/// Trains a model (see `schedule` for the roles of the rows):
+/// 1. each candidate algorithm (three for auto) is fitted on the training rows, boosting
+///    stopping early on the validation rows; with `search`, each point of the search
+///    space is tried the same way;
+/// 2. the candidate with the best validation AUC is chosen, its scores calibrated on the
+///    validation rows (isotonic) and its threshold set there (best F1);
+/// 3. that fit is measured on the holdout rows (the reported figures);
+/// 4. the serving model is refitted with the chosen settings on the refit rows and keeps
+///    the calibration and threshold.
 pub fn train(
     work: &Work,
     data: &TrainingData,
+    split: &Split,
     params: &TrainParams,
 ) -> Result<(Model, Report), Error> {
-    let latest = data.snapshot.iter().copied().max().unwrap_or(0);
-    if latest == 0 {
-        return Err(Error::NotEnoughData(
-            "only one snapshot has matured; the time-based holdout needs at least two".into(),
-        ));
-    }
-    let train_rows: Vec<usize> = (0..data.y.len())
-        .filter(|&i| data.snapshot[i] < latest)
-        .collect();
-    let holdout_rows: Vec<usize> = (0..data.y.len())
-        .filter(|&i| data.snapshot[i] == latest)
-        .collect();
-    check_classes(
-        &holdout_rows.iter().map(|&i| data.y[i]).collect::<Vec<_>>(),
-        "holdout snapshot",
-    )?;
+    let y_train = labels_of(data, &split.train);
+    check_classes(&y_train, "training snapshots")?;
+    let y_val = labels_of(data, &split.validation);
+    check_classes(&y_val, "validation snapshot")?;
+    check_classes(&labels_of(data, &split.holdout), "holdout snapshot")?;
+    let positives = y_train.iter().filter(|&&v| v > 0.5).count();
 
-    let mut params = params.clone();
+    let mut candidates = Vec::new();
     let mut search_log = None;
-    if params.common.search {
-        let inner_latest = latest - 1;
-        let fit_rows: Vec<usize> = train_rows
-            .iter()
-            .copied()
-            .filter(|&i| data.snapshot[i] < inner_latest)
-            .collect();
-        let val_rows: Vec<usize> = train_rows
-            .iter()
-            .copied()
-            .filter(|&i| data.snapshot[i] == inner_latest)
-            .collect();
-        if inner_latest == 0 || fit_rows.is_empty() {
-            return Err(Error::NotEnoughData(
-                "hyperparameter search needs at least three matured snapshots".into(),
-            ));
-        }
-        let mut log = Vec::new();
-        let mut best: Option<(f64, TrainParams)> = None;
-        for p in search_space(&params) {
-            let (s, _) = fit(work, data, &fit_rows, &p)?;
-            let (y, pr) = score(work, &s, data, &val_rows)?;
-            let auc = crate::metrics::auc(&y, &pr);
-            log.push((p.estimator_json(), auc));
-            if best.as_ref().is_none_or(|(b, _)| auc > *b) {
-                best = Some((auc, p));
+    let mut best: Option<(f64, TrainParams, Scorer, Option<Growth>)> = None;
+    let mut best_index = 0;
+    for candidate in params.candidates(split.train.len(), positives) {
+        let settings = if candidate.common.search {
+            search_space(&candidate)
+        } else {
+            vec![candidate]
+        };
+        for p in settings {
+            let (scorer, growth) = fit(work, data, &split.train, &p, Some(&split.validation))?;
+            let (_, raw) = score(work, &scorer, data, &split.validation)?;
+            let auc = crate::metrics::auc(&y_val, &raw);
+            if params.common.search {
+                search_log
+                    .get_or_insert_with(Vec::new)
+                    .push((p.estimator_json(), auc));
+            }
+            candidates.push(Candidate {
+                algorithm: p.algorithm(),
+                params: p.estimator_json(),
+                validation_auc: auc,
+                rounds: growth.as_ref().and_then(|g| g.rounds_chosen),
+                chosen: false,
+            });
+            if best.as_ref().is_none_or(|b| auc > b.0 || b.0.is_nan()) {
+                best = Some((auc, p, scorer, growth));
+                best_index = candidates.len() - 1;
             }
         }
-        if let Some((_, p)) = best {
-            params = p;
-        }
-        search_log = Some(log);
     }
+    let (_, chosen, mut honest, honest_growth) =
+        best.ok_or_else(|| Error::Internal("no candidate was fitted".into()))?;
+    candidates[best_index].chosen = true;
 
-    let (scorer, growth) = fit(work, data, &train_rows, &params)?;
-    let (y, p) = score(work, &scorer, data, &holdout_rows)?;
-    let holdout = evaluate(&y, &p, params.common.threshold);
-    let importance = scorer.importance();
+    // calibration and threshold from the validation rows
+    let (_, raw_val) = score(work, &honest, data, &split.validation)?;
+    let calibrator = Calibrator::fit(&raw_val, &y_val);
+    honest.model.calibrator = calibrator.clone();
+    let (_, cal_val) = score(work, &honest, data, &split.validation)?;
+    let threshold = params
+        .common
+        .threshold
+        .unwrap_or_else(|| best_f1_threshold(&y_val, &cal_val));
 
+    // the honest figures: the holdout, never seen by the fit, the choice or calibration
+    let (y_hold, cal_hold) = score(work, &honest, data, &split.holdout)?;
+    let holdout = evaluate(&y_hold, &cal_hold, Some(threshold));
+    honest.model.calibrator = None;
+    let (_, raw_hold) = score(work, &honest, data, &split.holdout)?;
+    let holdout_brier_uncalibrated = brier(&y_hold, &raw_hold);
+    let reliability = reliability(&cal_hold, &y_hold);
+
+    let refit_params = for_refit(&chosen, honest_growth.as_ref());
     let extra =
         |k: usize, seed: u64, test_group: &dyn Fn(usize) -> bool| -> Result<Metrics, Error> {
-            let groups = user_groups(data, &train_rows, k, seed);
+            let groups = user_groups(data, &split.train, k, seed);
             let (mut fit_rows, mut test_rows) = (Vec::new(), Vec::new());
-            for (&i, &g) in train_rows.iter().zip(&groups) {
+            for (&i, &g) in split.train.iter().zip(&groups) {
                 if test_group(g) {
                     test_rows.push(i)
                 } else {
                     fit_rows.push(i)
                 }
             }
-            let (s, _) = fit(work, data, &fit_rows, &params)?;
+            let (s, _) = fit(work, data, &fit_rows, &refit_params, None)?;
             let (y, p) = score(work, &s, data, &test_rows)?;
             Ok(evaluate(&y, &p, params.common.threshold))
         };
@@ -588,24 +713,33 @@ pub fn train(
         ),
         _ => None,
     };
-    let split = match params.common.validation {
+    let split_metrics = match params.common.validation {
         Validation::Split => Some(extra(5, params.common.seed, &|g| g == 0)?),
         _ => None,
     };
 
-    let train_y: Vec<f64> = train_rows.iter().map(|&i| data.y[i]).collect();
-    let mut model = scorer.model;
-    model.threshold = holdout.threshold;
+    // the serving model: the chosen settings on the newest matured snapshots
+    let (serving, growth) = fit(work, data, &split.refit, &refit_params, None)?;
+    let importance = serving.importance();
+    let mut model = serving.model;
+    model.calibrator = calibrator;
+    model.threshold = threshold;
     let report = Report {
         holdout,
+        holdout_brier_uncalibrated,
+        reliability,
+        candidates,
         cross_validation,
-        split,
+        split: split_metrics,
         importance,
-        params: params.effective_json(),
+        params: refit_params.effective_json(),
         search: search_log,
-        train_rows: train_rows.len(),
-        train_positive_rate: train_y.iter().sum::<f64>() / train_y.len().max(1) as f64,
+        train_rows: split.train.len(),
+        validation_rows: split.validation.len(),
+        refit_rows: split.refit.len(),
+        train_positive_rate: positives as f64 / y_train.len().max(1) as f64,
         growth,
+        evaluation: "holdout figures of the fit on the training snapshots, chosen and calibrated on the validation snapshot; the serving model is that fit's settings refitted on the newest matured snapshots".into(),
     };
     Ok((model, report))
 }
@@ -659,11 +793,20 @@ pub(crate) mod tests_support {
         }
         d
     }
+
+    /// Roles for `synthetic` data: the last snapshot is the holdout, the one before the
+    /// validation snapshot, the rest training; the refit takes the last two.
+    pub(crate) fn split(data: &TrainingData) -> Split {
+        let n = data.snapshot.iter().max().map_or(0, |m| m + 1);
+        assert!(n >= 3, "synthetic splits need three snapshots");
+        let train: Vec<usize> = (0..n - 2).collect();
+        Split::by_snapshot(data, &train, n - 2, n - 1, &[n - 2, n - 1])
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::tests_support::synthetic;
+    use super::tests_support::{split, synthetic};
     use super::*;
 
     #[test]
@@ -674,9 +817,9 @@ mod tests {
             match &mut p.estimator {
                 params::Estimator::Gbm(g) => g.iterations = 60,
                 params::Estimator::RandomForest(f) => f.n_trees = 20,
-                params::Estimator::Logistic(_) => {}
+                _ => {}
             }
-            let (model, report) = train(&Work::unbounded(2), &data, &p).unwrap();
+            let (model, report) = train(&Work::unbounded(2), &data, &split(&data), &p).unwrap();
             assert!(
                 report.holdout.auc > 0.8,
                 "{algo:?} AUC {}",
@@ -699,12 +842,12 @@ mod tests {
         let mut p = TrainParams::defaults(Algorithm::Logistic);
         p.common.validation = Validation::CrossValidation;
         p.common.search = true;
-        let (_, r) = train(&Work::unbounded(2), &data, &p).unwrap();
+        let (_, r) = train(&Work::unbounded(2), &data, &split(&data), &p).unwrap();
         assert_eq!(r.cross_validation.as_ref().map(Vec::len), Some(5));
         assert_eq!(r.search.as_ref().map(Vec::len), Some(4));
         p.common.validation = Validation::Split;
         p.common.search = false;
-        let (_, r) = train(&Work::unbounded(2), &data, &p).unwrap();
+        let (_, r) = train(&Work::unbounded(2), &data, &split(&data), &p).unwrap();
         assert!(r.split.is_some());
     }
 
@@ -766,9 +909,10 @@ mod tests {
                     l.max_iterations = 100_000;
                     l.alpha = 1e-6;
                 }
+                params::Estimator::Auto => {}
             }
             assert_eq!(
-                train(&work, &data, &p).map(|_| ()),
+                train(&work, &data, &split(&data), &p).map(|_| ()),
                 Err(Error::Cancelled),
                 "{algo:?}"
             );
@@ -776,21 +920,81 @@ mod tests {
     }
 
     #[test]
-    fn single_class_and_single_snapshot_are_refused() {
-        let mut data = synthetic(100, 2, 3);
+    fn single_class_and_empty_roles_are_refused() {
+        let mut data = synthetic(100, 3, 3);
         let p = TrainParams::defaults(Algorithm::Logistic);
-        let one_snapshot = TrainingData {
-            snapshot: vec![0; data.y.len()],
-            ..data.clone()
+        let no_validation = Split {
+            validation: vec![],
+            ..split(&data)
         };
         assert!(matches!(
-            train(&Work::unbounded(1), &one_snapshot, &p),
+            train(&Work::unbounded(1), &data, &no_validation, &p),
             Err(Error::NotEnoughData(_))
         ));
         data.y.iter_mut().for_each(|y| *y = 0.0);
         assert!(matches!(
-            train(&Work::unbounded(1), &data, &p),
+            train(&Work::unbounded(1), &data, &split(&data), &p),
             Err(Error::NotEnoughData(_))
         ));
+    }
+
+    #[test]
+    fn auto_tries_three_algorithms_and_keeps_the_best_on_validation() {
+        let data = synthetic(600, 4, 5);
+        let p = TrainParams::from_json(Algorithm::Auto, &serde_json::json!({})).unwrap();
+        let (model, r) = train(&Work::unbounded(2), &data, &split(&data), &p).unwrap();
+        let algos: Vec<Algorithm> = r.candidates.iter().map(|c| c.algorithm).collect();
+        assert_eq!(
+            algos,
+            vec![Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic]
+        );
+        let best = r
+            .candidates
+            .iter()
+            .max_by(|a, b| a.validation_auc.total_cmp(&b.validation_auc))
+            .unwrap();
+        assert_eq!(model.algorithm, best.algorithm);
+        assert!(best.chosen);
+        assert_eq!(r.candidates.iter().filter(|c| c.chosen).count(), 1);
+        assert!(r.candidates[0].rounds.is_some(), "gbm stops early");
+        // the serving model learns from the refit rows, the figures come from the train rows
+        let s = split(&data);
+        assert_eq!((r.train_rows, r.refit_rows), (s.train.len(), s.refit.len()));
+        assert_eq!(r.validation_rows, s.validation.len());
+        assert!(r.holdout.auc > 0.8, "{}", r.holdout.auc);
+    }
+
+    #[test]
+    fn scores_are_calibrated_and_the_reliability_table_is_reported() {
+        let data = synthetic(800, 4, 6);
+        let mut p = TrainParams::defaults(Algorithm::RandomForest);
+        if let params::Estimator::RandomForest(f) = &mut p.estimator {
+            f.n_trees = 20;
+        }
+        let (model, r) = train(&Work::unbounded(2), &data, &split(&data), &p).unwrap();
+        assert!(model.calibrator.is_some());
+        assert_eq!(r.reliability.len(), 10);
+        assert_eq!(
+            r.reliability.iter().map(|b| b.users).sum::<usize>(),
+            split(&data).holdout.len()
+        );
+        // calibration on the validation snapshot does not make the holdout worse
+        assert!(
+            r.holdout.brier <= r.holdout_brier_uncalibrated + 0.01,
+            "{} vs {}",
+            r.holdout.brier,
+            r.holdout_brier_uncalibrated
+        );
+        // calibrated: mean predicted and observed rate agree overall
+        let (p_sum, o_sum, n): (f64, f64, f64) =
+            r.reliability.iter().fold((0.0, 0.0, 0.0), |a, b| {
+                let u = b.users as f64;
+                (
+                    a.0 + b.mean_predicted * u,
+                    a.1 + b.observed_rate * u,
+                    a.2 + u,
+                )
+            });
+        assert!((p_sum / n - o_sum / n).abs() < 0.05);
     }
 }

@@ -8,15 +8,25 @@ use serde_json::{Map, Value};
 
 use crate::Error;
 
+/// Serialised by name in snake case (as `as_str`) in JSON; bincode stores the variant
+/// index, so new variants go last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     Gbm,
     RandomForest,
     Logistic,
+    /// Fit each of the three and keep the best on the validation snapshot.
+    Auto,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 3] = [Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic];
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::Auto,
+        Algorithm::Gbm,
+        Algorithm::RandomForest,
+        Algorithm::Logistic,
+    ];
 
     pub fn parse(s: &str) -> Result<Algorithm, Error> {
         Algorithm::ALL
@@ -25,7 +35,7 @@ impl Algorithm {
             .ok_or_else(|| {
                 bad(
                     "algorithm",
-                    format!("unknown algorithm \"{s}\"; use gbm, random_forest or logistic"),
+                    format!("unknown algorithm \"{s}\"; use auto, gbm, random_forest or logistic"),
                 )
             })
     }
@@ -35,6 +45,7 @@ impl Algorithm {
             Algorithm::Gbm => "gbm",
             Algorithm::RandomForest => "random_forest",
             Algorithm::Logistic => "logistic",
+            Algorithm::Auto => "auto",
         }
     }
 }
@@ -69,7 +80,7 @@ pub enum DeployPolicy {
 pub struct Common {
     /// Project onto this many principal components first.
     pub pca: Option<usize>,
-    /// The decision threshold; by default the one that maximises F1 on the holdout.
+    /// The decision threshold; by default the one that maximises F1 on the validation snapshot.
     pub threshold: Option<f64>,
     /// Pick the best candidate of the documented search space first.
     pub search: bool,
@@ -100,7 +111,10 @@ impl Default for Common {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Gbm {
+    /// Rounds at most; early stopping on the validation snapshot usually ends sooner.
     pub iterations: usize,
+    /// Stop after this many rounds without a better validation log loss (0: never).
+    pub early_stopping_rounds: usize,
     pub learning_rate: f64,
     pub max_depth: usize,
     pub min_leaf_weight: f64,
@@ -111,12 +125,38 @@ pub struct Gbm {
 impl Default for Gbm {
     fn default() -> Self {
         Gbm {
-            iterations: 200,
-            learning_rate: 0.1,
-            max_depth: 5,
+            iterations: 1000,
+            early_stopping_rounds: 50,
+            learning_rate: 0.05,
+            max_depth: 4,
             min_leaf_weight: 1.0,
-            subsample: 1.0,
+            subsample: 0.8,
             l2: 1.0,
+        }
+    }
+}
+
+impl Gbm {
+    /// The defaults for `rows` training rows with `positives` positive labels, before the
+    /// caller's own settings: shallower trees and heavier leaves for less data, so that a
+    /// small, sparse shop is not overfitted (documented in the README).
+    pub fn scaled(rows: usize, positives: usize) -> Gbm {
+        let minority = positives.min(rows.saturating_sub(positives));
+        Gbm {
+            max_depth: match minority {
+                0..=999 => 3,
+                1000..=19_999 => 4,
+                _ => 5,
+            },
+            // a leaf must hold about a 400th of the minority class (hessians are at most 1/4)
+            min_leaf_weight: (minority as f64 / 1600.0).max(1.0),
+            // leaf values shrink harder when there are few positives to estimate them from
+            l2: match minority {
+                0..=999 => 5.0,
+                1000..=19_999 => 2.0,
+                _ => 1.0,
+            },
+            ..Gbm::default()
         }
     }
 }
@@ -146,6 +186,18 @@ impl Default for Forest {
     }
 }
 
+impl Forest {
+    /// The defaults for `rows` training rows: leaves of at least a thousandth of the rows
+    /// (5 at least), and depth 8, or 10 from 50,000 rows.
+    pub fn scaled(rows: usize) -> Forest {
+        Forest {
+            max_depth: if rows >= 50_000 { 10 } else { 8 },
+            min_leaf_weight: (rows as f64 / 1000.0).max(5.0),
+            ..Forest::default()
+        }
+    }
+}
+
 /// L2-penalised logistic regression (linfa-logistic).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -169,6 +221,8 @@ pub enum Estimator {
     Gbm(Gbm),
     RandomForest(Forest),
     Logistic(Logistic),
+    /// The automatic choice among the three, each with its scaled defaults.
+    Auto,
 }
 
 /// Everything `train()` was asked for.
@@ -176,6 +230,8 @@ pub enum Estimator {
 pub struct TrainParams {
     pub common: Common,
     pub estimator: Estimator,
+    /// The keys the caller set: scaled defaults never replace these.
+    pub explicit: Vec<String>,
 }
 
 impl TrainParams {
@@ -186,7 +242,9 @@ impl TrainParams {
                 Algorithm::Gbm => Estimator::Gbm(Gbm::default()),
                 Algorithm::RandomForest => Estimator::RandomForest(Forest::default()),
                 Algorithm::Logistic => Estimator::Logistic(Logistic::default()),
+                Algorithm::Auto => Estimator::Auto,
             },
+            explicit: Vec::new(),
         }
     }
 
@@ -195,6 +253,36 @@ impl TrainParams {
             Estimator::Gbm(_) => Algorithm::Gbm,
             Estimator::RandomForest(_) => Algorithm::RandomForest,
             Estimator::Logistic(_) => Algorithm::Logistic,
+            Estimator::Auto => Algorithm::Auto,
+        }
+    }
+
+    /// What to fit for `rows` training rows with `positives` positive labels: the three
+    /// algorithms for auto, else this one; each with the defaults scaled to the data
+    /// wherever the caller set nothing.
+    pub fn candidates(&self, rows: usize, positives: usize) -> Vec<TrainParams> {
+        let with = |estimator: Estimator| TrainParams {
+            common: self.common.clone(),
+            estimator,
+            explicit: self.explicit.clone(),
+        };
+        match &self.estimator {
+            Estimator::Auto => vec![
+                with(Estimator::Gbm(Gbm::scaled(rows, positives))),
+                with(Estimator::RandomForest(Forest::scaled(rows))),
+                with(Estimator::Logistic(Logistic::default())),
+            ],
+            Estimator::Gbm(g) => vec![with(Estimator::Gbm(overlay(
+                Gbm::scaled(rows, positives),
+                g,
+                &self.explicit,
+            )))],
+            Estimator::RandomForest(f) => vec![with(Estimator::RandomForest(overlay(
+                Forest::scaled(rows),
+                f,
+                &self.explicit,
+            )))],
+            Estimator::Logistic(_) => vec![self.clone()],
         }
     }
 
@@ -237,7 +325,9 @@ impl TrainParams {
                 Algorithm::Gbm => Estimator::Gbm(read(own)?),
                 Algorithm::RandomForest => Estimator::RandomForest(read(own)?),
                 Algorithm::Logistic => Estimator::Logistic(read(own)?),
+                Algorithm::Auto => Estimator::Auto,
             },
+            explicit: obj.keys().cloned().collect(),
         };
         p.validate()?;
         Ok(p)
@@ -256,8 +346,15 @@ impl TrainParams {
         range("snapshot_days", c.snapshot_days as f64, 1.0, 60.0)?;
         range("seed", c.seed as f64, 0.0, i64::MAX as f64)?;
         match &self.estimator {
+            Estimator::Auto => Ok(()),
             Estimator::Gbm(g) => {
                 range("iterations", g.iterations as f64, 1.0, 5000.0)?;
+                range(
+                    "early_stopping_rounds",
+                    g.early_stopping_rounds as f64,
+                    0.0,
+                    5000.0,
+                )?;
                 range("learning_rate", g.learning_rate, 1e-4, 1.0)?;
                 range("max_depth", g.max_depth as f64, 1.0, 20.0)?;
                 range("min_leaf_weight", g.min_leaf_weight, 0.0, 1e6)?;
@@ -299,6 +396,7 @@ impl TrainParams {
             Estimator::Gbm(g) => serde_json::to_value(g),
             Estimator::RandomForest(f) => serde_json::to_value(f),
             Estimator::Logistic(l) => serde_json::to_value(l),
+            Estimator::Auto => Ok(Value::Object(Map::new())),
         }
         .unwrap_or(Value::Null)
     }
@@ -317,7 +415,27 @@ fn keys_of_estimator(algorithm: Algorithm) -> Vec<String> {
         Algorithm::Gbm => keys_of(&Gbm::default()),
         Algorithm::RandomForest => keys_of(&Forest::default()),
         Algorithm::Logistic => keys_of(&Logistic::default()),
+        Algorithm::Auto => Vec::new(),
     }
+}
+
+/// `scaled` with every key the caller set taken from `asked`.
+fn overlay<T: Serialize + for<'de> Deserialize<'de> + Clone>(
+    scaled: T,
+    asked: &T,
+    explicit: &[String],
+) -> T {
+    let (Ok(Value::Object(mut base)), Ok(Value::Object(own))) =
+        (serde_json::to_value(&scaled), serde_json::to_value(asked))
+    else {
+        return asked.clone();
+    };
+    for k in explicit {
+        if let Some(v) = own.get(k) {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(Value::Object(base)).unwrap_or_else(|_| asked.clone())
 }
 
 /// One settings struct from its keys; a wrong type names the key.
@@ -354,7 +472,7 @@ mod tests {
         let Estimator::Gbm(g) = &p.estimator else {
             panic!("{p:?}")
         };
-        assert_eq!((g.iterations, g.learning_rate, g.max_depth), (50, 0.2, 5));
+        assert_eq!((g.iterations, g.learning_rate, g.max_depth), (50, 0.2, 4));
         assert_eq!(p.common.seed, 7);
         let p = TrainParams::from_json(Algorithm::Logistic, &json!({})).unwrap();
         assert_eq!(p.estimator, Estimator::Logistic(Logistic::default()));
@@ -365,9 +483,42 @@ mod tests {
         .unwrap();
         assert_eq!(p.common.validation, Validation::CrossValidation);
         assert_eq!(p.common.deploy, DeployPolicy::Never);
-        // stored parameters read back to the same thing
+        // stored parameters read back to the same settings
         let again = TrainParams::from_json(p.algorithm(), &p.effective_json()).unwrap();
-        assert_eq!(again, p);
+        assert_eq!((again.common, again.estimator), (p.common, p.estimator));
+    }
+
+    #[test]
+    fn defaults_scale_with_the_data_but_never_override_the_caller() {
+        let p = TrainParams::from_json(Algorithm::Gbm, &json!({"max_depth": 7})).unwrap();
+        let Estimator::Gbm(g) = &p.candidates(100_000, 30_000)[0].estimator else {
+            panic!()
+        };
+        assert_eq!(g.max_depth, 7, "the caller's depth stays");
+        assert!(
+            g.min_leaf_weight > 10.0,
+            "scaled to 30,000 positives: {g:?}"
+        );
+        let Estimator::Gbm(small) =
+            &TrainParams::defaults(Algorithm::Gbm).candidates(2000, 300)[0].estimator
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (small.max_depth, small.min_leaf_weight, small.l2),
+            (3, 1.0, 5.0)
+        );
+        let auto = TrainParams::from_json(Algorithm::Auto, &json!({"seed": 3})).unwrap();
+        let algos: Vec<Algorithm> = auto
+            .candidates(1000, 100)
+            .iter()
+            .map(|c| c.algorithm())
+            .collect();
+        assert_eq!(
+            algos,
+            vec![Algorithm::Gbm, Algorithm::RandomForest, Algorithm::Logistic]
+        );
+        assert!(TrainParams::from_json(Algorithm::Auto, &json!({"iterations": 5})).is_err());
     }
 
     #[test]

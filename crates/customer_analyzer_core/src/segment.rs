@@ -59,6 +59,129 @@ impl SegAlgorithm {
     }
 }
 
+/// What the clustering sees of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// Every numeric feature (scaled, skewed ones logged).
+    Behaviour,
+    /// Recency, frequency and monetary value plus tenure, logged and scaled: the classic
+    /// customer-value picture, four inputs that separate well.
+    Rfm,
+}
+
+impl View {
+    pub const ALL: [View; 2] = [View::Rfm, View::Behaviour];
+
+    pub fn parse(s: &str) -> Result<View, Error> {
+        match s {
+            "rfm" => Ok(View::Rfm),
+            "behaviour" | "behavior" => Ok(View::Behaviour),
+            other => Err(bad(
+                "view",
+                format!("unknown view \"{other}\"; use rfm or behaviour (leave it out to keep the one that separates better)"),
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::Behaviour => "behaviour",
+            View::Rfm => "rfm",
+        }
+    }
+}
+
+/// The features the RFM view reads, and the inputs it makes of them.
+const RFM_SOURCES: [&str; 4] = [
+    "days_since_last_activity",
+    "days_since_registration",
+    "purchase_count",
+    "total_spent",
+];
+const RFM_INPUTS: [&str; 4] = ["recency_days", "frequency", "monetary", "tenure_days"];
+
+/// How a view turns a row of numeric features into clustering inputs; stored with the
+/// segmentation so that `assign` sees what the clustering saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    pub view: View,
+    /// Positions of the view's source features in the numeric row (RFM_SOURCES order).
+    positions: Vec<usize>,
+}
+
+impl Inputs {
+    /// Every numeric feature as it is: what segmentations stored before views existed.
+    pub fn all_features() -> Inputs {
+        Inputs {
+            view: View::Behaviour,
+            positions: Vec::new(),
+        }
+    }
+
+    pub fn new(view: View, numeric_names: &[String]) -> Result<Inputs, Error> {
+        let positions = match view {
+            View::Behaviour => Vec::new(),
+            View::Rfm => RFM_SOURCES
+                .iter()
+                .map(|s| {
+                    numeric_names.iter().position(|n| n == s).ok_or_else(|| {
+                        Error::Internal(format!("the RFM view needs the feature {s}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Inputs { view, positions })
+    }
+
+    /// The view's inputs of one user. RFM: log(1 + days) since the last activity (a user
+    /// never active counts as inactive since registration), log(1 + purchases), log(1 +
+    /// spend) (no purchase: 0) and days since registration.
+    pub fn row(&self, numeric: &[f64]) -> Vec<f64> {
+        match self.view {
+            View::Behaviour => numeric.to_vec(),
+            View::Rfm => {
+                let at = |i: usize| {
+                    self.positions
+                        .get(i)
+                        .and_then(|&p| numeric.get(p))
+                        .copied()
+                        .unwrap_or(f64::NAN)
+                };
+                let or = |v: f64, d: f64| if v.is_finite() { v } else { d };
+                let tenure = or(at(1), 0.0).max(0.0);
+                vec![
+                    or(at(0), tenure).max(0.0).ln_1p(),
+                    or(at(2), 0.0).max(0.0).ln_1p(),
+                    or(at(3), 0.0).max(0.0).ln_1p(),
+                    tenure,
+                ]
+            }
+        }
+    }
+
+    /// The inputs of every row of `frame`, as a numeric frame.
+    pub fn frame(&self, frame: &Frame) -> Frame {
+        let numeric_names: Vec<String> = match self.view {
+            View::Behaviour => frame.numeric_names.clone(),
+            View::Rfm => RFM_INPUTS.iter().map(|s| s.to_string()).collect(),
+        };
+        let numeric = match self.view {
+            View::Behaviour => frame.numeric.clone(),
+            View::Rfm => (0..frame.rows)
+                .flat_map(|i| self.row(frame.numeric_row(i)))
+                .collect(),
+        };
+        Frame {
+            numeric_names,
+            categorical_names: Vec::new(),
+            numeric,
+            categorical: Vec::new(),
+            rows: frame.rows,
+        }
+    }
+}
+
 fn bad(name: &'static str, message: String) -> Error {
     Error::InvalidParameter { name, message }
 }
@@ -66,6 +189,8 @@ fn bad(name: &'static str, message: String) -> Error {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegParams {
     pub algorithm: SegAlgorithm,
+    /// None: both views are clustered and the one with the higher silhouette kept.
+    pub view: Option<View>,
     pub k: Option<usize>,
     pub eps: Option<f64>,
     pub min_points: usize,
@@ -90,6 +215,7 @@ impl SegParams {
             _ => return Err(bad("params", "params must be a JSON object".into())),
         };
         let allowed = [
+            "view",
             "eps",
             "min_points",
             "pca",
@@ -160,8 +286,19 @@ impl SegParams {
         } else {
             5000
         };
+        let view = match obj.get("view") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(v)) => Some(View::parse(v)?),
+            Some(v) => {
+                return Err(bad(
+                    "view",
+                    format!("view must be \"rfm\" or \"behaviour\", got {v}"),
+                ))
+            }
+        };
         Ok(SegParams {
             algorithm,
+            view,
             k,
             eps,
             min_points: int("min_points", 1, 10_000)?.unwrap_or(10) as usize,
@@ -222,6 +359,10 @@ pub struct Quality {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Segmentation {
     pub algorithm: SegAlgorithm,
+    /// The view clustered and how it reads a user's features.
+    pub inputs: Inputs,
+    /// The silhouette of each view tried when the view was chosen.
+    pub view_silhouettes: Vec<(View, f64)>,
     pub preprocessor: Preprocessor,
     /// Centres of the non-noise segments, in the preprocessed space, by segment id.
     pub centres: Vec<Vec<f64>>,
@@ -266,7 +407,11 @@ impl Segmentation {
 
     /// Assigns one user from raw features, without re-clustering.
     pub fn assign(&self, numeric: &[f64], categorical: &[Option<String>]) -> (usize, f64) {
-        self.place(&self.preprocessor.transform_row(numeric, categorical))
+        self.place(
+            &self
+                .preprocessor
+                .transform_row(&self.inputs.row(numeric), categorical),
+        )
     }
 }
 
@@ -303,12 +448,83 @@ pub fn name_segment(
     } else {
         "Needs attention"
     };
-    let description = format!(
+    let mut description = format!(
         "{size} users ({:.1}%): last active {r:.1} days ago on average (all users {rp:.1}); {f:.1} purchases and {m:.0} spent \
          (all users {fp:.1} and {mp:.0}); registered {age:.0} days ago; {views:.0} product views; price level {price:.2} of the category mean.",
         share * 100.0
     );
+    if name == "Needs attention" {
+        let below: Vec<&str> = [
+            (r > rp, "longer since the last visit"),
+            (f < fp, "fewer purchases"),
+            (m < mp, "less spend"),
+            (views < viewsp, "fewer product views"),
+        ]
+        .iter()
+        .filter(|(is, _)| *is)
+        .map(|(_, what)| *what)
+        .collect();
+        description.push_str(&if below.is_empty() {
+            " Close to the average user on every count; no stronger rule fits.".to_string()
+        } else {
+            format!(" Below the average user: {}.", below.join(", "))
+        });
+    }
     (name.to_string(), description)
+}
+
+/// Names every segment, in order (largest first), by `name_segment`. A segment whose
+/// base name an earlier one already took gets the more specific name its profile fits
+/// most strongly and no segment has yet: by price level (Bargain hunters, Premium
+/// buyers), tenure (Promising new, Long-standing) or recency (Recently active,
+/// Hibernating); only when none fits or all are taken is the base name numbered.
+/// `segments` holds (profile, size, share, noise).
+pub fn name_segments(
+    segments: &[(Vec<f64>, usize, f64, bool)],
+    population: &[f64],
+) -> Vec<(String, String)> {
+    let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+    let mut taken: std::collections::HashSet<String> = Default::default();
+    let mut numbered: std::collections::HashMap<String, usize> = Default::default();
+    let mut out = Vec::with_capacity(segments.len());
+    for (profile, size, share, noise) in segments {
+        let (base, description) = name_segment(profile, population, *size, *share, *noise);
+        let mut name = base.clone();
+        if taken.contains(&base) && !noise {
+            // (name, strength, least strength): how far the profile is from the average
+            // user on that count, in log ratio; a trait counts from 10% off (price level)
+            // or 30% off (tenure, recency)
+            let ratio = |i: usize| (at(profile, i) / at(population, i)).ln();
+            let price = at(profile, 5).ln();
+            let (slight, clear) = (1.1f64.ln(), 1.3f64.ln());
+            let mut specific: Vec<(&str, f64)> = [
+                ("Bargain hunters", -price, slight),
+                ("Premium buyers", price, slight),
+                ("Promising new", -ratio(3), clear),
+                ("Long-standing", ratio(3), clear),
+                ("Recently active", -ratio(0), clear),
+                ("Hibernating", ratio(0), clear),
+            ]
+            .into_iter()
+            .filter(|(n, strength, least)| {
+                strength.is_finite() && strength >= least && !taken.contains(*n)
+            })
+            .map(|(n, strength, _)| (n, strength))
+            .collect();
+            specific.sort_by(|a, b| b.1.total_cmp(&a.1));
+            name = match specific.first() {
+                Some((n, _)) => n.to_string(),
+                None => {
+                    let k = numbered.entry(base.clone()).or_insert(1);
+                    *k += 1;
+                    format!("{base} {k}")
+                }
+            };
+        }
+        taken.insert(name.clone());
+        out.push((name, description));
+    }
+    out
 }
 
 fn column_means(frame: &Frame, rows: &[usize], cols: &[Option<usize>]) -> Vec<f64> {
@@ -818,39 +1034,78 @@ pub fn segment_bytes(n: usize, w: usize) -> usize {
     n * (w * 8 * 4 + 64)
 }
 
-/// Clusters every row of `frame` (numeric features only). Returns the segmentation and,
-/// per row, (segment id, distance to the segment centre).
+/// Clusters every row of `frame` (numeric features only) in the view the parameters
+/// name, or in each view, keeping the one with the higher silhouette. Returns the
+/// segmentation and, per row, (segment id, distance to the segment centre).
 pub fn segment(
     work: &Work,
     frame: &Frame,
     params: &SegParams,
 ) -> Result<(Segmentation, Vec<(usize, f64)>), Error> {
-    let n = frame.rows;
     work.reserve(
         "segmenting the users",
-        segment_bytes(n, frame.numeric_names.len()),
+        segment_bytes(frame.rows, frame.numeric_names.len()),
     )?;
-    let numeric_only = Frame {
-        numeric_names: frame.numeric_names.clone(),
-        categorical_names: Vec::new(),
-        numeric: frame.numeric.clone(),
-        categorical: Vec::new(),
-        rows: n,
+    let views = match params.view {
+        Some(v) => vec![v],
+        None => View::ALL.to_vec(),
     };
+    let mut tried = Vec::new();
+    let mut best: Option<(Segmentation, Vec<(usize, f64)>)> = None;
+    let mut failure = None;
+    for view in views {
+        let (seg, rows) = match segment_view(work, frame, params, view) {
+            Ok(r) => r,
+            // when choosing, a view in which the algorithm finds nothing is passed over
+            Err(Error::NotEnoughData(m)) if params.view.is_none() => {
+                tried.push((view, f64::NAN));
+                failure = Some(Error::NotEnoughData(m));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let sil = seg.quality.silhouette;
+        tried.push((view, sil));
+        let better = best.as_ref().is_none_or(|(b, _)| {
+            sil.is_finite() && (b.quality.silhouette.is_nan() || sil > b.quality.silhouette)
+        });
+        if better {
+            best = Some((seg, rows));
+        }
+    }
+    let (mut seg, rows) = best.ok_or_else(|| {
+        failure.unwrap_or_else(|| Error::Internal("no view was clustered".into()))
+    })?;
+    seg.view_silhouettes = tried;
+    Ok((seg, rows))
+}
+
+/// [`segment`] in one view.
+fn segment_view(
+    work: &Work,
+    frame: &Frame,
+    params: &SegParams,
+    view: View,
+) -> Result<(Segmentation, Vec<(usize, f64)>), Error> {
+    let n = frame.rows;
+    let inputs = Inputs::new(view, &frame.numeric_names)?;
+    let view_frame = inputs.frame(frame);
     let options = PreprocessOptions {
-        log_transform: true,
+        // the RFM inputs are logged already
+        log_transform: view == View::Behaviour,
         impute: true,
         scale: true,
         one_hot: false,
         max_categories: 0,
-        max_correlation: Some(0.95),
+        // the four RFM inputs are all kept; among all features, near-copies are dropped
+        max_correlation: (view == View::Behaviour).then_some(0.95),
         pca_components: params.pca,
     };
     work.checkpoint()?;
-    let preprocessor = Preprocessor::fit(&numeric_only, &options)?;
+    let preprocessor = Preprocessor::fit(&view_frame, &options)?;
     work.checkpoint()?;
-    let x = work.install(|| preprocessor.transform(&numeric_only));
-    drop(numeric_only);
+    let x = work.install(|| preprocessor.transform(&view_frame));
+    drop(view_frame);
     let d = preprocessor.n_outputs();
     let all: Vec<usize> = (0..n).collect();
     let sil_rows = seeded_sample(n, params.silhouette_sample, params.seed ^ 0x5117);
@@ -921,31 +1176,34 @@ pub fn segment(
     for (i, r) in raw.iter().enumerate() {
         members[r.0].push(i);
     }
-    let mut used: std::collections::HashMap<String, usize> = Default::default();
-    let segments: Vec<Segment> = members
+    let described: Vec<(Vec<f64>, usize, f64, bool)> = members
         .iter()
         .enumerate()
         .map(|(id, rows)| {
-            let profile = column_means(frame, rows, &profile_cols);
-            let share = rows.len() as f64 / n as f64;
-            let noise = Some(id) == noise_new;
-            let (mut name, description) =
-                name_segment(&profile, &population, rows.len(), share, noise);
-            let count = used.entry(name.clone()).or_insert(0);
-            *count += 1;
-            if *count > 1 {
-                name = format!("{name} {count}");
-            }
-            Segment {
+            (
+                column_means(frame, rows, &profile_cols),
+                rows.len(),
+                rows.len() as f64 / n as f64,
+                Some(id) == noise_new,
+            )
+        })
+        .collect();
+    let names = name_segments(&described, &population);
+    let segments: Vec<Segment> = described
+        .into_iter()
+        .zip(names)
+        .enumerate()
+        .map(
+            |(id, ((profile, size, share, noise), (name, description)))| Segment {
                 id,
                 name,
                 description,
-                size: rows.len(),
+                size,
                 share,
                 profile,
                 noise,
-            }
-        })
+            },
+        )
         .collect();
 
     let labels: Vec<Option<usize>> = raw
@@ -971,6 +1229,8 @@ pub fn segment(
     Ok((
         Segmentation {
             algorithm: params.algorithm,
+            inputs,
+            view_silhouettes: Vec::new(),
             preprocessor,
             centres,
             radius,
@@ -1144,6 +1404,123 @@ mod tests {
             d.starts_with("10 users (10.0%)") && d.contains("last active 5.0 days ago"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn duplicate_names_give_way_to_a_more_specific_one() {
+        let pop = [20.0, 4.0, 400.0, 100.0, 50.0, 1.0];
+        // two segments the rule calls "Needs attention", the smaller one with cheap
+        // products: it becomes the bargain hunters, and says what is below average
+        let attention = vec![25.0, 3.0, 300.0, 120.0, 40.0, 1.0];
+        let cheap = vec![24.0, 2.8, 280.0, 110.0, 45.0, 0.81];
+        let plain = vec![23.0, 3.1, 310.0, 100.0, 40.0, 1.0];
+        let names = name_segments(
+            &[
+                (attention.clone(), 30, 0.3, false),
+                (cheap, 20, 0.2, false),
+                (plain, 10, 0.1, false),
+                (pop.to_vec(), 2, 0.02, true),
+            ],
+            &pop,
+        );
+        let n: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            n,
+            [
+                "Needs attention",
+                "Bargain hunters",
+                "Needs attention 2",
+                "Outliers"
+            ]
+        );
+        assert!(
+            names[0].1.contains("Below the average user: longer since the last visit, fewer purchases, less spend, fewer product views"),
+            "{}",
+            names[0].1
+        );
+        // tenure and recency: the stronger trait names the segment
+        let old_timers = vec![15.0, 5.0, 450.0, 200.0, 50.0, 1.0];
+        let names = name_segments(
+            &[
+                (vec![15.0, 5.0, 450.0, 120.0, 50.0, 1.0], 30, 0.3, false),
+                (old_timers, 20, 0.2, false),
+            ],
+            &pop,
+        );
+        assert_eq!(names[0].0, "Loyal");
+        assert_eq!(names[1].0, "Long-standing");
+    }
+
+    #[test]
+    fn views_read_the_features_they_name() {
+        let f = blobs(40, 3);
+        let rfm = Inputs::new(View::Rfm, &f.numeric_names).unwrap();
+        let row = f.numeric_row(0);
+        // recency, frequency, monetary, tenure
+        let l = |v: f64| v.ln_1p();
+        assert_eq!(rfm.row(row), vec![l(row[0]), l(row[1]), l(row[2]), row[3]]);
+        // never active: inactive since registration; no purchase: zero
+        let mut gaps = row.to_vec();
+        gaps[0] = f64::NAN;
+        gaps[1] = f64::NAN;
+        assert_eq!(rfm.row(&gaps), vec![l(row[3]), 0.0, l(row[2]), row[3]]);
+        assert_eq!(Inputs::all_features().row(row), row.to_vec());
+        for view in View::ALL {
+            let mut p = params(SegAlgorithm::KMeans, Some(3), f.rows);
+            p.view = Some(view);
+            let (s, rows) = segment(&Work::unbounded(2), &f, &p).unwrap();
+            assert_eq!(s.inputs.view, view);
+            assert_eq!(s.view_silhouettes.len(), 1);
+            // a user is placed the same way by assign() as by the clustering
+            for i in [0, 45, 100] {
+                assert_eq!(
+                    s.assign(f.numeric_row(i), &[]).0,
+                    rows[i].0,
+                    "{view:?} row {i}"
+                );
+            }
+        }
+        // left out, both views are tried and the better kept
+        let (s, _) = segment(
+            &Work::unbounded(2),
+            &f,
+            &params(SegAlgorithm::KMeans, Some(3), f.rows),
+        )
+        .unwrap();
+        assert_eq!(s.view_silhouettes.len(), 2);
+        let best = s
+            .view_silhouettes
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert_eq!(s.inputs.view, best.0);
+        assert!(View::parse("colour").is_err());
+    }
+
+    #[test]
+    fn format_1_segmentations_still_decode() {
+        use crate::codec::{decode, v1, Payload, MAGIC};
+        let f = blobs(30, 4);
+        let mut p = params(SegAlgorithm::KMeans, Some(3), f.rows);
+        p.view = Some(View::Behaviour);
+        let (s, rows) = segment(&Work::unbounded(1), &f, &p).unwrap();
+        let old = v1::Payload::Segmentation(v1::Segmentation {
+            algorithm: s.algorithm,
+            preprocessor: s.preprocessor.clone(),
+            centres: s.centres.clone(),
+            radius: s.radius.clone(),
+            segments: s.segments.clone(),
+            quality: s.quality.clone(),
+            population: s.population.clone(),
+        });
+        let mut blob = MAGIC.to_vec();
+        blob.extend_from_slice(&1u16.to_le_bytes());
+        blob.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        let Ok(Payload::Segmentation(read)) = decode(&blob) else {
+            panic!("not a segmentation")
+        };
+        assert_eq!(read.inputs, Inputs::all_features());
+        assert_eq!(read.assign(f.numeric_row(7), &[]).0, rows[7].0);
     }
 
     #[test]

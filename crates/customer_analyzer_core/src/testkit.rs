@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::events::{Event, MICROS_PER_DAY, MICROS_PER_MINUTE};
 use crate::features::{compute_features, FeatureVector, Product, ProductTable, UserRecord};
+use crate::snapshots::History;
 
 #[derive(Debug, Clone)]
 pub struct RawUser {
@@ -210,35 +211,45 @@ impl RawShop {
         }))
     }
 
+    /// Every user's record and readable events (those with a time), with the rules of
+    /// `events` applied, and the product table.
+    pub fn histories(&self) -> (Vec<History>, ProductTable) {
+        let histories = self
+            .users
+            .iter()
+            .map(|u| History {
+                user: UserRecord {
+                    user_id: u.id,
+                    registered_at: u.registered_at,
+                    status: u.status.clone(),
+                    has_username: Some(u.username.as_deref().is_some_and(|s| !s.is_empty())),
+                },
+                events: self
+                    .events
+                    .iter()
+                    .filter(|e| e.user_id == Some(u.id))
+                    .filter_map(|e| {
+                        let data: Value = match &e.data {
+                            Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+                            None => Value::Null,
+                        };
+                        Some(Event::from_raw(e.at?, &e.event_type, &data))
+                    })
+                    .collect(),
+            })
+            .collect();
+        (histories, self.product_table())
+    }
+
     /// The reference features of every user as of `as_of`, by user id.
     pub fn reference_features(&self, as_of: i64, with_products: bool) -> Vec<FeatureVector> {
-        let table = self.product_table();
-        let mut out = Vec::new();
-        for u in &self.users {
-            let events: Vec<Event> = self
-                .events
-                .iter()
-                .filter(|e| e.user_id == Some(u.id))
-                .filter_map(|e| {
-                    let data: Value = match &e.data {
-                        Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
-                        None => Value::Null,
-                    };
-                    Some(Event::from_raw(e.at?, &e.event_type, &data))
-                })
-                .collect();
-            let record = UserRecord {
-                user_id: u.id,
-                registered_at: u.registered_at,
-                status: u.status.clone(),
-                has_username: Some(u.username.as_deref().is_some_and(|s| !s.is_empty())),
-            };
-            if let Some(f) =
-                compute_features(as_of, &record, &events, with_products.then_some(&table))
-            {
-                out.push(f);
-            }
-        }
+        let (histories, table) = self.histories();
+        let mut out: Vec<FeatureVector> = histories
+            .iter()
+            .filter_map(|h| {
+                compute_features(as_of, &h.user, &h.events, with_products.then_some(&table))
+            })
+            .collect();
         out.sort_by_key(|f| f.user_id);
         out
     }

@@ -41,6 +41,28 @@ pub struct Growth {
     pub stopped_at_size_limit: bool,
     /// Bytes of the grown trees as stored.
     pub model_bytes: usize,
+    /// With early stopping: the number of rounds with the best validation log loss,
+    /// which the model keeps.
+    #[serde(default)]
+    pub rounds_chosen: Option<usize>,
+}
+
+/// Rows the trees are checked on while they grow: row-major inputs, their count, labels.
+pub struct Validation<'a> {
+    pub x: &'a [f64],
+    pub rows: usize,
+    pub y: &'a [f64],
+}
+
+fn log_loss_of_margins(y: &[f64], margin: &[f64]) -> f64 {
+    y.iter()
+        .zip(margin)
+        .map(|(y, m)| {
+            let p = (1.0 / (1.0 + (-m).exp())).clamp(1e-12, 1.0 - 1e-12);
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        })
+        .sum::<f64>()
+        / y.len().max(1) as f64
 }
 
 fn forust_err(e: impl std::fmt::Display) -> Error {
@@ -91,8 +113,11 @@ fn bin<'a>(work: &Work, x_cm: &'a [f64], rows: usize, cols: usize) -> Result<Bin
     })
 }
 
-/// Gradient boosting with log loss on row-major `x`. Stops early (and says so in the
-/// growth report) when the next tree would pass `work.model_limit`.
+/// Gradient boosting with log loss on row-major `x`. With `validation`, stops after
+/// `early_stopping_rounds` rounds without a better validation log loss and keeps the
+/// best number of rounds. Stops too (and says so in the growth report) when the next
+/// tree would pass `work.model_limit`.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_gbm(
     work: &Work,
     x: Vec<f64>,
@@ -101,6 +126,7 @@ pub fn fit_gbm(
     y: &[f64],
     p: &Gbm,
     seed: u64,
+    validation: Option<Validation<'_>>,
 ) -> Result<(GradientBooster, Growth), Error> {
     work.reserve("gradient boosting", fit_bytes(rows, cols))?;
     let x_cm = column_major(&x, rows, cols);
@@ -142,6 +168,9 @@ pub fn fit_gbm(
         trees_requested: p.iterations,
         ..Growth::default()
     };
+    let val = validation.map(|v| (column_major(v.x, v.rows, cols), v.rows, v.y));
+    let mut val_margin = vec![base_score; val.as_ref().map_or(0, |v| v.1)];
+    let mut best = (f64::INFINITY, 0usize);
     for _ in 0..p.iterations {
         work.checkpoint()?;
         let (mut grad, mut hess) = grad_hess(y, &yhat, &weights);
@@ -179,9 +208,32 @@ pub fn fit_gbm(
         for (a, s) in yhat.iter_mut().zip(step) {
             *a += s;
         }
+        let mut stop = false;
+        if let Some((vx, vrows, vy)) = &val {
+            let m = Matrix::new(vx, *vrows, cols);
+            let step = work.install(|| tree.predict(&m, parallel, &f64::NAN));
+            for (a, s) in val_margin.iter_mut().zip(step) {
+                *a += s;
+            }
+            let loss = log_loss_of_margins(vy, &val_margin);
+            if loss < best.0 - 1e-12 {
+                best = (loss, booster.trees.len() + 1);
+            } else if p.early_stopping_rounds > 0
+                && booster.trees.len() + 1 - best.1 >= p.early_stopping_rounds
+            {
+                stop = true;
+            }
+        }
         growth.model_bytes += size;
         growth.trees_grown += 1;
         booster.trees.push(tree);
+        if stop {
+            break;
+        }
+    }
+    if val.is_some() && p.early_stopping_rounds > 0 && best.1 > 0 {
+        booster.trees.truncate(best.1);
+        growth.rounds_chosen = Some(best.1);
     }
     if booster.trees.is_empty() {
         return Err(model_too_large(work));
@@ -335,10 +387,12 @@ mod tests {
         let p = Gbm {
             iterations: 25,
             max_depth: 4,
+            subsample: 1.0,
+            learning_rate: 0.1,
             ..Gbm::default()
         };
         let work = Work::unbounded(2);
-        let (ours, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42).unwrap();
+        let (ours, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42, None).unwrap();
         assert_eq!(growth.trees_grown, 25);
         assert!(!growth.stopped_at_size_limit);
 
@@ -363,6 +417,33 @@ mod tests {
     }
 
     #[test]
+    fn early_stopping_keeps_the_best_number_of_rounds() {
+        let (rows, cols) = (2000, 5);
+        let (x, y) = problem(rows, cols);
+        let (tx, vx) = x.split_at(1500 * cols);
+        let (ty, vy) = y.split_at(1500);
+        let p = Gbm {
+            iterations: 2000,
+            early_stopping_rounds: 20,
+            learning_rate: 0.3,
+            max_depth: 6,
+            ..Gbm::default()
+        };
+        let work = Work::unbounded(1);
+        let validation = Validation {
+            x: vx,
+            rows: 500,
+            y: vy,
+        };
+        let (booster, growth) =
+            fit_gbm(&work, tx.to_vec(), 1500, cols, ty, &p, 1, Some(validation)).unwrap();
+        let chosen = growth.rounds_chosen.unwrap();
+        assert!(growth.trees_grown < 2000, "never stopped: {growth:?}");
+        assert_eq!(growth.trees_grown, chosen + 20, "{growth:?}");
+        assert_eq!(booster.trees.len(), chosen);
+    }
+
+    #[test]
     fn growing_stops_at_the_model_size_budget() {
         let (rows, cols) = (600, 5);
         let (x, y) = problem(rows, cols);
@@ -373,7 +454,7 @@ mod tests {
         };
         let mut work = Work::unbounded(1);
         work.model_limit = 60_000 + MODEL_OVERHEAD;
-        let (booster, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42).unwrap();
+        let (booster, growth) = fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42, None).unwrap();
         assert!(growth.stopped_at_size_limit);
         assert!(growth.trees_grown < 500 && growth.trees_grown > 0);
         assert!(growth.model_bytes <= 60_000);
@@ -388,7 +469,7 @@ mod tests {
 
         work.model_limit = 10;
         assert!(matches!(
-            fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42),
+            fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42, None),
             Err(Error::TooLarge { .. })
         ));
     }
@@ -418,7 +499,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42).map(|_| ()),
+            fit_gbm(&work, x.clone(), rows, cols, &y, &p, 42, None).map(|_| ()),
             Err(Error::Cancelled)
         );
         assert_eq!(calls.get(), 11);

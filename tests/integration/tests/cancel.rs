@@ -22,7 +22,7 @@ static SHOP: Once = Once::new();
 
 fn shop() {
     SHOP.call_once(|| {
-        fresh_shop(DB, 20_000, 120);
+        fresh_shop(DB, 20_000, 240);
         let mut c = connect(DB);
         c.batch_execute("SELECT * FROM customer_analyzer.train('churn', 'logistic')")
             .unwrap_or_else(|e| panic!("training the churn model: {}", describe(&e)));
@@ -94,7 +94,7 @@ fn stops_quickly(call: &str, settings: &str) {
 fn a_long_training_stops() {
     stops_quickly(
         "SELECT * FROM customer_analyzer.train('purchase', 'gbm', \
-         '{\"iterations\": 5000, \"max_depth\": 12, \"learning_rate\": 0.01, \"deploy\": \"never\"}')",
+         '{\"iterations\": 5000, \"max_depth\": 12, \"learning_rate\": 0.01, \"early_stopping_rounds\": 0, \"deploy\": \"never\"}')",
         // so that the model-size cap does not end the training first
         "SET customer_analyzer.max_model_mb = 1024",
     );
@@ -104,7 +104,7 @@ fn a_long_training_stops() {
 fn a_hyperparameter_search_stops() {
     stops_quickly(
         "SELECT * FROM customer_analyzer.train('churn', 'random_forest', \
-         '{\"search\": true, \"validation\": \"cv\", \"n_trees\": 300, \"deploy\": \"never\"}')",
+         '{\"search\": true, \"validation\": \"cv\", \"n_trees\": 1000, \"deploy\": \"never\"}')",
         "SET customer_analyzer.max_model_mb = 1024",
     );
 }
@@ -163,7 +163,7 @@ fn a_terminated_training_ends_its_session_only() {
     let t0 = std::time::Instant::now();
     let r = c.batch_execute(
         "SELECT * FROM customer_analyzer.train('purchase', 'gbm', \
-         '{\"iterations\": 5000, \"max_depth\": 12, \"deploy\": \"never\"}')",
+         '{\"iterations\": 5000, \"max_depth\": 12, \"early_stopping_rounds\": 0, \"deploy\": \"never\"}')",
     );
     let took = t0.elapsed();
     assert!(

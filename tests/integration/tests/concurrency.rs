@@ -13,7 +13,7 @@ const DB: &str = "ca_it_concurrency";
 static SHOP: Once = Once::new();
 
 fn shop() {
-    SHOP.call_once(|| fresh_shop(DB, 5_000, 120));
+    SHOP.call_once(|| fresh_shop(DB, 5_000, 240));
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn empty_database(db: &str) {
 fn source() {
     static MADE: std::sync::Once = std::sync::Once::new();
     MADE.call_once(|| {
-        fresh_shop(SOURCE, 2000, 120);
+        fresh_shop(SOURCE, 2000, 240);
         let mut c = connect(SOURCE);
         exec(
             &mut c,
@@ -262,7 +262,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
             &mut c,
             "SELECT extversion FROM pg_extension WHERE extname = 'customer_analyzer'"
         ),
-        "0.2.0"
+        "0.3.0"
     );
     // object for object what a fresh install makes
     let fresh: String = value(&mut src, FINGERPRINT);

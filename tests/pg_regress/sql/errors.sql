@@ -78,6 +78,8 @@ SELECT * FROM customer_analyzer.segment_users('kmeans', 3, NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT * FROM customer_analyzer.segment_users('agglomerative', 3, '{"sample_size": 6000}');
 \echo :LAST_ERROR_SQLSTATE
+SELECT * FROM customer_analyzer.segment_users('kmeans', 3, '{"view": "colour"}');
+\echo :LAST_ERROR_SQLSTATE
 
 -- budgets: a model that would pass the size cap stops growing and says so
 SET customer_analyzer.max_model_mb = 1;

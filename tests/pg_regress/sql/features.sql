@@ -8,7 +8,7 @@ RESET client_min_messages;
 \set SHOW_CONTEXT never
 
 SELECT users, events, products, history_from, history_to
-FROM customer_analyzer.generate_demo_data(600, 150, 7, ends_at => '2026-06-01 00:00:00+00', replace => true);
+FROM customer_analyzer.generate_demo_data(1500, 365, 7, ends_at => '2026-06-01 00:00:00+00', replace => true);
 
 -- the catalog: 68 features in 8 groups
 SELECT feature_group, count(*) AS features FROM customer_analyzer.feature_catalog

@@ -8,7 +8,7 @@ CREATE EXTENSION customer_analyzer;            -- everything lives in schema cus
 
 -- a demo shop in public.users / public.events / public.products, history ending 1 June
 SELECT users, events, products
-FROM customer_analyzer.generate_demo_data(3000, 120, 42, ends_at => '2026-06-01 00:00:00+00', replace => true);
+FROM customer_analyzer.generate_demo_data(3000, 240, 42, ends_at => '2026-06-01 00:00:00+00', replace => true);
 
 -- or your own tables (products may be NULL: product features are then NULL)
 SELECT customer_analyzer.configure('public.users', 'public.events', 'public.products') ->> 'events' AS events;
@@ -29,12 +29,18 @@ SELECT user_id, events_total, purchase_count FROM customer_analyzer.customer_fea
 -- what the data rules set aside (nothing, in the demo shop)
 SELECT count(*) AS rules_that_set_rows_aside FROM customer_analyzer.data_quality() WHERE rows > 0;
 
--- models: train on the history up to 1 June (gbm by default; deploys when it beats the
--- serving model on the same holdout), then predict and explain
+-- models: train on the history up to 1 June (auto: the best of gbm, random forest and
+-- logistic on a validation snapshot; deploys when it beats the serving model), then
+-- predict and explain
 SELECT model_id, algorithm, round(auc::numeric, 3) AS auc, deployed
 FROM customer_analyzer.train('churn', as_of => '2026-06-01 00:00:00+00');
 SELECT model_id, algorithm, round(auc::numeric, 3) AS auc, deployed
 FROM customer_analyzer.train('purchase', 'logistic', '{"validation": "cv"}', '2026-06-01 00:00:00+00');
+-- what auto tried for churn, and whether its probabilities match the observed rates
+SELECT tried, algorithm, chosen FROM customer_analyzer.model_candidates WHERE model_id = 1 ORDER BY tried;
+SELECT count(*) AS deciles, sum(users) AS holdout_users,
+       max(abs(mean_predicted - observed_rate)) < 0.15 AS calibrated
+FROM customer_analyzer.model_calibration WHERE model_id = 1;
 SELECT customer_analyzer.predict_churn(42) BETWEEN 0 AND 1 AS churn_probability,
        customer_analyzer.predict_purchase(42) BETWEEN 0 AND 1 AS purchase_probability;
 SELECT model_id FROM customer_analyzer.predict('churn', 42);                -- also: score, label, as_of

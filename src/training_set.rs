@@ -1,0 +1,211 @@
+//! The labelled rows of every training snapshot from one read of the shop: each user's
+//! events come once, as arrays (`features_sql::history_query`), and the core computes
+//! every snapshot's features and label from them (`customer_analyzer_core::snapshots`).
+//! Training used to call `user_features()` once per snapshot, a full pass over the
+//! events each time.
+
+use customer_analyzer_core::events::{Event, EventKind};
+use customer_analyzer_core::features::{Product, ProductTable, UserRecord};
+use customer_analyzer_core::frame::Frame;
+use customer_analyzer_core::model::{self, TrainingData};
+use customer_analyzer_core::snapshots::{rows_of, History, Row};
+use customer_analyzer_core::task::Task;
+use customer_analyzer_core::work::Work;
+use pgrx::prelude::*;
+use pgrx::spi::{SpiClient, SpiHeapTupleData};
+
+use crate::error::{self, Result, SpiContext};
+use crate::features_sql::{history_query, product_rows};
+use crate::source::Sources;
+use crate::time::{from_unix_micros, to_unix_micros};
+
+/// Users fetched from the cursor at a time.
+const FETCH_USERS: i64 = 2000;
+/// Users per chunk of the feature computation on the pool.
+const CHUNK_USERS: usize = 64;
+
+/// The stacked snapshots, and how many users they were sampled down to.
+pub struct Gathered {
+    pub data: TrainingData,
+    /// The sample keeps 1 / 2^halvings of the users (0: everyone).
+    pub halvings: u32,
+    pub rows_read: usize,
+}
+
+/// The products table as the features read it, or None without one.
+pub fn products(client: &SpiClient<'_>, s: &Sources) -> Result<Option<ProductTable>> {
+    if s.products.is_none() {
+        return Ok(None);
+    }
+    let mut rows = Vec::new();
+    for row in client
+        .select(&product_rows(s), None, &[])
+        .ctx("reading the products")?
+    {
+        let id = row.get::<i64>(1).ctx("reading the products")?;
+        let category = row.get::<String>(2).ctx("reading the products")?;
+        let price = row.get::<f64>(3).ctx("reading the products")?;
+        if let Some(id) = id {
+            rows.push((id, Product { category, price }));
+        }
+    }
+    Ok(Some(ProductTable::new(rows)))
+}
+
+fn column<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
+    row: &SpiHeapTupleData<'_>,
+    i: usize,
+) -> Result<Option<T>> {
+    row.get::<T>(i).ctx("reading the event histories")
+}
+
+/// One row of the history query as the core's history.
+fn history(row: &SpiHeapTupleData<'_>) -> Result<History> {
+    let user_id = column::<i64>(row, 1)?
+        .ok_or_else(|| error::internal("reading the event histories", "NULL user_id"))?;
+    let registered_at = column::<TimestampWithTimeZone>(row, 2)?
+        .ok_or_else(|| error::internal("reading the event histories", "NULL registered_at"))?;
+    let user = UserRecord {
+        user_id,
+        registered_at: to_unix_micros(registered_at),
+        status: column::<String>(row, 3)?,
+        has_username: column::<i64>(row, 4)?.map(|v| v != 0),
+    };
+    let at = column::<Vec<Option<TimestampWithTimeZone>>>(row, 5)?.unwrap_or_default();
+    let kind = column::<Vec<Option<i16>>>(row, 6)?.unwrap_or_default();
+    let amount = column::<Vec<Option<f64>>>(row, 7)?.unwrap_or_default();
+    let product = column::<Vec<Option<i64>>>(row, 8)?.unwrap_or_default();
+    let command = column::<Vec<Option<String>>>(row, 9)?.unwrap_or_default();
+    let n = at.len();
+    if [kind.len(), amount.len(), product.len(), command.len()] != [n; 4] {
+        return Err(error::internal(
+            "reading the event histories",
+            "event arrays of different lengths",
+        ));
+    }
+    let events = at
+        .into_iter()
+        .zip(kind)
+        .zip(amount)
+        .zip(product)
+        .zip(command)
+        .filter_map(|((((at, kind), amount), product_id), command)| {
+            Some(Event {
+                at: to_unix_micros(at?),
+                kind: EventKind::from_code(kind.unwrap_or(0)),
+                amount,
+                product_id,
+                command,
+            })
+        })
+        .collect();
+    Ok(History { user, events })
+}
+
+/// What to read: the task's rows at each of `times` (row `snapshot` values index
+/// `times`), with label windows that end by `end`.
+pub struct Snapshots<'a> {
+    pub task: Task,
+    pub times: &'a [i64],
+    pub end: i64,
+}
+
+/// Reads every user's history once, in batches, and hands `sink` the labelled rows of
+/// every snapshot for the users `keep` accepts at the time their batch is read.
+pub fn read_rows(
+    client: &SpiClient<'_>,
+    work: &Work,
+    s: &Sources,
+    want: &Snapshots<'_>,
+    keep: &dyn Fn(i64) -> bool,
+    sink: &mut dyn FnMut(Vec<Row>) -> Result<()>,
+) -> Result<()> {
+    let Snapshots { task, times, end } = *want;
+    let products = products(client, s)?;
+    let newest = times.iter().copied().max().unwrap_or(end);
+    let as_time = |t: i64| from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t));
+    let sql = history_query(s);
+    let mut cursor = client
+        .try_open_cursor(
+            sql.as_str(),
+            &[as_time(newest)?.into(), as_time(end)?.into()],
+        )
+        .ctx("reading the event histories")?;
+    loop {
+        work.checkpoint().map_err(error::from_core)?;
+        let batch = cursor
+            .fetch(FETCH_USERS)
+            .ctx("reading the event histories")?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut histories = Vec::with_capacity(batch.len());
+        for row in batch {
+            let h = history(&row)?;
+            if keep(h.user.user_id) {
+                histories.push(h);
+            }
+        }
+        let parts: Vec<Vec<Row>> = work
+            .for_chunks(histories.len(), CHUNK_USERS, |r| {
+                histories[r]
+                    .iter()
+                    .flat_map(|h| rows_of(task, times, h, products.as_ref()))
+                    .collect()
+            })
+            .map_err(error::from_core)?;
+        drop(histories);
+        sink(parts.into_iter().flatten().collect())?;
+    }
+}
+
+/// The training set: [`read_rows`] stacked into the core's training data.
+/// When the rows would not fit the memory budget, users are sampled by a fixed hash,
+/// halving the share until they fit; the same users are kept in every snapshot.
+pub fn gather(
+    client: &SpiClient<'_>,
+    work: &Work,
+    s: &Sources,
+    want: &Snapshots<'_>,
+) -> Result<Gathered> {
+    let mut data = TrainingData {
+        frame: Frame::for_catalog(),
+        ..TrainingData::default()
+    };
+    let per_row = model::bytes_per_training_row(
+        data.frame.numeric_names.len(),
+        data.frame.categorical_names.len(),
+    );
+    let max_rows = (work.memory_limit / per_row).max(1);
+    let halvings = std::cell::Cell::new(0u32);
+    let mut rows_read = 0usize;
+    read_rows(
+        client,
+        work,
+        s,
+        want,
+        &|u| model::user_in_sample(u, halvings.get()),
+        &mut |rows| {
+            rows_read += rows.len();
+            data.frame
+                .try_reserve_rows(rows.len())
+                .map_err(error::from_core)?;
+            for row in rows {
+                data.frame.push_catalog_row(&row.features.values);
+                data.user_id.push(row.features.user_id);
+                data.y.push(if row.label { 1.0 } else { 0.0 });
+                data.snapshot.push(row.snapshot);
+            }
+            while data.y.len() > max_rows && halvings.get() < 20 {
+                halvings.set(halvings.get() + 1);
+                data.retain_users(|u| model::user_in_sample(u, halvings.get()));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(Gathered {
+        data,
+        halvings: halvings.get(),
+        rows_read,
+    })
+}
