@@ -139,16 +139,19 @@ lr.fit(np.log1p(np.clip(x[tr], 0, None)), d.label[tr])
 auc_lr = roc_auc_score(d.label[ho], lr.predict_proba(np.log1p(np.clip(x[ho], 0, None)))[:, 1])
 # BG/NBD on the whole history before the holdout snapshot, daily periods
 t = d.as_of[ho].iloc[0]
-hist = ev[ev.created_at < t].assign(day=lambda e: e.created_at.dt.tz_localize(None).dt.floor("D"))
-s = summary_data_from_transaction_data(hist, "user_id", "day", observation_period_end=t.tz_localize(None).floor("D"), freq="D")
-bg = BetaGeoFitter(penalizer_coef=0.001).fit(s.frequency, s.recency, s.T)
+utc = lambda x: x.tz_convert("UTC").tz_localize(None)
+end = utc(t)
+hist = ev[ev.created_at < t].assign(day=lambda e: e.created_at.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D"))
+s = summary_data_from_transaction_data(hist, "user_id", "day", observation_period_end=end.floor("D"), freq="D")
+bg = BetaGeoFitter(penalizer_coef=0.001).fit(s["frequency"], s["recency"], s["T"])
 h = d[ho].user_id
 horizon = 30 if task == "purchase" else 60
 sh = s.reindex(h.values)
-expected = bg.conditional_expected_number_of_purchases_up_to_time(horizon, sh.frequency, sh.recency, sh.T)
+expected = bg.conditional_expected_number_of_purchases_up_to_time(
+    horizon, sh["frequency"], sh["recency"], sh["T"])
 score = expected if task == "purchase" else -expected   # churn: fewest expected purchases
 auc_bg = roc_auc_score(d.label[ho], np.nan_to_num(score.to_numpy()))
-print(f"{task}: holdout {t.date()}, {tr.sum()} training rows, {ho.sum()} holdout rows, "
+print(f"{task}: holdout {end.date()}, {tr.sum()} training rows, {ho.sum()} holdout rows, "
       f"positive rate {d.label[ho].mean():.3f}")
 print(f"  customer_analyzer: {ours}")
 print(f"  Python on six RFM features: xgboost {auc_xgb:.4f}, logistic regression {auc_lr:.4f}; BG/NBD {auc_bg:.4f}")

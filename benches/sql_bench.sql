@@ -58,14 +58,14 @@ FROM single;
 -- Every single algorithm and the default (auto), with the deploy left to the rules, and
 -- each one's candidates, rows and calibration
 DO $$
-DECLARE t0 timestamptz; r record; task text; algo text;
+DECLARE t0 timestamptz; r record; the_task text; algo text;
 BEGIN
-    FOREACH task IN ARRAY ARRAY['churn', 'purchase'] LOOP
+    FOREACH the_task IN ARRAY ARRAY['churn', 'purchase'] LOOP
         FOREACH algo IN ARRAY ARRAY['gbm', 'random_forest', 'logistic', 'auto'] LOOP
-            CONTINUE WHEN task = 'purchase' AND algo <> 'auto';
+            CONTINUE WHEN the_task = 'purchase' AND algo <> 'auto';
             t0 := clock_timestamp();
-            SELECT * INTO r FROM customer_analyzer.train(task, algo);
-            INSERT INTO bench VALUES (format('train(%L, %L)', task, algo),
+            SELECT * INTO r FROM customer_analyzer.train(the_task, algo);
+            INSERT INTO bench VALUES (format('train(%L, %L)', the_task, algo),
                 format('%s s; chose %s; holdout AUC %s, F1 %s, Brier %s (uncalibrated %s); model %s',
                        round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1), r.algorithm,
                        round(r.auc::numeric, 4), round(r.f1::numeric, 3), round(r.brier::numeric, 4),
@@ -76,12 +76,12 @@ BEGIN
                         FROM customer_analyzer.models WHERE id = r.model_id)));
             IF algo = 'auto' THEN
                 INSERT INTO bench
-                SELECT format('  %s candidate %s', task, c.algorithm),
+                SELECT format('  %s candidate %s', the_task, c.algorithm),
                        format('validation AUC %s%s%s', round(c.validation_auc::numeric, 4),
                               coalesce(', ' || c.rounds || ' rounds', ''), CASE WHEN c.chosen THEN ' (chosen)' ELSE '' END)
                 FROM customer_analyzer.model_candidates c WHERE c.model_id = r.model_id ORDER BY c.tried;
                 INSERT INTO bench
-                SELECT format('  %s reliability', task),
+                SELECT format('  %s reliability', the_task),
                        string_agg(format('%s:%s/%s', decile, round(mean_predicted::numeric, 3), round(observed_rate::numeric, 3)), ' ' ORDER BY decile)
                 FROM customer_analyzer.model_calibration WHERE model_id = r.model_id;
             END IF;

@@ -5,14 +5,17 @@ CREATE TEMP TABLE IF NOT EXISTS seg_bench (what text, figure text);
 DO $$
 DECLARE t0 timestamptz; n bigint; algo text; k int;
 BEGIN
-    FOR algo, k IN VALUES ('kmeans', 6), ('kmeans', NULL), ('agglomerative', 6), ('dbscan', NULL) LOOP
+    FOR algo, k IN VALUES ('kmeans', 6), ('kmeans', NULL), ('agglomerative', 6), ('agglomerative', NULL), ('dbscan', NULL) LOOP
         t0 := clock_timestamp();
         SELECT count(*) INTO n FROM customer_analyzer.segment_users(algo, k);
         INSERT INTO seg_bench
         SELECT format('segment_users(%L, %s)', algo, coalesce(k::text, 'NULL')),
-               format('%s s, %s segments, silhouette %s on %s users, Davies-Bouldin %s',
-                      round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1), n,
-                      round(silhouette::numeric, 3), silhouette_sample, round(davies_bouldin::numeric, 3))
+               format('%s s, %s segments, view %s (silhouettes %s), silhouette %s on %s users, Davies-Bouldin %s, names %s',
+                      round(extract(epoch FROM clock_timestamp() - t0)::numeric, 1), n, view,
+                      (SELECT string_agg((v ->> 'view') || ' ' || round((v ->> 'silhouette')::numeric, 3), ', ')
+                       FROM jsonb_array_elements(view_silhouettes) v),
+                      round(silhouette::numeric, 3), silhouette_sample, round(davies_bouldin::numeric, 3),
+                      (SELECT string_agg(name, ', ' ORDER BY segment_id) FROM customer_analyzer.current_segments))
         FROM customer_analyzer.segmentation_quality WHERE serving;
     END LOOP;
 END $$;

@@ -51,21 +51,36 @@ FROM customer_analyzer.data_quality() WHERE rows > 0;
 
 \echo
 \echo '== Training: churn (no event in the next 60 days) and purchase (a purchase in the next 30 days)'
-\echo '   each with gradient boosting, random forest and logistic regression; time-based holdout'
+\echo '   each single algorithm, then auto (the default: the best of the three on a validation snapshot);'
+\echo '   train, validation and holdout snapshots are a label horizon apart (training_snapshots())'
 \timing on
 SELECT t.model_id, t.task, t.algorithm, round(t.auc::numeric, 3) AS auc, round(t.f1::numeric, 3) AS f1,
        round(t.precision::numeric, 3) AS precision, round(t.recall::numeric, 3) AS recall,
        round(t.brier::numeric, 4) AS brier, t.deployed
-FROM (VALUES ('churn', 'gbm'), ('churn', 'random_forest'), ('churn', 'logistic'),
-             ('purchase', 'gbm'), ('purchase', 'random_forest'), ('purchase', 'logistic')) AS j(task, algorithm),
+FROM (VALUES ('churn', 'gbm'), ('churn', 'random_forest'), ('churn', 'logistic'), ('churn', 'auto'),
+             ('purchase', 'gbm'), ('purchase', 'random_forest'), ('purchase', 'logistic'), ('purchase', 'auto'))
+         AS j(task, algorithm),
      LATERAL customer_analyzer.train(j.task, j.algorithm) t;
 \timing off
+
+\echo '== What auto tried (customer_analyzer.model_candidates), by AUC on the validation snapshot'
+SELECT c.model_id, c.task, c.algorithm, round(c.validation_auc::numeric, 3) AS validation_auc, c.rounds, c.chosen
+FROM customer_analyzer.model_candidates c
+JOIN customer_analyzer.models m ON m.id = c.model_id AND m.metrics -> 'requested' ->> 'algorithm' = 'auto'
+ORDER BY c.model_id, c.tried;
+
+\echo '== Calibration of the serving churn model on its holdout (customer_analyzer.model_calibration)'
+SELECT decile, round(mean_predicted::numeric, 3) AS mean_predicted, round(observed_rate::numeric, 3) AS observed_rate, users
+FROM customer_analyzer.model_calibration
+WHERE model_id = (SELECT model_id FROM customer_analyzer.deployed_models WHERE task = 'churn')
+ORDER BY decile;
 
 \echo '== Metrics of every model (customer_analyzer.model_metrics), deployed = serving its task'
 SELECT model_id, task, algorithm, round(auc::numeric, 3) AS auc, round(f1::numeric, 3) AS f1,
        round(precision::numeric, 3) AS precision, round(recall::numeric, 3) AS recall,
-       round(brier::numeric, 4) AS brier, round(log_loss::numeric, 4) AS log_loss,
-       holdout_rows, train_rows, pg_size_pretty(size_bytes::bigint) AS size, deployed
+       round(brier::numeric, 4) AS brier, round(brier_uncalibrated::numeric, 4) AS brier_uncalibrated,
+       round(log_loss::numeric, 4) AS log_loss,
+       train_rows, validation_rows, holdout_rows, refit_rows, pg_size_pretty(size_bytes::bigint) AS size, deployed
 FROM customer_analyzer.model_metrics ORDER BY task, model_id;
 
 \echo '== Most important features of the deployed churn model'

@@ -327,7 +327,9 @@ fn train_body(
         times: &times,
         end: to_unix_micros(end),
     };
+    let started = std::time::Instant::now();
     let gathered = training_set::gather(client, work, &s, &want)?;
+    let read_seconds = started.elapsed().as_secs_f64();
     let data = &gathered.data;
     let index = |t: i64| times.iter().position(|&x| x == t).unwrap_or(usize::MAX);
     let split = Split::by_snapshot(
@@ -337,7 +339,10 @@ fn train_body(
         index(schedule.holdout),
         &schedule.refit.iter().map(|&t| index(t)).collect::<Vec<_>>(),
     );
-    let (model, report) = model::train(work, data, &split, params).map_err(error::from_core)?;
+    let (model, mut report) = model::train(work, data, &split, params).map_err(error::from_core)?;
+    report
+        .seconds
+        .insert(0, ("reading all snapshots".into(), read_seconds));
     if let Some(g) = report.growth.as_ref().filter(|g| g.stopped_at_size_limit) {
         pgrx::notice!(
             "customer_analyzer: the model reached customer_analyzer.max_model_mb after {} of {} trees; growing stopped there",

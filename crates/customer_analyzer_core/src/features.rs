@@ -144,7 +144,11 @@ struct Window {
     bot_commands: f64,
     spend: f64,
     amounts: Vec<f64>,
-    active_days: HashSet<i64>,
+    /// Distinct days (counted back from as_of) with an event in the window. Events come
+    /// in time order and a window's events are the newest ones, so their days never
+    /// increase and a new day is a change from the last one seen.
+    active_days: usize,
+    last_day: Option<i64>,
     session_starts: f64,
 }
 
@@ -219,7 +223,10 @@ pub fn compute_features_sorted(
 
         let tally = |w: &mut Window| {
             w.events += 1.0;
-            w.active_days.insert(day);
+            if w.last_day != Some(day) {
+                w.active_days += 1;
+                w.last_day = Some(day);
+            }
             if session_start {
                 w.session_starts += 1.0;
             }
@@ -329,9 +336,9 @@ pub fn compute_features_sorted(
     put("events_last_30_days", n(w30.events));
     put("events_last_60_days", n(w60.events));
     put("events_total", n(all.events));
-    put("active_days_last_7_days", n(w7.active_days.len() as f64));
-    put("active_days_last_30_days", n(w30.active_days.len() as f64));
-    put("active_days_total", n(all.active_days.len() as f64));
+    put("active_days_last_7_days", n(w7.active_days as f64));
+    put("active_days_last_30_days", n(w30.active_days as f64));
+    put("active_days_total", n(all.active_days as f64));
     put("page_views_last_7_days", n(w7.page_views));
     put("page_views_last_30_days", n(w30.page_views));
     put("product_views_last_30_days", n(w30.product_views));
@@ -342,7 +349,7 @@ pub fn compute_features_sorted(
     put("bot_commands_last_30_days", n(w30.bot_commands));
     put(
         "events_per_active_day",
-        Num(ratio(all.events, all.active_days.len() as f64)),
+        Num(ratio(all.events, all.active_days as f64)),
     );
     put(
         "activity_trend_7d_vs_14d",
@@ -361,10 +368,7 @@ pub fn compute_features_sorted(
     );
     put(
         "active_days_trend_7d_vs_30d",
-        Num(ratio(
-            w7.active_days.len() as f64,
-            w30.active_days.len() as f64,
-        )),
+        Num(ratio(w7.active_days as f64, w30.active_days as f64)),
     );
     put("total_spent", n(all.spend));
     put("avg_order_value", Num(mean(&all.amounts)));

@@ -178,6 +178,8 @@ pub struct Report {
     pub growth: Option<Growth>,
     /// Whose figures these are.
     pub evaluation: String,
+    /// Wall time of each step of the training, in seconds, in order.
+    pub seconds: Vec<(String, f64)>,
 }
 
 fn preprocess_options(p: &TrainParams) -> PreprocessOptions {
@@ -634,6 +636,12 @@ pub fn train(
     check_classes(&y_val, "validation snapshot")?;
     check_classes(&labels_of(data, &split.holdout), "holdout snapshot")?;
     let positives = y_train.iter().filter(|&&v| v > 0.5).count();
+    let mut seconds = Vec::new();
+    let mut clock = std::time::Instant::now();
+    let mut lap = |what: &str| {
+        seconds.push((what.to_string(), clock.elapsed().as_secs_f64()));
+        clock = std::time::Instant::now();
+    };
 
     let mut candidates = Vec::new();
     let mut search_log = None;
@@ -670,6 +678,7 @@ pub fn train(
     let (_, chosen, mut honest, honest_growth) =
         best.ok_or_else(|| Error::Internal("no candidate was fitted".into()))?;
     candidates[best_index].chosen = true;
+    lap("candidates");
 
     // calibration and threshold from the validation rows
     let (_, raw_val) = score(work, &honest, data, &split.validation)?;
@@ -689,6 +698,7 @@ pub fn train(
     let holdout_brier_uncalibrated = brier(&y_hold, &raw_hold);
     let reliability = reliability(&cal_hold, &y_hold);
 
+    lap("calibration and holdout");
     let refit_params = for_refit(&chosen, honest_growth.as_ref());
     let extra =
         |k: usize, seed: u64, test_group: &dyn Fn(usize) -> bool| -> Result<Metrics, Error> {
@@ -721,6 +731,7 @@ pub fn train(
     // the serving model: the chosen settings on the newest matured snapshots
     let (serving, growth) = fit(work, data, &split.refit, &refit_params, None)?;
     let importance = serving.importance();
+    lap("validation extras and refit");
     let mut model = serving.model;
     model.calibrator = calibrator;
     model.threshold = threshold;
@@ -739,6 +750,7 @@ pub fn train(
         refit_rows: split.refit.len(),
         train_positive_rate: positives as f64 / y_train.len().max(1) as f64,
         growth,
+        seconds,
         evaluation: "holdout figures of the fit on the training snapshots, chosen and calibrated on the validation snapshot; the serving model is that fit's settings refitted on the newest matured snapshots".into(),
     };
     Ok((model, report))

@@ -59,6 +59,13 @@ pub fn rows_of(
     let mut out = Vec::new();
     for (snapshot, &t) in times.iter().enumerate() {
         let before = sorted.partition_point(|e| e.at < t);
+        // the churn population needs an event in the 30 days before T: most users of a
+        // big shop are not in it, so look before computing 68 features to throw away
+        if task.population() == Population::ActiveInLast30Days
+            && !(before > 0 && sorted[before - 1].at >= t - 30 * MICROS_PER_DAY)
+        {
+            continue;
+        }
         let Some(features) = compute_features_sorted(t, &history.user, &sorted[..before], products)
         else {
             continue;
