@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 ::pgrx::pg_module_magic!(name, version);
 
 mod catalog;
+mod cursor;
 mod demo;
 mod error;
 mod feature_store;

@@ -88,15 +88,20 @@ fn segment_users(
                 .ctx("reading the feature store")?;
             loop {
                 work.checkpoint().map_err(error::from_core)?;
-                let batch = cursor.fetch(10_000).ctx("reading the feature store")?;
-                if batch.is_empty() {
+                let fetched = crate::cursor::fetch_each(
+                    &mut cursor,
+                    10_000,
+                    "reading the feature store",
+                    |row| {
+                        let row = FeatureRow(row);
+                        frame.push_catalog_row(&row.features()?);
+                        ids.push(row.user_id()?);
+                        as_of.push(row.as_of()?);
+                        Ok(())
+                    },
+                )?;
+                if fetched == 0 {
                     break;
-                }
-                for row in batch {
-                    let row = FeatureRow(&row);
-                    frame.push_catalog_row(&row.features()?);
-                    ids.push(row.user_id()?);
-                    as_of.push(row.as_of()?);
                 }
             }
             if frame.rows == 0 {

@@ -186,12 +186,18 @@ fn score_all_body(
         work.checkpoint().map_err(error::from_core)?;
         let mut frame = Frame::for_catalog();
         let (mut ids, mut times) = (Vec::new(), Vec::new());
-        for row in cursor.fetch(SCORE_BATCH).ctx("reading features to score")? {
-            let row = FeatureRow(&row);
-            frame.push_catalog_row(&row.features()?);
-            ids.push(row.user_id()?);
-            times.push(row.as_of()?);
-        }
+        crate::cursor::fetch_each(
+            &mut cursor,
+            SCORE_BATCH,
+            "reading features to score",
+            |row| {
+                let row = FeatureRow(row);
+                frame.push_catalog_row(&row.features()?);
+                ids.push(row.user_id()?);
+                times.push(row.as_of()?);
+                Ok(())
+            },
+        )?;
         if frame.rows == 0 {
             break;
         }

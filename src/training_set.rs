@@ -14,6 +14,7 @@ use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 
+use crate::cursor::fetch_each;
 use crate::error::{self, Result, SpiContext};
 use crate::features_sql::{history_query, product_rows};
 use crate::source::Sources;
@@ -133,18 +134,21 @@ pub fn read_rows(
         .ctx("reading the event histories")?;
     loop {
         work.checkpoint().map_err(error::from_core)?;
-        let batch = cursor
-            .fetch(FETCH_USERS)
-            .ctx("reading the event histories")?;
-        if batch.is_empty() {
+        let mut histories = Vec::new();
+        let fetched = fetch_each(
+            &mut cursor,
+            FETCH_USERS,
+            "reading the event histories",
+            |row| {
+                let h = history(row)?;
+                if keep(h.user.user_id) {
+                    histories.push(h);
+                }
+                Ok(())
+            },
+        )?;
+        if fetched == 0 {
             return Ok(());
-        }
-        let mut histories = Vec::with_capacity(batch.len());
-        for row in batch {
-            let h = history(&row)?;
-            if keep(h.user.user_id) {
-                histories.push(h);
-            }
         }
         let parts: Vec<Vec<Row>> = work
             .for_chunks(histories.len(), CHUNK_USERS, |r| {
