@@ -352,10 +352,11 @@ fn train_body(
     }
     if gathered.halvings > 0 {
         pgrx::notice!(
-            "customer_analyzer: training used 1/{} of the users ({} of {} rows) to stay within customer_analyzer.max_memory_mb",
+            "customer_analyzer: training used 1/{} of the users ({} of {} users, {} rows) to stay within customer_analyzer.max_memory_mb",
             1u64 << gathered.halvings,
-            data.y.len(),
-            gathered.rows_read
+            gathered.users_kept,
+            gathered.users_read,
+            data.y.len()
         );
     }
     let preprocessing = json!({
@@ -414,7 +415,8 @@ fn train_body(
             "sample".into(),
             json!({
                 "users_fraction": 1.0 / (1u64 << gathered.halvings) as f64,
-                "rows_read": gathered.rows_read,
+                "users_read": gathered.users_read,
+                "users_kept": gathered.users_kept,
                 "rows_kept": data.y.len(),
                 "limit": "customer_analyzer.max_memory_mb",
             }),

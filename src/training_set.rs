@@ -30,7 +30,9 @@ pub struct Gathered {
     pub data: TrainingData,
     /// The sample keeps 1 / 2^halvings of the users (0: everyone).
     pub halvings: u32,
-    pub rows_read: usize,
+    /// Users whose history was read, and how many of them the final sample kept.
+    pub users_read: usize,
+    pub users_kept: usize,
 }
 
 /// The products table as the features read it, or None without one.
@@ -182,15 +184,17 @@ pub fn gather(
     );
     let max_rows = (work.memory_limit / per_row).max(1);
     let halvings = std::cell::Cell::new(0u32);
-    let mut rows_read = 0usize;
+    let users_read = std::cell::Cell::new(0usize);
     read_rows(
         client,
         work,
         s,
         want,
-        &|u| model::user_in_sample(u, halvings.get()),
+        &|u| {
+            users_read.set(users_read.get() + 1);
+            model::user_in_sample(u, halvings.get())
+        },
         &mut |rows| {
-            rows_read += rows.len();
             data.frame
                 .try_reserve_rows(rows.len())
                 .map_err(error::from_core)?;
@@ -207,9 +211,13 @@ pub fn gather(
             Ok(())
         },
     )?;
+    let mut kept = data.user_id.clone();
+    kept.sort_unstable();
+    kept.dedup();
     Ok(Gathered {
+        users_kept: kept.len(),
         data,
         halvings: halvings.get(),
-        rows_read,
+        users_read: users_read.get(),
     })
 }

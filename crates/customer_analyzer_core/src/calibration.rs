@@ -64,10 +64,23 @@ impl Calibrator {
             return None;
         }
         pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // blocks of (sum of x, sum of y, count), merged while they violate monotonicity
-        let mut blocks: Vec<(f64, f64, f64)> = Vec::with_capacity(pairs.len());
+        // rows with the same score form one block first, so that a tie gets one
+        // probability whatever the order of its labels
+        // (score, sum of labels, count)
+        let mut ties: Vec<(f64, f64, f64)> = Vec::with_capacity(pairs.len());
         for (s, y) in pairs {
-            blocks.push((s, y, 1.0));
+            match ties.last_mut() {
+                Some(last) if last.0 == s => {
+                    last.1 += y;
+                    last.2 += 1.0;
+                }
+                _ => ties.push((s, y, 1.0)),
+            }
+        }
+        // blocks of (sum of x, sum of y, count), merged while they violate monotonicity
+        let mut blocks: Vec<(f64, f64, f64)> = Vec::with_capacity(ties.len());
+        for (s, sum_y, n) in ties {
+            blocks.push((s * n, sum_y, n));
             while blocks.len() > 1 {
                 let n = blocks.len();
                 let (a, b) = (blocks[n - 2], blocks[n - 1]);
@@ -284,6 +297,28 @@ mod tests {
                 None => assert!(y.iter().all(|&v| v == y[0]), "{y:?}"),
             }
         }
+    }
+
+    #[test]
+    fn tied_scores_get_one_probability() {
+        // 300 rows at score 0.5 whose labels come 0s first, then 1s, and 300 at 0.2 and 0.8
+        let mut s = vec![0.5; 300];
+        let mut y: Vec<f64> = (0..300).map(|i| f64::from(u8::from(i >= 150))).collect();
+        s.extend(vec![0.2; 300]);
+        y.extend((0..300).map(|i| f64::from(u8::from(i % 10 == 0))));
+        s.extend(vec![0.8; 300]);
+        y.extend((0..300).map(|i| f64::from(u8::from(i % 10 != 0))));
+        let Some(Calibrator::Isotonic { x, y: fitted }) = Calibrator::isotonic(&s, &y) else {
+            panic!("no isotonic fit")
+        };
+        assert_eq!(x.len(), 3, "{x:?}");
+        assert!(x
+            .iter()
+            .zip([0.2, 0.5, 0.8])
+            .all(|(a, b)| (a - b).abs() < 1e-12));
+        assert!((fitted[1] - 0.5).abs() < 1e-12, "{fitted:?}");
+        let c = Calibrator::Isotonic { x, y: fitted };
+        assert!((c.apply(0.5) - 0.5).abs() < 1e-12);
     }
 
     #[test]

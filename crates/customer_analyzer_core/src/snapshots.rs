@@ -159,7 +159,8 @@ mod tests {
             command: None,
         };
         let t = 100 * DAY;
-        // an event exactly at T belongs to the features, one at T + 30 days to the label
+        // an event exactly at T is in neither the features (before T) nor the label
+        // (after T); one exactly at T + 30 days is in the label
         let h = History {
             user,
             events: vec![
