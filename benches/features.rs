@@ -7,6 +7,8 @@ use customer_analyzer_core::demo::{
 };
 use customer_analyzer_core::events::Event;
 use customer_analyzer_core::features::{compute_features, ProductTable, UserRecord};
+use customer_analyzer_core::snapshots::{rows_of, History};
+use customer_analyzer_core::task::Task;
 
 const END: i64 = 1_750_000_000 * 1_000_000;
 
@@ -32,6 +34,30 @@ fn features(c: &mut Criterion) {
     g.finish();
 }
 
+/// The training set of the default churn schedule: 17 weekly snapshots (training,
+/// validation, holdout and refit) of each user from one sorted history.
+fn snapshots(c: &mut Criterion) {
+    let (table, users) = shop(1000);
+    let histories: Vec<History> = users
+        .into_iter()
+        .map(|(user, events)| History { user, events })
+        .collect();
+    let day = 86_400_000_000i64;
+    let times: Vec<i64> = (0..17).map(|k| END - (60 + 7 * k) * day).collect();
+    let mut g = c.benchmark_group("snapshots");
+    g.throughput(Throughput::Elements(histories.len() as u64));
+    for task in [Task::Churn, Task::Purchase] {
+        g.bench_function(format!("1000 users x 17 snapshots, {task:?}"), |b| {
+            b.iter(|| {
+                for h in &histories {
+                    black_box(rows_of(task, &times, h, Some(&table)));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn demo(c: &mut Criterion) {
     let spec = DemoSpec::new(1000, 180, 42, END).expect("valid spec");
     let cat = products(42);
@@ -47,5 +73,5 @@ fn demo(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, features, demo);
+criterion_group!(benches, features, snapshots, demo);
 criterion_main!(benches);

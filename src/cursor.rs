@@ -2,12 +2,14 @@
 //! `SPITupleTable` in the SPI connection's memory until the connection ends, so a loop
 //! over a big cursor held the whole result: training on a 1,000,000-user shop reached a
 //! 14.5 GB backend. `fetch_each` hands each row to `each` and frees the batch's table
-//! before the next fetch.
+//! before the next fetch. `fetch_each_in_place` also reads values where they lie
+//! (see [`InPlace`]).
 
+use pgrx::datum::{Array, FromDatum, IntoDatum, UnboxDatum};
 use pgrx::pg_sys;
 use pgrx::spi::{SpiCursor, SpiHeapTupleData};
 
-use crate::error::{Result, SpiContext};
+use crate::error::{self, Result, SpiContext};
 
 /// Fetches up to `n` rows, calls `each` on every one, frees them; returns how many there
 /// were (0 at the end of the cursor).
@@ -21,6 +23,103 @@ pub fn fetch_each(
     let len = batch.len();
     for row in batch {
         each(&row)?;
+    }
+    free_last_batch();
+    Ok(len)
+}
+
+/// One fetched row whose values are read where they lie in the batch. pgrx's `get`
+/// copies every value into the memory context above the SPI connection, which lives
+/// until the calling function returns: reading every user's event arrays that way grew
+/// the backend by the size of all the events read. Here an array borrows the batch
+/// (freed after the row's callback), and only what the caller converts is kept.
+pub struct InPlace {
+    tuple: pg_sys::HeapTuple,
+    tupdesc: pg_sys::TupleDesc,
+}
+
+impl InPlace {
+    /// Column `i` (from 1) as an owned `T` (a scalar, `String`, `Vec`), which must match
+    /// the column's type. Arrays to read in place go through [`InPlace::array`].
+    #[allow(unsafe_code)] // converting a value `datum` checked
+    pub fn get<T: FromDatum + IntoDatum>(&self, i: usize, what: &'static str) -> Result<Option<T>> {
+        // SAFETY: see `datum`; T is converted at once.
+        self.datum::<T>(i, what)
+            .map(|(datum, is_null, type_oid)| unsafe {
+                T::from_polymorphic_datum(datum, is_null, type_oid)
+            })
+    }
+
+    /// Array column `i` read where it lies, valid while this row is (the borrow keeps
+    /// it from outliving the callback the row is lent to).
+    #[allow(unsafe_code)] // converting a value `datum` checked
+    pub fn array<'r, T>(&'r self, i: usize, what: &'static str) -> Result<Option<Array<'r, T>>>
+    where
+        T: UnboxDatum + IntoDatum + 'r,
+    {
+        // SAFETY: see `datum`; the array borrows the row for 'r.
+        self.datum::<Array<'r, T>>(i, what)
+            .map(|(datum, is_null, type_oid)| unsafe {
+                Array::<'r, T>::from_polymorphic_datum(datum, is_null, type_oid)
+            })
+    }
+
+    /// The raw value of column `i`, checked to have a type `T` reads.
+    #[allow(unsafe_code)] // SPI's own accessors on a row of the batch being read
+    fn datum<T: IntoDatum>(
+        &self,
+        i: usize,
+        what: &'static str,
+    ) -> Result<(pg_sys::Datum, bool, pg_sys::Oid)> {
+        // SAFETY: tuple and tupdesc come from the current SPI_tuptable, which stays
+        // allocated until `fetch_each_in_place` frees it after the callback that borrows
+        // this row returns; `i` is checked against the descriptor first.
+        unsafe {
+            let natts = (*self.tupdesc).natts as usize;
+            if i < 1 || i > natts {
+                return Err(error::internal(what, format!("no column {i}")));
+            }
+            let type_oid = pg_sys::SPI_gettypeid(self.tupdesc, i as i32);
+            if !T::is_compatible_with(type_oid) {
+                return Err(error::internal(
+                    what,
+                    format!(
+                        "column {i} has type oid {type_oid:?}, not {:?}",
+                        T::type_oid()
+                    ),
+                ));
+            }
+            let mut is_null = false;
+            let datum = pg_sys::SPI_getbinval(self.tuple, self.tupdesc, i as i32, &mut is_null);
+            Ok((datum, is_null, type_oid))
+        }
+    }
+}
+
+/// [`fetch_each`] with rows read in place ([`InPlace`]).
+#[allow(unsafe_code)] // walking the SPI_tuptable the fetch filled, on the backend's thread
+pub fn fetch_each_in_place(
+    cursor: &mut SpiCursor<'_>,
+    n: i64,
+    what: &'static str,
+    mut each: impl FnMut(&InPlace) -> Result<()>,
+) -> Result<usize> {
+    let len = cursor.fetch(n).ctx(what)?.len();
+    // SAFETY: the fetch left its result in SPI_tuptable (pgrx's wrapper only points at
+    // it and is gone); `len` rows are in `vals`. Rows are handed out by reference to a
+    // callback that cannot keep them, and the table is freed only after the last one.
+    unsafe {
+        let table = pg_sys::SPI_tuptable;
+        if len > 0 && table.is_null() {
+            return Err(error::internal(what, "the fetch left no rows to read"));
+        }
+        for k in 0..len {
+            let row = InPlace {
+                tuple: *(*table).vals.add(k),
+                tupdesc: (*table).tupdesc,
+            };
+            each(&row)?;
+        }
     }
     free_last_batch();
     Ok(len)

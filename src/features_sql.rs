@@ -118,47 +118,86 @@ pub fn product_rows(s: &Sources) -> String {
 
 /// Every user registered before `$1` with their events up to `$2`, one row per user:
 /// user_id, registered_at, status, has_username, then the events as parallel arrays
-/// (at, kind code, amount, product id, command) in the order of the rules of
-/// `events::sql` (NULL arrays for a user without events). Training computes every
-/// snapshot from these rows (see `customer_analyzer_core::snapshots`).
+/// (at, kind code, amount text, product id text, command; NULL arrays for a user
+/// without events). Each event's kind is worked out once and only the `event_data`
+/// field its kind reads is extracted, as the text `->>` gives: the core validates it
+/// (`events::amount_from_text`, `events::product_id_from_text`, the rules `events::sql`
+/// spells as patterns), far cheaper than a regular expression per event. Training
+/// computes every snapshot from these rows (see `customer_analyzer_core::snapshots`).
+///
+/// With an index on the events' user_id, each user's events are one index scan (no
+/// sort or hash of all events, which spills to disk at a few million); without one,
+/// one scan grouped by user. Users come in id order whatever the plan, so the same data
+/// gives the same training rows in the same order, and so the same model.
 pub fn history_query(s: &Sources) -> String {
+    use customer_analyzer_core::events::EventKind;
     let (status, has_username) = user_columns(s);
-    let data = format!(
-        "({})",
-        sql::event_data("e.event_data", s.event_data_is_json)
-    );
-    let valid_amount = sql::is_amount(&format!("{data} ->> 'amount'"));
-    let valid_product = sql::is_product_id(&format!("{data} ->> 'product_id'"));
+    let data = sql::event_data("e.event_data", s.event_data_is_json);
     let kind = sql::kind_code("e.event_type::text");
+    let purchase = EventKind::Purchase.code();
+    let bot_command = EventKind::BotCommand.code();
+    let product_kinds = [
+        EventKind::ProductView,
+        EventKind::AddToCart,
+        EventKind::Purchase,
+    ]
+    .map(|k| k.code().to_string())
+    .join(", ");
     let (users, events) = (&s.users, &s.events);
-    format!(
+    let users_cte = format!(
         "WITH u AS (
     SELECT src.id::bigint AS user_id, src.registered_at::timestamptz AS registered_at,
            {status} AS status, {has_username} AS has_username
     FROM {users} src
     WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
       AND src.registered_at::timestamptz > '-infinity'
-),
-ev AS (
-    SELECT e.user_id::bigint AS user_id, e.created_at::timestamptz AS at, {kind} AS kind,
-           CASE WHEN e.event_type::text = 'purchase' AND {valid_amount}
-                THEN ({data} ->> 'amount')::float8 END AS amount,
-           CASE WHEN e.event_type::text IN ('product_view', 'add_to_cart', 'purchase') AND {valid_product}
-                THEN ({data} ->> 'product_id')::bigint END AS product_id,
-           CASE WHEN e.event_type::text = 'bot_command' THEN {data} ->> 'command' END AS command
-    FROM {events} e
-    WHERE e.created_at::timestamptz <= $2 AND e.created_at::timestamptz > '-infinity'
-      AND e.user_id IS NOT NULL AND e.user_id IN (SELECT user_id FROM u)
-),
+)"
+    );
+    // OFFSET 0 keeps the kind computed once per event instead of once per use
+    let events_where = |which: &str| {
+        format!(
+            "(SELECT e.user_id::bigint AS user_id, e.created_at::timestamptz AS at, {data} AS data, {kind} AS kind
+          FROM {events} e
+          WHERE {which} AND e.created_at::timestamptz <= $2 AND e.created_at::timestamptz > '-infinity'
+          OFFSET 0) k"
+        )
+    };
+    let event_columns = format!(
+        "k.user_id, k.at, k.kind,
+           CASE WHEN k.kind = {purchase} THEN k.data ->> 'amount' END AS amount,
+           CASE WHEN k.kind IN ({product_kinds}) THEN k.data ->> 'product_id' END AS product_id,
+           CASE WHEN k.kind = {bot_command} THEN k.data ->> 'command' END AS command"
+    );
+    let arrays =
+        "array_agg(ev.at) AS at, array_agg(ev.kind) AS kind, array_agg(ev.amount) AS amount,
+           array_agg(ev.product_id) AS product_id, array_agg(ev.command) AS command";
+    let outputs = "u.user_id, u.registered_at, u.status, u.has_username,
+       h.at, h.kind, h.amount, h.product_id, h.command";
+    if s.events_by_user {
+        let scan = events_where("e.user_id = u.user_id");
+        format!(
+            "{users_cte}
+SELECT {outputs}
+FROM u LEFT JOIN LATERAL (
+    SELECT {arrays}
+    FROM (SELECT {event_columns} FROM {scan}) ev
+) h ON true
+ORDER BY u.user_id"
+        )
+    } else {
+        let scan = events_where("e.user_id IS NOT NULL AND e.user_id IN (SELECT user_id FROM u)");
+        format!(
+            "{users_cte},
 h AS (
-    SELECT user_id, array_agg(at) AS at, array_agg(kind) AS kind, array_agg(amount) AS amount,
-           array_agg(product_id) AS product_id, array_agg(command) AS command
-    FROM ev GROUP BY user_id
+    SELECT ev.user_id, {arrays}
+    FROM (SELECT {event_columns} FROM {scan}) ev
+    GROUP BY ev.user_id
 )
-SELECT u.user_id, u.registered_at, u.status, u.has_username,
-       h.at, h.kind, h.amount, h.product_id, h.command
-FROM u LEFT JOIN h ON h.user_id = u.user_id"
-    )
+SELECT {outputs}
+FROM u LEFT JOIN h ON h.user_id = u.user_id
+ORDER BY u.user_id"
+        )
+    }
 }
 
 /// Fills each `{name}` of `template`; every placeholder must be given (any SQL the

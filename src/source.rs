@@ -135,6 +135,29 @@ pub struct Sources {
     pub has_username: bool,
     /// `events.event_data` is `json`, not `jsonb` (see `events::sql::event_data`).
     pub event_data_is_json: bool,
+    /// The events table has a valid btree or hash index whose first column is `user_id`,
+    /// so one user's events are an index scan away (see `features_sql::history_query`).
+    pub events_by_user: bool,
+}
+
+/// Whether relation `oid` has a usable index that starts with its `user_id` column.
+fn indexed_by_user(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<bool> {
+    Ok(client
+        .select(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+             JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = $1 AND i.indisvalid AND i.indpred IS NULL \
+               AND am.amname IN ('btree', 'hash') AND a.attname = 'user_id')",
+            Some(1),
+            &[oid.into()],
+        )
+        .ctx("reading pg_index")?
+        .first()
+        .get_one::<bool>()
+        .ctx("reading pg_index")?
+        .unwrap_or(false))
 }
 
 /// A relation's quoted qualified name, or None when the oid names no table-like relation.
@@ -266,6 +289,7 @@ pub fn validate(
         has_status: user_cols[2].is_some(),
         has_username: user_cols[3].is_some(),
         event_data_is_json: event_cols[3] == Some(JSON_OID),
+        events_by_user: indexed_by_user(client, events_oid)?,
     })
 }
 

@@ -4,17 +4,18 @@
 //! Training used to call `user_features()` once per snapshot, a full pass over the
 //! events each time.
 
-use customer_analyzer_core::events::{Event, EventKind};
+use customer_analyzer_core::events::{amount_from_text, product_id_from_text, Event, EventKind};
 use customer_analyzer_core::features::{Product, ProductTable, UserRecord};
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::model::{self, TrainingData};
-use customer_analyzer_core::snapshots::{rows_of, History, Row};
+use customer_analyzer_core::snapshots::{rows_of_all, History, Row};
 use customer_analyzer_core::task::Task;
-use customer_analyzer_core::work::Work;
+use customer_analyzer_core::work::{Pending, Work};
 use pgrx::prelude::*;
-use pgrx::spi::{SpiClient, SpiHeapTupleData};
+use pgrx::spi::SpiClient;
+use std::sync::Arc;
 
-use crate::cursor::fetch_each;
+use crate::cursor::{fetch_each_in_place, InPlace};
 use crate::error::{self, Result, SpiContext};
 use crate::features_sql::{history_query, product_rows};
 use crate::source::Sources;
@@ -22,8 +23,6 @@ use crate::time::{from_unix_micros, to_unix_micros};
 
 /// Users fetched from the cursor at a time.
 const FETCH_USERS: i64 = 2000;
-/// Users per chunk of the feature computation on the pool.
-const CHUNK_USERS: usize = 64;
 
 /// The stacked snapshots, and how many users they were sampled down to.
 pub struct Gathered {
@@ -55,50 +54,56 @@ pub fn products(client: &SpiClient<'_>, s: &Sources) -> Result<Option<ProductTab
     Ok(Some(ProductTable::new(rows)))
 }
 
-fn column<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
-    row: &SpiHeapTupleData<'_>,
-    i: usize,
-) -> Result<Option<T>> {
-    row.get::<T>(i).ctx("reading the event histories")
-}
+const READING: &str = "reading the event histories";
 
-/// One row of the history query as the core's history.
-fn history(row: &SpiHeapTupleData<'_>) -> Result<History> {
-    let user_id = column::<i64>(row, 1)?
-        .ok_or_else(|| error::internal("reading the event histories", "NULL user_id"))?;
-    let registered_at = column::<TimestampWithTimeZone>(row, 2)?
-        .ok_or_else(|| error::internal("reading the event histories", "NULL registered_at"))?;
+/// One row of the history query as the core's history. The event arrays are read in
+/// place and each element converted as it is met, so no copy of them is made.
+fn history(row: &InPlace) -> Result<History> {
+    let user_id = row
+        .get::<i64>(1, READING)?
+        .ok_or_else(|| error::internal(READING, "NULL user_id"))?;
+    let registered_at = row
+        .get::<TimestampWithTimeZone>(2, READING)?
+        .ok_or_else(|| error::internal(READING, "NULL registered_at"))?;
     let user = UserRecord {
         user_id,
         registered_at: to_unix_micros(registered_at),
-        status: column::<String>(row, 3)?,
-        has_username: column::<i64>(row, 4)?.map(|v| v != 0),
+        status: row.get::<String>(3, READING)?,
+        has_username: row.get::<i64>(4, READING)?.map(|v| v != 0),
     };
-    let at = column::<Vec<Option<TimestampWithTimeZone>>>(row, 5)?.unwrap_or_default();
-    let kind = column::<Vec<Option<i16>>>(row, 6)?.unwrap_or_default();
-    let amount = column::<Vec<Option<f64>>>(row, 7)?.unwrap_or_default();
-    let product = column::<Vec<Option<i64>>>(row, 8)?.unwrap_or_default();
-    let command = column::<Vec<Option<String>>>(row, 9)?.unwrap_or_default();
+    let (Some(at), Some(kind), Some(amount), Some(product), Some(command)) = (
+        row.array::<TimestampWithTimeZone>(5, READING)?,
+        row.array::<i16>(6, READING)?,
+        row.array::<&str>(7, READING)?,
+        row.array::<&str>(8, READING)?,
+        row.array::<&str>(9, READING)?,
+    ) else {
+        // no events: the arrays are all NULL
+        return Ok(History {
+            user,
+            events: Vec::new(),
+        });
+    };
     let n = at.len();
     if [kind.len(), amount.len(), product.len(), command.len()] != [n; 4] {
         return Err(error::internal(
-            "reading the event histories",
+            READING,
             "event arrays of different lengths",
         ));
     }
     let events = at
-        .into_iter()
-        .zip(kind)
-        .zip(amount)
-        .zip(product)
-        .zip(command)
+        .iter()
+        .zip(kind.iter())
+        .zip(amount.iter())
+        .zip(product.iter())
+        .zip(command.iter())
         .filter_map(|((((at, kind), amount), product_id), command)| {
             Some(Event {
                 at: to_unix_micros(at?),
                 kind: EventKind::from_code(kind.unwrap_or(0)),
-                amount,
-                product_id,
-                command,
+                amount: amount.and_then(amount_from_text),
+                product_id: product_id.and_then(product_id_from_text),
+                command: command.map(str::to_owned),
             })
         })
         .collect();
@@ -114,7 +119,8 @@ pub struct Snapshots<'a> {
 }
 
 /// Reads every user's history once, in batches, and hands `sink` the labelled rows of
-/// every snapshot for the users `keep` accepts at the time their batch is read.
+/// every snapshot for the users `keep` accepts at the time their batch is read. The pool
+/// computes one batch's rows while this (the backend) thread reads the next.
 pub fn read_rows(
     client: &SpiClient<'_>,
     work: &Work,
@@ -124,7 +130,8 @@ pub fn read_rows(
     sink: &mut dyn FnMut(Vec<Row>) -> Result<()>,
 ) -> Result<()> {
     let Snapshots { task, times, end } = *want;
-    let products = products(client, s)?;
+    let products = Arc::new(products(client, s)?);
+    let times: Arc<[i64]> = times.into();
     let newest = times.iter().copied().max().unwrap_or(end);
     let as_time = |t: i64| from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t));
     let sql = history_query(s);
@@ -134,34 +141,27 @@ pub fn read_rows(
             &[as_time(newest)?.into(), as_time(end)?.into()],
         )
         .ctx("reading the event histories")?;
+    let mut computing: Option<Pending<Vec<Row>>> = None;
     loop {
         work.checkpoint().map_err(error::from_core)?;
         let mut histories = Vec::new();
-        let fetched = fetch_each(
-            &mut cursor,
-            FETCH_USERS,
-            "reading the event histories",
-            |row| {
-                let h = history(row)?;
-                if keep(h.user.user_id) {
-                    histories.push(h);
-                }
-                Ok(())
-            },
-        )?;
-        if fetched == 0 {
+        let fetched = fetch_each_in_place(&mut cursor, FETCH_USERS, READING, |row| {
+            let h = history(row)?;
+            if keep(h.user.user_id) {
+                histories.push(h);
+            }
+            Ok(())
+        })?;
+        let next = (fetched > 0).then(|| {
+            let (products, times) = (products.clone(), times.clone());
+            work.start(move || rows_of_all(task, &times, &histories, (*products).as_ref()))
+        });
+        if let Some(done) = std::mem::replace(&mut computing, next) {
+            sink(work.wait(done).map_err(error::from_core)?)?;
+        }
+        if computing.is_none() {
             return Ok(());
         }
-        let parts: Vec<Vec<Row>> = work
-            .for_chunks(histories.len(), CHUNK_USERS, |r| {
-                histories[r]
-                    .iter()
-                    .flat_map(|h| rows_of(task, times, h, products.as_ref()))
-                    .collect()
-            })
-            .map_err(error::from_core)?;
-        drop(histories);
-        sink(parts.into_iter().flatten().collect())?;
     }
 }
 
@@ -195,6 +195,11 @@ pub fn gather(
             model::user_in_sample(u, halvings.get())
         },
         &mut |rows| {
+            // a batch read before the last halving may hold users the sample has dropped
+            let rows: Vec<Row> = rows
+                .into_iter()
+                .filter(|r| model::user_in_sample(r.features.user_id, halvings.get()))
+                .collect();
             data.frame
                 .try_reserve_rows(rows.len())
                 .map_err(error::from_core)?;

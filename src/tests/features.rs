@@ -78,6 +78,14 @@ mod tests {
             run(&format!(
                 "SELECT customer_analyzer.configure('{s}.users', '{s}.events', {products})"
             ));
+            // both forms of the history query: one index scan per user, and (without an
+            // index on the events' user_id) one scan grouped by user
+            let by_user = seed < 2;
+            if !by_user {
+                run(&format!("DROP INDEX {s}.events_user_id_created_at_idx"));
+            }
+            let sources = Spi::connect(|c| crate::source::load(c).map(|s| s.events_by_user));
+            assert_eq!(sources.ok(), Some(by_user), "seed {seed}: index detection");
             // unsorted, days apart and a day apart, some on the microsecond of events
             let times: Vec<i64> = [35, 10, 36, 90, 60]
                 .iter()

@@ -29,10 +29,12 @@ pub mod sql {
     /// `event_type` as the small integer [`EventKind::from_code`] reads: 1.. for the known
     /// kinds in catalog order, 0 for anything else (NULL included).
     pub fn kind_code(event_type: &str) -> String {
-        format!(
-            "coalesce(array_position(ARRAY[{}]::text[], {event_type}), 0)::int2",
-            known_types()
-        )
+        // a simple CASE: cheaper per event than array_position over the known types
+        let arms: String = EventKind::KNOWN
+            .iter()
+            .map(|k| format!(" WHEN '{}' THEN {}", k.as_str(), k.code()))
+            .collect();
+        format!("(CASE {event_type}{arms} ELSE 0 END)::int2")
     }
 
     /// `text` (an `->>` of event_data) is money: see [`super::parse_amount`].
@@ -92,6 +94,14 @@ impl EventKind {
     ];
 
     /// The kind [`sql::kind_code`] gave `code`.
+    /// The small integer `sql::kind_code` gives this kind (0 for Other).
+    pub fn code(self) -> i16 {
+        EventKind::KNOWN
+            .iter()
+            .position(|&k| k == self)
+            .map_or(0, |i| i as i16 + 1)
+    }
+
     pub fn from_code(code: i16) -> EventKind {
         usize::try_from(code)
             .ok()
@@ -181,20 +191,24 @@ pub fn parse_amount(v: &Value) -> Option<f64> {
         Value::Number(n) => n
             .as_f64()
             .filter(|x| x.is_finite() && *x >= 0.0 && *x < MAX_AMOUNT),
-        Value::String(s) => {
-            let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
-            let (int, frac) = match t.split_once('.') {
-                Some((i, f)) => (i, Some(f)),
-                None => (t, None),
-            };
-            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-            if !digits(int) || int.len() > 15 || frac.is_some_and(|f| !digits(f)) {
-                return None;
-            }
-            t.parse::<f64>().ok()
-        }
+        Value::String(s) => amount_from_text(s),
         _ => None,
     }
+}
+
+/// The text rule of [`parse_amount`], for the text `->>` gives (for a JSON number, its
+/// digits): optional ASCII whitespace around 1 to 15 digits and an optional fraction.
+pub fn amount_from_text(s: &str) -> Option<f64> {
+    let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
+    let (int, frac) = match t.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (t, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || int.len() > 15 || frac.is_some_and(|f| !digits(f)) {
+        return None;
+    }
+    t.parse::<f64>().ok()
 }
 
 /// `event_data->>'product_id'` as a product id: a whole JSON number or a string of at
@@ -206,16 +220,19 @@ pub fn parse_product_id(v: &Value) -> Option<i64> {
             .as_u64()
             .filter(|x| *x < 1_000_000_000_000_000_000)
             .map(|x| x as i64),
-        Value::String(s)
-            if !s.is_empty()
-                && s.len() <= 18
-                && s.bytes().all(|b| b.is_ascii_digit())
-                && (s == "0" || !s.starts_with('0')) =>
-        {
-            s.parse().ok()
-        }
+        Value::String(s) => product_id_from_text(s),
         _ => None,
     }
+}
+
+/// The text rule of [`parse_product_id`], for the text `->>` gives: 1 to 18 digits
+/// without a leading zero (or "0").
+pub fn product_id_from_text(s: &str) -> Option<i64> {
+    let canonical = !s.is_empty()
+        && s.len() <= 18
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 /// The text `->>` gives for a JSON value: strings unquoted, JSON null as NULL.
@@ -236,11 +253,17 @@ mod tests {
     fn kind_codes_round_trip() {
         for (i, k) in EventKind::KNOWN.iter().enumerate() {
             assert_eq!(EventKind::from_code(i as i16 + 1), *k);
+            assert_eq!(k.code(), i as i16 + 1);
         }
+        assert_eq!(EventKind::Other.code(), 0);
         for c in [0, -1, 6, i16::MAX] {
             assert_eq!(EventKind::from_code(c), EventKind::Other);
         }
-        assert!(sql::kind_code("k").starts_with("coalesce(array_position(ARRAY['page_view', "));
+        assert_eq!(
+            sql::kind_code("k"),
+            "(CASE k WHEN 'page_view' THEN 1 WHEN 'product_view' THEN 2 WHEN 'add_to_cart' THEN 3 \
+             WHEN 'purchase' THEN 4 WHEN 'bot_command' THEN 5 ELSE 0 END)::int2"
+        );
     }
 
     #[test]
@@ -271,6 +294,32 @@ mod tests {
         assert_eq!(parse_product_id(&json!("")), None);
         assert_eq!(parse_product_id(&json!("007")), None);
         assert_eq!(parse_product_id(&json!("0")), Some(0));
+    }
+
+    /// The text rules read what `->>` gives for the JSON values the value rules accept.
+    #[test]
+    fn text_rules_agree_with_the_value_rules() {
+        for text in [
+            "12",
+            " 12.50 ",
+            "0",
+            "007",
+            "1e3",
+            "-1",
+            "",
+            "123456789012345678",
+            "1234567890123456789",
+            "12.",
+            ".5",
+            "\t3\n",
+        ] {
+            let v = json!(text);
+            assert_eq!(amount_from_text(text), parse_amount(&v), "{text:?}");
+            assert_eq!(product_id_from_text(text), parse_product_id(&v), "{text:?}");
+        }
+        // a JSON number's ->> text is its digits
+        assert_eq!(product_id_from_text(&json!(17).to_string()), Some(17));
+        assert_eq!(amount_from_text(&json!(99.14).to_string()), Some(99.14));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! set-based SQL computes the same numbers over the events table, and a test on random
 //! shops checks that the two agree. Only events strictly before `as_of` are read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::catalog::{index_of, Kind, FEATURES};
 use crate::events::{Event, EventKind, MICROS_PER_DAY, MICROS_PER_MINUTE, SESSION_GAP_MICROS};
@@ -28,11 +30,26 @@ pub struct Product {
     pub price: Option<f64>,
 }
 
-/// The products table with each category's mean price, as the features use them.
+/// The products table as the features use it: for each product, its category, its
+/// price when valid and its price level (price / mean valid price of its category),
+/// worked out once when the table is built.
 #[derive(Debug, Clone, Default)]
 pub struct ProductTable {
-    products: HashMap<i64, Product>,
-    category_mean: HashMap<String, f64>,
+    products: FxHashMap<i64, ProductFacts>,
+    /// Category names in sorted order; products refer to them by index, so that
+    /// counting categories hashes small integers, not strings.
+    categories: Vec<String>,
+}
+
+/// What the features read of one product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProductFacts {
+    /// Index into the table's sorted category names.
+    pub category: Option<u32>,
+    /// Finite and positive, else None.
+    pub price: Option<f64>,
+    /// price / mean price of the category.
+    pub level: Option<f64>,
 }
 
 /// A price the features use: finite and positive.
@@ -42,8 +59,9 @@ fn valid_price(p: Option<f64>) -> Option<f64> {
 
 impl ProductTable {
     pub fn new(rows: impl IntoIterator<Item = (i64, Product)>) -> ProductTable {
-        let products: HashMap<i64, Product> = rows.into_iter().collect();
-        let mut sums: HashMap<&str, (f64, f64)> = HashMap::new();
+        // a BTreeMap, so that each category's sum adds prices in the same order every run
+        let products: BTreeMap<i64, Product> = rows.into_iter().collect();
+        let mut sums: FxHashMap<&str, (f64, f64)> = FxHashMap::default();
         for p in products.values() {
             if let (Some(c), Some(price)) = (&p.category, valid_price(p.price)) {
                 let e = sums.entry(c.as_str()).or_insert((0.0, 0.0));
@@ -51,30 +69,68 @@ impl ProductTable {
                 e.1 += 1.0;
             }
         }
-        let category_mean = sums
-            .into_iter()
-            .map(|(c, (s, n))| (c.to_string(), s / n))
+        let mut categories: Vec<String> = products
+            .values()
+            .filter_map(|p| p.category.clone())
             .collect();
+        categories.sort_unstable();
+        categories.dedup();
+        let facts = |p: &Product| {
+            let price = valid_price(p.price);
+            let mean = p.category.as_deref().and_then(|c| sums.get(c));
+            ProductFacts {
+                category: p.category.as_deref().map(|c| {
+                    categories
+                        .binary_search_by(|k| k.as_str().cmp(c))
+                        .unwrap_or_default() as u32
+                }),
+                price,
+                level: price.zip(mean).map(|(price, (s, n))| price / (s / n)),
+            }
+        };
+        let products = products.iter().map(|(&id, p)| (id, facts(p))).collect();
         ProductTable {
             products,
-            category_mean,
+            categories,
         }
     }
 
-    fn category(&self, id: Option<i64>) -> Option<&str> {
-        self.products.get(&id?)?.category.as_deref()
+    /// The name of category `index` of [`ProductFacts::category`].
+    pub fn category_name(&self, index: u32) -> &str {
+        self.categories
+            .get(index as usize)
+            .map_or("", String::as_str)
     }
 
-    fn price(&self, id: Option<i64>) -> Option<f64> {
-        valid_price(self.products.get(&id?)?.price)
+    /// The facts of product `id`, None for an unknown or missing id.
+    pub fn get(&self, id: Option<i64>) -> Option<&ProductFacts> {
+        self.products.get(&id?)
     }
 
-    /// price / mean price of the product's category.
-    fn price_level(&self, id: Option<i64>) -> Option<f64> {
-        let p = self.products.get(&id?)?;
-        let price = valid_price(p.price)?;
-        Some(price / self.category_mean.get(p.category.as_deref()?)?)
+    /// `events` with their products' facts looked up, for [`compute_features_sorted`].
+    pub fn resolve<'a>(
+        table: Option<&'a ProductTable>,
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Vec<Resolved<'a>> {
+        events
+            .into_iter()
+            .map(|event| Resolved {
+                event,
+                product: match table {
+                    Some(t) if event.kind.is_product_event() => t.get(event.product_id),
+                    _ => None,
+                },
+            })
+            .collect()
     }
+}
+
+/// An event and the facts of its product, looked up once however many snapshots read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved<'a> {
+    pub event: &'a Event,
+    /// Only for product events whose product is in the table.
+    pub product: Option<&'a ProductFacts>,
 }
 
 /// One feature's value.
@@ -167,22 +223,24 @@ pub fn compute_features(
     }
     let mut evs: Vec<&Event> = events.iter().filter(|e| e.at < as_of).collect();
     evs.sort_by_key(|e| e.at);
+    let evs = ProductTable::resolve(products, evs);
     compute_features_sorted(as_of, user, &evs, products)
 }
 
-/// [`compute_features`] for events already sorted by time and all before `as_of` (a
-/// prefix of one sorted history serves every snapshot of a user).
+/// [`compute_features`] for events already sorted by time, all before `as_of`, and
+/// resolved against the products table (a prefix of one resolved history serves every
+/// snapshot of a user). `products` is the table `evs` were resolved against.
 pub fn compute_features_sorted(
     as_of: i64,
     user: &UserRecord,
-    evs: &[&Event],
+    evs: &[Resolved<'_>],
     products: Option<&ProductTable>,
 ) -> Option<FeatureVector> {
     if user.registered_at >= as_of {
         return None;
     }
-    debug_assert!(evs.windows(2).all(|w| w[0].at <= w[1].at));
-    debug_assert!(evs.last().is_none_or(|e| e.at < as_of));
+    debug_assert!(evs.windows(2).all(|w| w[0].event.at <= w[1].event.at));
+    debug_assert!(evs.last().is_none_or(|e| e.event.at < as_of));
 
     const WINDOWS: [i64; 5] = [7, 14, 30, 60, 90];
     let mut win: [Window; 5] = Default::default();
@@ -197,17 +255,17 @@ pub fn compute_features_sorted(
     let mut session_minutes = 0.0;
     let mut prev_at: Option<i64> = None;
     let mut purchase_gaps = Vec::new();
-    let mut commands = HashSet::new();
-    let mut viewed_products = HashSet::new();
-    let mut bought_products = HashSet::new();
-    let mut viewed_categories = HashSet::new();
-    let mut bought_categories = HashSet::new();
-    let mut category_counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut commands = FxHashSet::default();
+    let mut viewed_products = FxHashSet::default();
+    let mut bought_products = FxHashSet::default();
+    let mut viewed_categories = FxHashSet::default();
+    let mut bought_categories = FxHashSet::default();
+    let mut category_counts: FxHashMap<u32, u64> = FxHashMap::default();
     let mut viewed_prices = Vec::new();
     let mut levels = Vec::new();
     let mut bought_levels = Vec::new();
 
-    for e in evs {
+    for &Resolved { event: e, product } in evs {
         let age = as_of - e.at;
         let day = age / MICROS_PER_DAY;
         let session_start = match prev_at {
@@ -279,8 +337,8 @@ pub fn compute_features_sorted(
             }
             _ => {}
         }
-        if let (Some(p), true) = (products, e.kind.is_product_event()) {
-            if let Some(c) = p.category(e.product_id) {
+        if let Some(p) = product {
+            if let Some(c) = p.category {
                 *category_counts.entry(c).or_default() += 1;
                 match e.kind {
                     EventKind::ProductView => {
@@ -293,9 +351,9 @@ pub fn compute_features_sorted(
                 }
             }
             if e.kind == EventKind::ProductView {
-                viewed_prices.extend(p.price(e.product_id));
+                viewed_prices.extend(p.price);
             }
-            if let Some(l) = p.price_level(e.product_id) {
+            if let Some(l) = p.level {
                 levels.push(l);
                 if e.kind == EventKind::Purchase {
                     bought_levels.push(l);
@@ -309,12 +367,12 @@ pub fn compute_features_sorted(
     let days_registered = days(as_of - user.registered_at);
     let has_products = products.is_some();
     let product_count = |n: usize| has_products.then_some(n as f64);
+    // the most frequent category, the first by name among equals
     let favourite = category_counts
         .iter()
-        .fold(None::<(&str, u64)>, |best, (&c, &n)| match best {
-            Some((_, bn)) if bn >= n => best,
-            _ => Some((c, n)),
-        });
+        .map(|(&c, &n)| (c, n))
+        .min_by_key(|&(c, n)| (std::cmp::Reverse(n), c))
+        .and_then(|(c, n)| Some((products?.category_name(c), n)));
     let category_total: u64 = category_counts.values().sum();
 
     let mut values: Vec<FeatureValue> = Vec::with_capacity(FEATURES.len());

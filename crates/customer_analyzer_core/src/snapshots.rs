@@ -5,7 +5,7 @@
 //! against `user_features(T)` and `labels(T)` at every T.
 
 use crate::events::{Event, EventKind, MICROS_PER_DAY};
-use crate::features::{compute_features_sorted, FeatureVector, ProductTable, UserRecord};
+use crate::features::{compute_features_sorted, FeatureVector, ProductTable, Resolved, UserRecord};
 use crate::task::{Population, Task};
 
 /// One user's facts and every event of theirs up to the end of the label windows.
@@ -25,13 +25,13 @@ pub struct Row {
 
 /// The label of `task` at `as_of` from a history sorted by time: churn is no event at
 /// all in (T, T + horizon], purchase is a purchase in it.
-pub fn label(task: Task, as_of: i64, sorted: &[&Event]) -> bool {
+pub fn label(task: Task, as_of: i64, sorted: &[Resolved<'_>]) -> bool {
     let end = as_of + task.horizon_days() * MICROS_PER_DAY;
-    let from = sorted.partition_point(|e| e.at <= as_of);
-    let window = sorted[from..].iter().take_while(|e| e.at <= end);
+    let from = sorted.partition_point(|e| e.event.at <= as_of);
+    let mut window = sorted[from..].iter().take_while(|e| e.event.at <= end);
     match task {
-        Task::Churn => window.count() == 0,
-        Task::Purchase => window.into_iter().any(|e| e.kind == EventKind::Purchase),
+        Task::Churn => window.next().is_none(),
+        Task::Purchase => window.any(|e| e.event.kind == EventKind::Purchase),
     }
 }
 
@@ -54,15 +54,16 @@ pub fn rows_of(
     history: &History,
     products: Option<&ProductTable>,
 ) -> Vec<Row> {
-    let mut sorted: Vec<&Event> = history.events.iter().collect();
-    sorted.sort_by_key(|e| e.at);
+    let mut by_time: Vec<&Event> = history.events.iter().collect();
+    by_time.sort_by_key(|e| e.at);
+    let sorted = ProductTable::resolve(products, by_time);
     let mut out = Vec::new();
     for (snapshot, &t) in times.iter().enumerate() {
-        let before = sorted.partition_point(|e| e.at < t);
+        let before = sorted.partition_point(|e| e.event.at < t);
         // the churn population needs an event in the 30 days before T: most users of a
         // big shop are not in it, so look before computing 68 features to throw away
         if task.population() == Population::ActiveInLast30Days
-            && !(before > 0 && sorted[before - 1].at >= t - 30 * MICROS_PER_DAY)
+            && !(before > 0 && sorted[before - 1].event.at >= t - 30 * MICROS_PER_DAY)
         {
             continue;
         }
@@ -79,6 +80,23 @@ pub fn rows_of(
         }
     }
     out
+}
+
+/// [`rows_of`] for many users, in parallel on the current rayon pool (call it on the
+/// pool: `Work::start` or `Work::install`), in the users' order.
+pub fn rows_of_all(
+    task: Task,
+    times: &[i64],
+    histories: &[History],
+    products: Option<&ProductTable>,
+) -> Vec<Row> {
+    use rayon::prelude::*;
+    /// Users per parallel task: enough to amortise the split, small enough to balance.
+    const CHUNK_USERS: usize = 64;
+    histories
+        .par_chunks(CHUNK_USERS)
+        .flat_map_iter(|chunk| chunk.iter().flat_map(|h| rows_of(task, times, h, products)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -144,6 +162,22 @@ mod tests {
     }
 
     #[test]
+    fn many_users_in_parallel_keep_their_order() {
+        let shop = random_shop(7, 200);
+        let (histories, products) = shop.histories();
+        let times: Vec<i64> = [50, 20, 3].iter().map(|d| shop.as_of - d * DAY).collect();
+        let one_by_one: Vec<Row> = histories
+            .iter()
+            .flat_map(|h| rows_of(Task::Purchase, &times, h, Some(&products)))
+            .collect();
+        let work = crate::work::Work::unbounded(3);
+        let parallel =
+            work.install(|| rows_of_all(Task::Purchase, &times, &histories, Some(&products)));
+        assert!(one_by_one.len() > 200);
+        assert_eq!(parallel, one_by_one);
+    }
+
+    #[test]
     fn label_windows_are_half_open() {
         let user = UserRecord {
             user_id: 1,
@@ -168,7 +202,7 @@ mod tests {
                 ev(t + 30 * DAY, EventKind::Purchase),
             ],
         };
-        let sorted: Vec<&Event> = h.events.iter().collect();
+        let sorted = ProductTable::resolve(None, &h.events);
         assert!(label(Task::Purchase, t, &sorted));
         assert!(!label(Task::Purchase, t + 30 * DAY, &sorted));
         assert!(!label(Task::Churn, t, &sorted));

@@ -87,6 +87,34 @@ impl Work {
         self.pool.install(op)
     }
 
+    /// Starts `op` on the pool and returns at once, so that the calling (backend) thread
+    /// can go on, typically reading the next batch from PostgreSQL while the pool works on
+    /// this one; [`Work::wait`] collects the result. Rayon calls inside `op` use the pool.
+    pub fn start<R: Send + 'static>(&self, op: impl FnOnce() -> R + Send + 'static) -> Pending<R> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.pool.spawn(move || {
+            // a panic travels to the waiting thread; a spawned job's panic would abort
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)));
+        });
+        Pending { rx }
+    }
+
+    /// Waits for a job of [`Work::start`], checking for interrupts while it runs; a panic
+    /// in the job resumes here.
+    pub fn wait<R>(&self, job: Pending<R>) -> Result<R, Error> {
+        use std::sync::mpsc::RecvTimeoutError;
+        loop {
+            match job.rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(RecvTimeoutError::Timeout) => self.checkpoint()?,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Internal("a pool job ended without a result".into()))
+                }
+            }
+        }
+    }
+
     /// `f(start..end)` for consecutive chunks of `0..n`, run in parallel on the pool, with
     /// an interrupt check between rounds of chunks. `f` must be cheap enough per chunk that
     /// a round takes well under a second.
@@ -125,6 +153,12 @@ impl Work {
         }
         Ok(())
     }
+}
+
+/// A job running on the pool; see [`Work::start`]. Dropping it leaves the job to finish
+/// on its own (it holds only its own data).
+pub struct Pending<R> {
+    rx: std::sync::mpsc::Receiver<std::thread::Result<R>>,
 }
 
 /// Runs `f` (which starts threads) with every signal blocked on this thread. New threads
@@ -220,6 +254,39 @@ mod tests {
         let r = work.for_chunks(100_000, 10, |r| r.len());
         assert_eq!(r, Err(Error::Cancelled));
         assert_eq!(calls.get(), 4);
+    }
+
+    #[test]
+    fn started_jobs_overlap_the_caller_and_report_panics_and_interrupts() {
+        let work = Work::unbounded(1);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // the job waits for the caller, so it must be running while the caller goes on
+        let job = work.start(move || {
+            rx.recv().unwrap();
+            21 * 2
+        });
+        tx.send(()).unwrap();
+        assert_eq!(work.wait(job), Ok(42));
+
+        let job = work.start(|| -> i32 { panic!("inside the job") });
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.wait(job)));
+        assert!(caught.is_err(), "the panic was lost");
+        assert_eq!(work.wait(work.start(|| 7)), Ok(7));
+
+        let stopping = Work::new(
+            1,
+            usize::MAX,
+            usize::MAX,
+            Box::new(|| Err(Error::Cancelled)),
+        )
+        .unwrap();
+        let job = stopping.start(|| std::thread::sleep(std::time::Duration::from_secs(5)));
+        let t = std::time::Instant::now();
+        assert_eq!(stopping.wait(job), Err(Error::Cancelled));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(4),
+            "the wait ignored the check"
+        );
     }
 
     #[test]
