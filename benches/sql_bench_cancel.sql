@@ -23,6 +23,8 @@ EXCEPTION WHEN query_canceled THEN
     RETURN extract(epoch FROM clock_timestamp() - t0) * 1000 - 1000;
 END $$;
 
-SET statement_timeout = '1s';
-SELECT what, round(pg_temp.landing(call)::numeric, 0) AS "cancel landed after timeout (ms)" FROM long_calls;
-RESET statement_timeout;
+-- one top-level statement per call: statement_timeout is armed once per statement, so a
+-- single SELECT over every call would cancel only the first
+SELECT format('SET statement_timeout = %L; SELECT %L AS what, round(pg_temp.landing(%L)::numeric, 0) AS "cancel landed after timeout (ms)"; RESET statement_timeout',
+              '1s', what, call)
+FROM long_calls \gexec
