@@ -19,10 +19,17 @@ fi
 
 # Settings the extension relies on; written once into conf.d, applied by a restart.
 mkdir -p "$CONF_DIR/conf.d"
+# The rescoring worker starts with the server, serving $DB, once the library is
+# installed (a server does not start with a preloaded library that is missing).
+preload="pg_cron"
+if [ -f /usr/lib/postgresql/15/lib/customer_analyzer.so ]; then
+  preload="pg_cron,customer_analyzer"
+fi
 want=$(cat <<CONF
 # written by customer_analyzer/scripts/cluster.sh
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = '$preload'
 cron.database_name = '$DB'
+customer_analyzer.database = '$DB'
 max_worker_processes = 16
 CONF
 )

@@ -126,3 +126,15 @@ FROM customer_analyzer.segmentation_quality WHERE serving;
 
 \echo '== One user, assigned without re-clustering (customer_analyzer.segment_of)'
 SELECT * FROM customer_analyzer.segment_of(42);
+
+\echo
+\echo '== Real time: configure() puts the trigger on public.events; an event comes back as a NOTIFY'
+SELECT customer_analyzer.configure() ->> 'realtime' AS realtime;
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring') AS rescoring_workers;
+LISTEN customer_analyzer_scores;
+INSERT INTO public.events (user_id, event_type, created_at, event_data) VALUES (42, 'page_view', now(), '{}');
+\echo '   (psql prints the worker''s notification after the next statement)'
+SELECT pg_sleep(2);
+SELECT task, round(score::numeric, 4) AS score, model_id, predicted_at
+FROM customer_analyzer.predictions WHERE user_id = 42 ORDER BY predicted_at DESC LIMIT 2;
+UNLISTEN customer_analyzer_scores;

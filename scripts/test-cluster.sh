@@ -23,7 +23,11 @@ case "${1:-}" in
     chown postgres:postgres "$DATA"
     as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
-      -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=50" start >/dev/null
+      -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=50 \
+          -c shared_preload_libraries=customer_analyzer -c customer_analyzer.database=ca_it_realtime" \
+      start >/dev/null
+    # the database the rescoring worker serves (tests/integration/tests/realtime.rs)
+    as_pg "$BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "CREATE DATABASE ca_it_realtime"
     echo "host=127.0.0.1 port=$PORT user=postgres"
     ;;
   stop)

@@ -337,6 +337,69 @@ COMMENT ON FUNCTION customer_analyzer.rename_segment(bigint, integer, text) IS '
 -- Privileges ---------------------------------------------------------------------------
 -- Nothing is open to PUBLIC. Two documented ways in, given to existing roles by the owner:
 -- a reader predicts and reads; an operator also trains, deploys, refreshes and segments.
+-- The real-time trigger function (src/realtime.rs puts it on the events table). It only
+-- queues users; a failure is recorded and swallowed so that the shop's write succeeds,
+-- and `customer_analyzer.realtime = off` turns it into a no-op. Users are queued in id
+-- order, so that concurrent writers lock queue rows in the same order (no deadlocks).
+CREATE FUNCTION customer_analyzer._enqueue_changed_users()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF lower(coalesce(current_setting('customer_analyzer.realtime', true), 'on'))
+           IN ('off', 'false', 'no', '0') THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at)
+            SELECT e.user_id::bigint, max(e.created_at::timestamptz)
+            FROM customer_analyzer_new e WHERE e.user_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+            ON CONFLICT (user_id) DO UPDATE
+            SET generation = q.generation + 1,
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at);
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at)
+            SELECT e.user_id, max(e.at)
+            FROM (SELECT user_id::bigint, created_at::timestamptz AS at FROM customer_analyzer_new
+                  UNION ALL
+                  SELECT user_id::bigint, created_at::timestamptz FROM customer_analyzer_old) e
+            WHERE e.user_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+            ON CONFLICT (user_id) DO UPDATE
+            SET generation = q.generation + 1,
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at);
+        ELSE
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at)
+            SELECT e.user_id::bigint, max(e.created_at::timestamptz)
+            FROM customer_analyzer_old e WHERE e.user_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+            ON CONFLICT (user_id) DO UPDATE
+            SET generation = q.generation + 1,
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        BEGIN
+            INSERT INTO customer_analyzer.worker_errors (source, sqlstate, message)
+            VALUES ('trigger', SQLSTATE, SQLERRM);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'customer_analyzer could not queue users for rescoring: %', SQLERRM;
+        END;
+    END;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION customer_analyzer._enqueue_changed_users() IS
+    'Internal: the real-time trigger on the events table; queues the users whose events changed into rescore_queue.';
+COMMENT ON TABLE customer_analyzer.rescore_queue IS
+    'Users whose events changed, waiting for the rescoring worker (one row per user; generation counts the changes since it was queued).';
+COMMENT ON TABLE customer_analyzer.worker_errors IS
+    'Failures of the real-time path: the trigger''s (swallowed so the shop''s write succeeds) and the worker''s, per user, with the SQLSTATE.';
+COMMENT ON TABLE customer_analyzer.worker_status IS
+    'The rescoring worker''s heartbeat: its pid, when it started and was last seen, and how many users it has rescored.';
+
 -- Functions that reach the shop's tables or write the extension's run as SECURITY
 -- DEFINER with a pinned search_path, so the roles need no rights on those tables.
 

@@ -249,3 +249,41 @@ CREATE TABLE customer_analyzer.user_segments (
         REFERENCES customer_analyzer.segments (segmentation_id, segment_id) ON DELETE CASCADE
 );
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.user_segments', '');
+
+-- The real-time path. Statement-level triggers on the shop's events table queue the users
+-- whose events changed; the rescoring worker refreshes their features and scores. A
+-- user already queued is not queued again: the trigger bumps `generation` instead, and
+-- the worker deletes a row only at the generation it read, so an event that arrives
+-- while the worker works on that user leaves the row for another pass. The worker locks
+-- queue rows only for its closing DELETE (with SKIP LOCKED), so the shop's writes never
+-- wait on its work. Transient: not dumped.
+CREATE TABLE customer_analyzer.rescore_queue (
+    user_id bigint PRIMARY KEY,
+    generation bigint NOT NULL DEFAULT 1,
+    first_enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_event_at timestamptz
+);
+CREATE INDEX rescore_queue_first_enqueued_at_idx ON customer_analyzer.rescore_queue (first_enqueued_at);
+
+-- What went wrong on the real-time path: the trigger's failures (recorded and swallowed,
+-- so that the shop's write succeeds) and the worker's, one row per user it could not
+-- rescore.
+CREATE TABLE customer_analyzer.worker_errors (
+    id bigserial PRIMARY KEY,
+    occurred_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    source text NOT NULL CHECK (source IN ('trigger', 'worker')),
+    user_id bigint,
+    sqlstate text NOT NULL,
+    message text NOT NULL
+);
+
+-- The rescoring worker's heartbeat: one row, written when it starts and after each batch
+-- (and at least every few seconds while idle).
+CREATE TABLE customer_analyzer.worker_status (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    pid integer NOT NULL,
+    started_at timestamptz NOT NULL,
+    last_seen timestamptz NOT NULL,
+    users_rescored bigint NOT NULL DEFAULT 0,
+    last_batch_at timestamptz
+);

@@ -248,6 +248,19 @@ fn generate_demo_data(
                 .update(&format!("TRUNCATE {list} RESTART IDENTITY"), None, &[])
                 .ctx("emptying demo tables")?;
         }
+        // the demo's own inserts are not events to rescore: real time is put back after
+        let events_oid = |client: &SpiClient<'_>| -> Result<Option<pg_sys::Oid>> {
+            client
+                .select("SELECT to_regclass('public.events')::oid", None, &[])
+                .ctx("looking for public.events")?
+                .first()
+                .get_one::<pg_sys::Oid>()
+                .ctx("looking for public.events")
+        };
+        let realtime_was_on = match events_oid(client)? {
+            Some(oid) => crate::realtime::detach(client, Some(oid))?,
+            None => false,
+        };
         let create = |t: &str| {
             match t {
             "products" => "CREATE TABLE public.products (
@@ -303,6 +316,11 @@ fn generate_demo_data(
                 &[],
             )
             .ctx("indexing demo tables")?;
+        if realtime_was_on {
+            if let Some(oid) = events_oid(client)? {
+                crate::realtime::attach(client, oid)?;
+            }
+        }
         let counts = client
             .select(
                 "SELECT (SELECT count(*) FROM public.users), (SELECT count(*) FROM public.events),

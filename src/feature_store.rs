@@ -171,18 +171,24 @@ fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     Spi::connect_mut(|client| {
         let s = source::load(client)?;
-        if !user_exists(client, &s, user_id)? {
-            return Err(error::unknown_user(user_id, &s.users));
-        }
-        let now = now(client)?;
-        let written = plans::update(
-            client,
-            &refresh_one_sql(&s),
-            &[TIMESTAMPTZ, INT8],
-            &[now.into(), user_id.into()],
-        )?;
-        Ok(!written.is_empty())
+        refresh_one(client, &s, user_id)
     })
+}
+
+/// Recomputes one user's features as of now into user_metrics (the real-time worker's
+/// step too); false when the user registered after now. Errors for an unknown user.
+pub fn refresh_one(client: &mut SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
+    if !user_exists(client, s, user_id)? {
+        return Err(error::unknown_user(user_id, &s.users));
+    }
+    let now = now(client)?;
+    let written = plans::update(
+        client,
+        &refresh_one_sql(s),
+        &[TIMESTAMPTZ, INT8],
+        &[now.into(), user_id.into()],
+    )?;
+    Ok(!written.is_empty())
 }
 
 /// The data-quality checks: what each rule sets aside, counted over the source tables

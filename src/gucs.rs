@@ -11,6 +11,11 @@ static MAX_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(2048);
 static MAX_MODEL_MB: GucSetting<i32> = GucSetting::<i32>::new(32);
 static MODEL_CACHE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(16);
 static FEATURE_WORK_MEM_KB: GucSetting<i32> = GucSetting::<i32>::new(256 * 1024);
+static WORKER_DATABASE: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
+static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
+static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
+static REALTIME: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 /// Registers the settings; called once from `_PG_init`.
 pub fn init() {
@@ -64,6 +69,66 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_KB,
     );
+    // the real-time path (src/realtime.rs, src/worker.rs)
+    GucRegistry::define_string_guc(
+        c"customer_analyzer.database",
+        c"The database the rescoring worker serves.",
+        c"Read when the worker starts: a change (postgresql.conf, then a reload) takes effect when the worker next starts, after a server restart or pg_terminate_backend() on it.",
+        &WORKER_DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.naptime_ms",
+        c"How long the rescoring worker sleeps when the queue is empty, in milliseconds.",
+        c"Bounds the delay between an event and its fresh score; the worker looks again at once after a batch.",
+        &NAPTIME_MS,
+        1,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.batch_size",
+        c"Users the rescoring worker takes from the queue per transaction.",
+        c"Larger batches rescore more users per second; smaller ones publish the first scores sooner.",
+        &BATCH_SIZE,
+        1,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"customer_analyzer.realtime",
+        c"Whether events are queued for rescoring and the worker drains the queue.",
+        c"The kill switch of the real-time path: off, the trigger on the events table does nothing and the worker idles.",
+        &REALTIME,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// The database the rescoring worker connects to.
+pub fn worker_database() -> String {
+    WORKER_DATABASE
+        .get()
+        .and_then(|c| c.into_string().ok())
+        .unwrap_or_else(|| "postgres".into())
+}
+
+/// The worker's sleep when the queue is empty.
+pub fn naptime() -> std::time::Duration {
+    std::time::Duration::from_millis(NAPTIME_MS.get().max(1) as u64)
+}
+
+/// Users per worker transaction.
+pub fn batch_size() -> i64 {
+    i64::from(BATCH_SIZE.get().max(1))
+}
+
+/// The real-time kill switch.
+pub fn realtime() -> bool {
+    REALTIME.get()
 }
 
 /// Threads for one call: the setting, or half the cores when it is 0.

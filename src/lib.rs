@@ -21,6 +21,7 @@ mod features_sql;
 mod gucs;
 mod models;
 mod plans;
+mod realtime;
 mod segments;
 mod serving;
 mod source;
@@ -30,6 +31,7 @@ mod time;
 mod training;
 mod training_set;
 mod work;
+mod worker;
 
 /// Loads the settings and makes sure no library thread can take the backend's signals.
 #[pg_guard]
@@ -37,6 +39,7 @@ mod work;
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     customer_analyzer_core::work::tame_global_pool();
+    worker::register();
 }
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);

@@ -7,6 +7,7 @@ use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::segment::{segment, segment_bytes, SegAlgorithm, SegParams};
 use customer_analyzer_core::task::{Task, SEGMENTATION};
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::json;
 
@@ -256,30 +257,68 @@ fn segment_of(
     >,
 > {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
-    let row = Spi::connect(|client| -> Result<(i32, String, f64, i64)> {
+    let row = Spi::connect(|client| {
         let id = models::deployed_model_id(client, SEGMENTATION)?;
-        let loaded = models::loaded(client, id)?;
-        let seg = loaded.segmentation()?;
-        let (values, _) = features_for_user(client, user_id)?;
-        let mut f = Frame::for_catalog();
-        f.push_catalog_row(&values);
-        let (segment_id, distance) = seg.assign(f.numeric_row(0), &[]);
-        let name = crate::plans::select(
-            client,
-            "SELECT name FROM customer_analyzer.segments WHERE segmentation_id = $1 AND segment_id = $2",
-            &[
-                pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
-                pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4OID),
-            ],
-            &[id.into(), (segment_id as i32).into()],
-        )?
-        .first()
-        .get_one::<String>()
-        .ctx("reading the segment name")?
-        .unwrap_or_default();
-        Ok((segment_id as i32, name, distance, id))
+        assign(client, id, user_id)
     })?;
     Ok(TableIterator::once(row))
+}
+
+/// User `user_id`'s segment in segmentation `id`: (segment_id, name, distance, id).
+fn assign(client: &SpiClient<'_>, id: i64, user_id: i64) -> Result<(i32, String, f64, i64)> {
+    let loaded = models::loaded(client, id)?;
+    let seg = loaded.segmentation()?;
+    let (values, _) = features_for_user(client, user_id)?;
+    let mut f = Frame::for_catalog();
+    f.push_catalog_row(&values);
+    let (segment_id, distance) = seg.assign(f.numeric_row(0), &[]);
+    let name = crate::plans::select(
+        client,
+        "SELECT name FROM customer_analyzer.segments WHERE segmentation_id = $1 AND segment_id = $2",
+        &[
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4OID),
+        ],
+        &[id.into(), (segment_id as i32).into()],
+    )?
+    .first()
+    .get_one::<String>()
+    .ctx("reading the segment name")?
+    .unwrap_or_default();
+    Ok((segment_id as i32, name, distance, id))
+}
+
+/// Moves one user to their segment in the serving segmentation (the real-time worker's
+/// step after a refresh); nothing when no segmentation serves.
+pub fn reassign_user(client: &mut SpiClient<'_>, user_id: i64) -> Result<()> {
+    let Some(id) = models::serving_model(client, SEGMENTATION)? else {
+        return Ok(());
+    };
+    let (segment_id, name, distance, _) = assign(client, id, user_id)?;
+    crate::plans::update(
+        client,
+        "INSERT INTO customer_analyzer.user_segments
+             (user_id, segmentation_id, segment_id, segment_name, distance)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (segmentation_id, user_id) DO UPDATE
+         SET segment_id = EXCLUDED.segment_id, segment_name = EXCLUDED.segment_name,
+             distance = EXCLUDED.distance",
+        &[
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4OID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::TEXTOID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::FLOAT8OID),
+        ],
+        &[
+            user_id.into(),
+            id.into(),
+            segment_id.into(),
+            name.into(),
+            distance.into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// Gives a segment a name of the analyst's choosing.

@@ -5,13 +5,14 @@ use customer_analyzer_core::features::FeatureValue;
 use customer_analyzer_core::frame::Frame;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
 use crate::feature_store::{features_for_user, FeatureRow, STORE_ROWS};
 use customer_analyzer_core::task::Task;
 
-use crate::models;
 use crate::work::work;
+use crate::{models, plans};
 
 struct Scored {
     score: f64,
@@ -40,6 +41,69 @@ fn score_user(client: &SpiClient<'_>, task: Task, user_id: i64) -> Result<Scored
         as_of,
     })
 }
+
+/// A fresh score the real-time worker logged.
+pub struct Logged {
+    pub score: f64,
+    /// The user's newest logged score for the task before this one.
+    pub previous: Option<f64>,
+    pub model_id: i64,
+}
+
+/// Scores one user's stored features with the task's serving model and appends the
+/// score to the prediction log; None when no model serves the task.
+pub fn score_and_log(
+    client: &mut SpiClient<'_>,
+    task: Task,
+    user_id: i64,
+) -> Result<Option<Logged>> {
+    if models::serving_model(client, task.name())?.is_none() {
+        return Ok(None);
+    }
+    let s = score_user(client, task, user_id)?;
+    let newest = plans::select(
+        client,
+        "SELECT score FROM customer_analyzer.predictions
+         WHERE task = $1 AND user_id = $2 ORDER BY predicted_at DESC LIMIT 1",
+        &[TEXT, INT8],
+        &[task.name().into(), user_id.into()],
+    )?;
+    let previous = match newest.is_empty() {
+        true => None,
+        false => newest
+            .first()
+            .get_one::<f64>()
+            .ctx("reading the previous score")?,
+    };
+    plans::update(
+        client,
+        "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (task, as_of, user_id) DO UPDATE
+         SET model_id = EXCLUDED.model_id, score = EXCLUDED.score, label = EXCLUDED.label,
+             predicted_at = clock_timestamp()",
+        &[INT8, TEXT, INT8, FLOAT8, BOOL, TIMESTAMPTZ],
+        &[
+            user_id.into(),
+            task.name().into(),
+            s.model_id.into(),
+            s.score.into(),
+            s.label.into(),
+            s.as_of.into(),
+        ],
+    )?;
+    Ok(Some(Logged {
+        score: s.score,
+        previous,
+        model_id: s.model_id,
+    }))
+}
+
+const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+const BOOL: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLOID);
+const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
 
 fn predict_score(task: Task, user_id: Option<i64>) -> Result<f64> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;

@@ -371,11 +371,19 @@ fn configure(
                 &[],
             )
             .ctx("writing customer_analyzer.source_version")?;
+        let realtime = match events {
+            Some(events) => crate::realtime::attach(client, events)?,
+            None => crate::realtime::Realtime::Off("no events table".into()),
+        };
         Ok(pgrx::JsonB(serde_json::json!({
             "users": s.users,
             "events": s.events,
             "products": s.products,
             "optional_user_columns": {"status": s.has_status, "username": s.has_username},
+            "realtime": match realtime {
+                crate::realtime::Realtime::On(_) => serde_json::Value::Bool(true),
+                crate::realtime::Realtime::Off(why) => serde_json::Value::String(format!("off: {why}")),
+            },
         })))
     })
 }

@@ -4,6 +4,7 @@
 
 mod features;
 mod models;
+mod realtime;
 mod safety;
 mod segments;
 mod support;

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Real-time latency: inserts events for random users at a steady 200, 500 and 1,000
+# events/s, each its own committed transaction, while a second connection LISTENs on
+# customer_analyzer_scores, and prints the delay from an insert's commit returning to the
+# worker's NOTIFY for that event arriving (p50/p95/p99, client clocks on one machine),
+# the queue depth over the run and the users rescored per second. Then the insert rate
+# the shop sustains (pgbench, 4 clients, single-row inserts) with real time on and off.
+# The client is Python (psycopg) in a throwaway virtualenv, not a dependency.
+# Usage: benches/realtime_bench.sh [database] [seconds per rate]  (default shop, 20;
+# after scripts/demo.sh, whose cluster runs the worker for that database)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DB=${1:-shop}
+SECONDS_PER_RATE=${2:-20}
+VENV=${CA_BENCH_VENV:-/tmp/customer-analyzer-bench-venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q "psycopg[binary]"
+psql_db() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
+psql_db -c "SELECT customer_analyzer.configure() ->> 'realtime' AS realtime" \
+        -c "SELECT count(*) AS deployed_tasks FROM customer_analyzer.deployed_models" \
+        -c "SELECT count(*) AS rescoring_workers FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring'"
+# the client connects as postgres over the local socket
+runuser -u postgres -- "$VENV/bin/python" - "$DB" "$SECONDS_PER_RATE" <<'PY'
+import random, statistics, sys, threading, time
+import psycopg
+
+db, seconds = sys.argv[1], float(sys.argv[2])
+conninfo = f"dbname={db}"
+with psycopg.connect(conninfo, autocommit=True) as c:
+    users = [r[0] for r in c.execute("SELECT user_id FROM customer_analyzer.user_metrics")]
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+for rate in (200, 500, 1000):
+    arrived = {}          # event time text -> first NOTIFY arrival (monotonic)
+    stop = threading.Event()
+    def listen():
+        with psycopg.connect(conninfo, autocommit=True) as l:
+            l.execute("LISTEN customer_analyzer_scores")
+            while not stop.is_set():
+                for n in l.notifies(timeout=0.2):
+                    t = time.monotonic()
+                    # the payload's event_at is the newest queued event of the user
+                    key = n.payload.split('"event_at" : "')[-1].split('"')[0]
+                    arrived.setdefault(key, t)
+    depth = []
+    def watch():
+        with psycopg.connect(conninfo, autocommit=True) as w:
+            while not stop.is_set():
+                depth.append(w.execute("SELECT count(*) FROM customer_analyzer.rescore_queue").fetchone()[0])
+                time.sleep(1)
+    threads = [threading.Thread(target=listen), threading.Thread(target=watch)]
+    for t in threads: t.start()
+    time.sleep(1)
+    with psycopg.connect(conninfo, autocommit=True) as w:
+        rescored0 = w.execute("SELECT coalesce(sum(users_rescored), 0) FROM customer_analyzer.worker_status").fetchone()[0]
+        committed = {}    # event time text -> commit returned (monotonic)
+        start = time.monotonic()
+        n = int(rate * seconds)
+        for i in range(n):
+            due = start + i / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            at = w.execute(
+                "INSERT INTO public.events (user_id, event_type, created_at, event_data) "
+                "VALUES (%s, 'page_view', clock_timestamp(), '{}') RETURNING created_at::text",
+                (random.choice(users),)).fetchone()[0]
+            committed[at] = time.monotonic()
+        sent_for = time.monotonic() - start
+        time.sleep(3)   # let the queue drain
+        rescored = w.execute("SELECT coalesce(sum(users_rescored), 0) FROM customer_analyzer.worker_status").fetchone()[0] - rescored0
+    stop.set()
+    for t in threads: t.join()
+    # psql's json_build_object prints timestamptz like to_json: 2026-11-26T19:00:00.123456+00:00
+    def norm(s):
+        return s.replace("T", " ").replace("+00:00", "+00")
+    arrivals = {norm(k): v for k, v in arrived.items()}
+    delays = [(arrivals[k] - t) * 1000 for k, t in committed.items() if k in arrivals]
+    print(f"{rate} events/s: {n} inserts in {sent_for:.1f} s ({n / sent_for:.0f}/s achieved), "
+          f"{len(delays)} matched to a NOTIFY (the rest were folded into a later event of the same user); "
+          f"delay ms p50 {pct(delays, 50):.0f}, p95 {pct(delays, 95):.0f}, p99 {pct(delays, 99):.0f}, max {max(delays, default=float('nan')):.0f}; "
+          f"queue depth per second {depth}; users rescored {rescored} ({rescored / (sent_for + 3):.0f}/s)")
+PY
+
+# the insert rate the shop sustains, real time on and off (the worker drains meanwhile)
+script=$(mktemp); chmod 0644 "$script"
+cat > "$script" <<'SQL'
+\set uid random(1, 100000)
+INSERT INTO public.events (user_id, event_type, created_at, event_data)
+SELECT id, 'page_view', now(), '{}' FROM public.users WHERE id = (SELECT min(id) FROM public.users) + :uid % (SELECT count(*) FROM public.users);
+SQL
+for mode in on off; do
+  psql_db -c "ALTER SYSTEM SET customer_analyzer.realtime = $mode" -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+  tps=$(runuser -u postgres -- pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RATE" -f "$script" "$DB" 2>/dev/null | awk '/^tps/ {print $3; exit}')
+  echo "pgbench single-row inserts, 4 clients, real time $mode: $tps tps"
+done
+psql_db -c "ALTER SYSTEM RESET customer_analyzer.realtime" -c "SELECT pg_reload_conf()" >/dev/null
+rm -f "$script"

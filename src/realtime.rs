@@ -1,0 +1,135 @@
+//! The real-time path's trigger: statement-level triggers on the shop's events table
+//! that only queue the users whose events changed (`customer_analyzer.rescore_queue`);
+//! the rescoring worker (`worker.rs`) does the rest outside the shop's transaction.
+//!
+//! The triggers are not members of the extension (they live on the shop's table), so
+//! each is marked `DEPENDS ON EXTENSION`: `DROP EXTENSION` drops them with it.
+
+use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
+
+use crate::error::{Result, SpiContext};
+
+/// The statements the triggers fire on, each with the transition tables it may have
+/// (PostgreSQL allows transition tables only on single-event triggers).
+const TRIGGERS: [(&str, &str, &str); 3] = [
+    (
+        "customer_analyzer_rescore_insert",
+        "INSERT",
+        "NEW TABLE AS customer_analyzer_new",
+    ),
+    (
+        "customer_analyzer_rescore_update",
+        "UPDATE",
+        "OLD TABLE AS customer_analyzer_old NEW TABLE AS customer_analyzer_new",
+    ),
+    (
+        "customer_analyzer_rescore_delete",
+        "DELETE",
+        "OLD TABLE AS customer_analyzer_old",
+    ),
+];
+
+/// Where the triggers stand after [`attach`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Realtime {
+    /// Installed on this table.
+    On(String),
+    /// Not installed, and why.
+    Off(String),
+}
+
+/// Drops the real-time triggers from whichever tables carry them (only from `table`,
+/// a relation oid, when given); returns whether there were any.
+pub fn detach(client: &mut SpiClient<'_>, table: Option<pg_sys::Oid>) -> Result<bool> {
+    let names: Vec<String> = TRIGGERS.iter().map(|(n, _, _)| n.to_string()).collect();
+    let rows = client
+        .select(
+            "SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass)
+             FROM pg_catalog.pg_trigger t
+             JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+             JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'customer_analyzer' AND p.proname = '_enqueue_changed_users'
+               AND t.tgname = ANY($1) AND ($2::oid IS NULL OR t.tgrelid = $2::oid)",
+            None,
+            &[names.into(), table.into()],
+        )
+        .ctx("finding the real-time triggers")?;
+    let drops: Vec<String> = rows
+        .map(|r| r.get::<String>(1).ctx("finding the real-time triggers"))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    let any = !drops.is_empty();
+    for drop in drops {
+        client
+            .update(&drop, None, &[])
+            .ctx("dropping a real-time trigger")?;
+    }
+    Ok(any)
+}
+
+/// Moves the real-time triggers to `events` (a relation oid): off every other table,
+/// onto this one when it is a base table the caller owns (as triggers need). A view or a
+/// missing privilege leaves real time off and says why.
+pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtime> {
+    detach(client, None)?;
+    let row = client
+        .select(
+            "SELECT c.relkind::text, format('%I.%I', n.nspname, c.relname),
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE')
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = $1",
+            Some(1),
+            &[events.into()],
+        )
+        .ctx("reading the events table")?
+        .first();
+    let kind = row.get::<String>(1).ctx("reading the events table")?;
+    let name = row
+        .get::<String>(2)
+        .ctx("reading the events table")?
+        .unwrap_or_default();
+    let may = row.get::<bool>(3).ctx("reading the events table")?;
+    let off = |why: String| -> Result<Realtime> {
+        pgrx::notice!("customer_analyzer: real time is off: {why}");
+        Ok(Realtime::Off(why))
+    };
+    match (kind.as_deref(), may) {
+        (Some("r" | "p"), Some(true)) => {}
+        (Some("r" | "p"), _) => {
+            return off(format!(
+                "only {name}'s owner may put triggers on it; run configure() as its owner to turn real time on"
+            ))
+        }
+        _ => {
+            return off(format!(
+                "{name} is not a base table (a view?); real time needs the events' base table to put its trigger on"
+            ))
+        }
+    }
+    for (trigger, event, transition) in TRIGGERS {
+        client
+            .update(
+                &format!(
+                    "CREATE TRIGGER {trigger} AFTER {event} ON {name}
+                     REFERENCING {transition}
+                     FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._enqueue_changed_users()"
+                ),
+                None,
+                &[],
+            )
+            .ctx("creating a real-time trigger")?;
+        client
+            .update(
+                &format!(
+                    "ALTER TRIGGER {trigger} ON {name} DEPENDS ON EXTENSION customer_analyzer"
+                ),
+                None,
+                &[],
+            )
+            .ctx("tying a real-time trigger to the extension")?;
+    }
+    Ok(Realtime::On(name))
+}

@@ -1,0 +1,305 @@
+//! The rescoring worker: a background worker, started when the library is in
+//! `shared_preload_libraries`, that drains `customer_analyzer.rescore_queue` in the
+//! database `customer_analyzer.database`. For each queued user it refreshes the stored
+//! features, rescores every deployed task into the prediction log, reassigns the user's
+//! segment and sends `pg_notify('customer_analyzer_scores', …)`.
+//!
+//! A batch is two transactions. The first claims up to `customer_analyzer.batch_size`
+//! users with `FOR UPDATE SKIP LOCKED` and commits at once, so the shop's trigger, which
+//! bumps a queued user's generation, never waits on the work. The second rescores each
+//! user in its own subtransaction (a failing user is recorded in `worker_errors` and the
+//! others go on) and deletes each row only at the generation it claimed, again skipping
+//! rows the shop holds: an event that arrived meanwhile keeps its user queued for
+//! another pass. A crash anywhere rolls the second transaction back and leaves every
+//! claimed row queued, so each user is rescored exactly once after recovery.
+//!
+//! SIGTERM is PostgreSQL's own `die`: a fast shutdown or `pg_terminate_backend()` ends the
+//! worker at its next interrupt check, even inside a query. It then exits with code 1,
+//! and the postmaster starts it again five seconds later (not on a standby: it starts only
+//! once recovery has finished).
+
+use std::time::{Duration, Instant};
+
+use customer_analyzer_core::task::Task;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{PgBuiltInOids, PgOid};
+
+use crate::error::{Result, SpiContext};
+use crate::{feature_store, gucs, plans, segments, serving, source};
+
+/// The channel every fresh score is announced on.
+pub const CHANNEL: &str = "customer_analyzer_scores";
+/// How often an idle worker writes its heartbeat.
+const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long the postmaster waits before starting the worker again after it exited (a
+/// crash, a termination, or a database that does not exist yet, which would otherwise
+/// fill the log every second).
+const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// How long the worker sleeps while the extension is missing from its database.
+const NOT_INSTALLED_NAP: Duration = Duration::from_secs(5);
+
+const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
+const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
+const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+
+/// Registers the worker; called from `_PG_init`, which only counts while the postmaster
+/// loads `shared_preload_libraries`.
+#[allow(unsafe_code)] // reads the postmaster's flag, in _PG_init on the postmaster's thread
+pub fn register() {
+    // SAFETY: a plain bool PostgreSQL sets while it loads shared_preload_libraries.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        return;
+    }
+    BackgroundWorkerBuilder::new("customer_analyzer rescoring worker")
+        .set_type("customer_analyzer rescoring")
+        .set_library("customer_analyzer")
+        .set_function("customer_analyzer_rescore_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(RESTART_AFTER))
+        .load();
+}
+
+extern "C-unwind" {
+    /// PostgreSQL's own SIGTERM handler for backends (tcop/postgres.c); pgrx's binding
+    /// of it is a Rust function, which cannot be a signal handler.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
+/// One queued user, as claimed.
+struct Claimed {
+    user_id: i64,
+    generation: i64,
+    event_at: Option<TimestampWithTimeZone>,
+}
+
+/// The worker's entry point (named in `register`).
+#[pg_guard]
+#[no_mangle]
+#[allow(unsafe_code)] // installs PostgreSQL's own SIGTERM handler, on the worker's thread
+pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SAFETY: `die` is PostgreSQL's standard SIGTERM handler for backends; it only sets
+    // the interrupt flags the next CHECK_FOR_INTERRUPTS acts on.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+    }
+    let database = gucs::worker_database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    log!("customer_analyzer rescoring worker started in database {database}");
+    let mut last_heartbeat: Option<Instant> = None;
+    let mut nap = gucs::naptime();
+    while BackgroundWorker::wait_latch(Some(nap)) {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: re-reads postgresql.conf as every backend does on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        nap = gucs::naptime();
+        if !gucs::realtime() {
+            continue;
+        }
+        if !BackgroundWorker::transaction(installed) {
+            nap = NOT_INSTALLED_NAP;
+            continue;
+        }
+        let claimed = BackgroundWorker::transaction(|| logged("claiming queued users", claim));
+        let idle = claimed.as_ref().is_none_or(Vec::is_empty);
+        let beat = last_heartbeat.is_none_or(|t| t.elapsed() >= IDLE_HEARTBEAT);
+        if idle && !beat {
+            continue;
+        }
+        let users = claimed.unwrap_or_default();
+        BackgroundWorker::transaction(move || {
+            logged("rescoring queued users", || rescore_batch(&users)).unwrap_or_default()
+        });
+        last_heartbeat = Some(Instant::now());
+        if !idle {
+            // more may be waiting: look again at once
+            nap = Duration::from_millis(1);
+        }
+    }
+}
+
+/// Runs `f` in a subtransaction; an error (ours or PostgreSQL's) is rolled back with it
+/// and returned as its SQLSTATE and message instead of ending the worker.
+fn attempt<R>(f: impl FnOnce() -> Result<R>) -> std::result::Result<R, (String, String)> {
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        match crate::subxact::guarded(f) {
+            Ok(r) => Ok(r),
+            // raised, so that it arrives below with its SQLSTATE like PostgreSQL's own
+            Err(e) => {
+                e.report(PgLogLevel::ERROR);
+                unreachable!("an ERROR report returns only by unwinding")
+            }
+        }
+    }))
+    .catch_others(|e| {
+        Err(match e {
+            pg_sys::panic::CaughtError::PostgresError(r)
+            | pg_sys::panic::CaughtError::ErrorReport(r)
+            | pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => {
+                (sqlstate(r.sql_error_code()), r.message().to_string())
+            }
+        })
+    })
+    .execute()
+}
+
+/// The five-character SQLSTATE of a packed error code (PostgreSQL's unpack_sql_state).
+fn sqlstate(code: pg_sys::errcodes::PgSqlErrorCode) -> String {
+    let mut packed = code as i32;
+    (0..5)
+        .map(|_| {
+            let c = char::from(b'0' + (packed & 0x3F) as u8);
+            packed >>= 6;
+            c
+        })
+        .collect()
+}
+
+/// Runs `f` like [`attempt`], logging a failure as a warning.
+fn logged<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Option<R> {
+    match attempt(f) {
+        Ok(r) => Some(r),
+        Err((state, message)) => {
+            warning!("customer_analyzer rescoring worker: {what}: {message} (SQLSTATE {state})");
+            None
+        }
+    }
+}
+
+/// Whether this database has the extension at a version with the queue.
+fn installed() -> bool {
+    Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'customer_analyzer')
+            AND pg_catalog.to_regclass('customer_analyzer.rescore_queue') IS NOT NULL",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Claims the oldest queued users (see the module comment).
+fn claim() -> Result<Vec<Claimed>> {
+    Spi::connect_mut(|client| {
+        let rows = plans::update(
+            client,
+            "SELECT user_id, generation, last_event_at FROM customer_analyzer.rescore_queue
+             ORDER BY first_enqueued_at, user_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[INT8],
+            &[gucs::batch_size().into()],
+        )?;
+        rows.map(|r| {
+            Ok(Claimed {
+                user_id: r.get::<i64>(1).ctx("claiming")?.unwrap_or_default(),
+                generation: r.get::<i64>(2).ctx("claiming")?.unwrap_or_default(),
+                event_at: r.get::<TimestampWithTimeZone>(3).ctx("claiming")?,
+            })
+        })
+        .collect()
+    })
+}
+
+/// Rescores `users`, deletes their rows at the claimed generations and writes the
+/// heartbeat; returns how many were rescored.
+fn rescore_batch(users: &[Claimed]) -> Result<i64> {
+    Spi::connect_mut(|client| {
+        let mut rescored = 0i64;
+        if !users.is_empty() {
+            let s = source::load(client)?;
+            for u in users {
+                match attempt(|| rescore_user(client, &s, u)) {
+                    Ok(()) => rescored += 1,
+                    Err((state, message)) => record_error(client, u.user_id, &state, &message)?,
+                }
+            }
+            let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
+            let generations: Vec<i64> = users.iter().map(|u| u.generation).collect();
+            plans::update(
+                client,
+                "WITH held AS (
+                     SELECT user_id, generation FROM customer_analyzer.rescore_queue
+                     WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE SKIP LOCKED)
+                 DELETE FROM customer_analyzer.rescore_queue q
+                 USING held, unnest($1, $2) AS done(user_id, generation)
+                 WHERE q.user_id = held.user_id AND held.user_id = done.user_id
+                   AND held.generation = done.generation",
+                &[INT8_ARRAY, INT8_ARRAY],
+                &[ids.into(), generations.into()],
+            )?;
+        }
+        plans::update(
+            client,
+            "INSERT INTO customer_analyzer.worker_status AS w
+                 (singleton, pid, started_at, last_seen, users_rescored, last_batch_at)
+             VALUES (true, pg_catalog.pg_backend_pid(), pg_catalog.pg_postmaster_start_time(),
+                     pg_catalog.clock_timestamp(), $1,
+                     CASE WHEN $1 > 0 THEN pg_catalog.clock_timestamp() END)
+             ON CONFLICT (singleton) DO UPDATE SET
+                 started_at = CASE WHEN w.pid = EXCLUDED.pid THEN w.started_at
+                                   ELSE pg_catalog.clock_timestamp() END,
+                 pid = EXCLUDED.pid,
+                 last_seen = EXCLUDED.last_seen,
+                 users_rescored = w.users_rescored + $1,
+                 last_batch_at = coalesce(EXCLUDED.last_batch_at, w.last_batch_at)",
+            &[INT8],
+            &[rescored.into()],
+        )?;
+        Ok(rescored)
+    })
+}
+
+/// Records a user the worker could not rescore.
+fn record_error(
+    client: &mut SpiClient<'_>,
+    user_id: i64,
+    state: &str,
+    message: &str,
+) -> Result<()> {
+    plans::update(
+        client,
+        "INSERT INTO customer_analyzer.worker_errors (source, user_id, sqlstate, message)
+         VALUES ('worker', $1, $2, $3)",
+        &[INT8, TEXT, TEXT],
+        &[user_id.into(), state.into(), message.into()],
+    )?;
+    Ok(())
+}
+
+/// One user: features, a prediction per deployed task (with its notification), segment.
+fn rescore_user(client: &mut SpiClient<'_>, s: &source::Sources, u: &Claimed) -> Result<()> {
+    if !feature_store::refresh_one(client, s, u.user_id)? {
+        // registered after now: nothing to score yet
+        return Ok(());
+    }
+    for task in Task::ALL {
+        let Some(p) = serving::score_and_log(client, task, u.user_id)? else {
+            continue;
+        };
+        plans::update(
+            client,
+            "SELECT pg_catalog.pg_notify($1, pg_catalog.json_build_object(
+                 'user_id', $2, 'task', $3, 'score', $4, 'previous_score', $5,
+                 'model_id', $6, 'event_at', $7)::text)",
+            &[TEXT, INT8, TEXT, FLOAT8, FLOAT8, INT8, TIMESTAMPTZ],
+            &[
+                CHANNEL.into(),
+                u.user_id.into(),
+                task.name().into(),
+                p.score.into(),
+                p.previous.into(),
+                p.model_id.into(),
+                u.event_at.into(),
+            ],
+        )?;
+    }
+    segments::reassign_user(client, u.user_id)?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! The real-time path end to end, against the test server, which preloads the library
+//! and points the rescoring worker at database `ca_it_realtime`
+//! (`scripts/test-cluster.sh`): an inserted event comes back as a NOTIFY with a fresh
+//! score; a killed worker comes back and rescores every queued user exactly once; and
+//! `DROP EXTENSION` takes the triggers off the shop's table.
+
+use std::time::{Duration, Instant};
+
+use customer_analyzer_integration::*;
+use postgres::fallible_iterator::FallibleIterator;
+
+/// The database the test server's worker serves.
+const DB: &str = "ca_it_realtime";
+/// Generous bounds that only catch a hang: the worker naps 100 ms and restarts in 1 s.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The demo shop with a deployed churn model and real time on.
+fn shop() -> Client {
+    fresh_shop(DB, 1500, 240);
+    let mut c = connect(DB);
+    c.batch_execute(
+        "SET client_min_messages = warning;
+         SELECT customer_analyzer.train('churn', 'gbm');
+         SELECT customer_analyzer.configure();",
+    )
+    .unwrap_or_else(|e| panic!("setting up: {}", describe(&e)));
+    assert_eq!(
+        value::<i64>(
+            &mut c,
+            "SELECT count(*) FROM customer_analyzer.deployed_models WHERE task = 'churn'"
+        ),
+        1
+    );
+    c
+}
+
+fn worker_pid(c: &mut Client) -> Option<i32> {
+    c.query_opt(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring'",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("finding the worker: {}", describe(&e)))
+    .map(|r| r.get(0))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < WAIT, "waited {WAIT:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn real_time() {
+    let mut c = shop();
+    an_inserted_event_comes_back_as_a_fresh_score(&mut c);
+    a_killed_worker_comes_back_and_rescores_each_user_once(&mut c);
+    drop_extension_takes_the_triggers_along(&mut c);
+}
+
+fn an_inserted_event_comes_back_as_a_fresh_score(c: &mut Client) {
+    let mut listener = connect(DB);
+    listener
+        .batch_execute("LISTEN customer_analyzer_scores")
+        .unwrap_or_else(|e| panic!("LISTEN: {}", describe(&e)));
+    let user: i64 = value(
+        c,
+        "SELECT user_id FROM customer_analyzer.user_metrics ORDER BY user_id LIMIT 1 OFFSET 7",
+    );
+    let model: i64 = value(
+        c,
+        "SELECT model_id FROM customer_analyzer.deployed_models WHERE task = 'churn'",
+    );
+    c.execute(
+        "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+         VALUES ($1, 'page_view', now(), '{}')",
+        &[&user],
+    )
+    .unwrap_or_else(|e| panic!("inserting an event: {}", describe(&e)));
+    let note = {
+        let mut notes = listener.notifications();
+        let mut it = notes.timeout_iter(WAIT);
+        it.next()
+            .unwrap_or_else(|e| panic!("waiting for the NOTIFY: {e}"))
+            .unwrap_or_else(|| panic!("no NOTIFY within {WAIT:?}"))
+    };
+    assert_eq!(note.channel(), "customer_analyzer_scores");
+    let row = c
+        .query_one(
+            "SELECT (j->>'user_id')::bigint, j->>'task', (j->>'score')::float8,
+                    (j->>'model_id')::bigint, j ? 'previous_score', (j->>'event_at')::timestamptz > now() - interval '5 minutes'
+             FROM (SELECT $1::text::json::jsonb AS j) p",
+            &[&note.payload()],
+        )
+        .unwrap_or_else(|e| panic!("reading the payload {}: {}", note.payload(), describe(&e)));
+    let (u, task, score, m, has_previous, fresh): (i64, String, f64, i64, bool, bool) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    assert_eq!(
+        (u, task.as_str(), m),
+        (user, "churn", model),
+        "{}",
+        note.payload()
+    );
+    assert!(
+        (0.0..=1.0).contains(&score) && has_previous && fresh,
+        "{}",
+        note.payload()
+    );
+    // the score is the one predict_churn gives from the refreshed store, and it is logged
+    let served: f64 = value(
+        c,
+        &format!("SELECT customer_analyzer.predict_churn({user})"),
+    );
+    assert!(
+        (served - score).abs() < 1e-12,
+        "logged {score}, served {served}"
+    );
+    wait_until("the queue to empty", || {
+        value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
+    });
+    assert!(value::<bool>(
+        c,
+        "SELECT last_seen > now() - interval '1 minute' AND users_rescored >= 1 FROM customer_analyzer.worker_status"
+    ));
+}
+
+fn a_killed_worker_comes_back_and_rescores_each_user_once(c: &mut Client) {
+    let started = postmaster_start(c);
+    let t0: String = value(c, "SELECT clock_timestamp()::text");
+    // hold the worker in the middle of a batch: the prediction log is locked, so it
+    // waits at its first write, with some users of the batch already done
+    let mut locker = connect(DB);
+    locker
+        .batch_execute(
+            "BEGIN; LOCK TABLE customer_analyzer.predictions IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .unwrap_or_else(|e| panic!("locking: {}", describe(&e)));
+    c.batch_execute(
+        "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+         SELECT user_id, 'product_view', now(), '{\"product_id\": 1}'
+         FROM customer_analyzer.user_metrics ORDER BY user_id LIMIT 200",
+    )
+    .unwrap_or_else(|e| panic!("queueing: {}", describe(&e)));
+    let old = worker_pid(c).expect("the worker runs");
+    wait_until("the worker to wait on the log", || {
+        value::<bool>(
+            c,
+            &format!("SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = {old}), false)"),
+        )
+    });
+    let killed: bool = value(c, &format!("SELECT pg_terminate_backend({old})"));
+    assert!(killed);
+    wait_until("the worker to come back", || {
+        worker_pid(c).is_some_and(|p| p != old)
+    });
+    locker
+        .batch_execute("COMMIT")
+        .unwrap_or_else(|e| panic!("unlocking: {}", describe(&e)));
+    wait_until("the queue to empty", || {
+        value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
+    });
+    let counts: Vec<(i64, i64)> = c
+        .query(
+            "SELECT u.user_id, count(p.user_id)
+             FROM (SELECT user_id FROM customer_analyzer.user_metrics ORDER BY user_id LIMIT 200) u
+             LEFT JOIN customer_analyzer.predictions p
+               ON p.user_id = u.user_id AND p.task = 'churn' AND p.predicted_at > $1::text::timestamptz
+             GROUP BY u.user_id",
+            &[&t0],
+        )
+        .unwrap_or_else(|e| panic!("counting: {}", describe(&e)))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(counts.len(), 200);
+    let wrong: Vec<&(i64, i64)> = counts.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(
+        wrong.is_empty(),
+        "users not rescored exactly once: {wrong:?}"
+    );
+    assert_eq!(postmaster_start(c), started, "the server restarted");
+}
+
+fn drop_extension_takes_the_triggers_along(c: &mut Client) {
+    let triggers = "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.events'::regclass AND NOT tgisinternal";
+    assert_eq!(value::<i64>(c, triggers), 3);
+    c.batch_execute("DROP EXTENSION customer_analyzer")
+        .unwrap_or_else(|e| panic!("DROP EXTENSION: {}", describe(&e)));
+    assert_eq!(value::<i64>(c, triggers), 0);
+    // and the shop writes on
+    c.batch_execute(
+        "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+         SELECT min(id), 'page_view', now(), '{}' FROM public.users",
+    )
+    .unwrap_or_else(|e| panic!("writing after DROP EXTENSION: {}", describe(&e)));
+}
