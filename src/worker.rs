@@ -93,6 +93,13 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
     }
     let database = gucs::worker_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // the worker runs as the bootstrap superuser: pin the path for the whole session, as
+    // every function of the extension pins it, so that nothing planted in a schema on the
+    // default path (public) is ever called
+    BackgroundWorker::transaction(|| {
+        Spi::run("SET search_path = pg_catalog, pg_temp")
+            .unwrap_or_else(|e| panic!("pinning search_path: {e}"))
+    });
     log!("customer_analyzer rescoring worker started in database {database}");
     let mut last_heartbeat: Option<Instant> = None;
     let mut nap = gucs::naptime();
