@@ -12,9 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${1:-shop}
 SECONDS_PER_RATE=${2:-20}
-VENV=${CA_BENCH_VENV:-/tmp/customer-analyzer-bench-venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# Debian's own Python, which the postgres user may run (the client connects as postgres
+# by peer authentication on the local socket)
+VENV=${CA_REALTIME_VENV:-/tmp/customer-analyzer-realtime-venv}
+[ -x "$VENV/bin/python" ] || /usr/bin/python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q "psycopg[binary]"
+chmod -R a+rX "$VENV"
 psql_db() { runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB"
 psql_db -c "SELECT customer_analyzer.configure() ->> 'realtime' AS realtime" \
@@ -56,7 +59,7 @@ for rate in (200, 500, 1000):
     for t in threads: t.start()
     time.sleep(1)
     with psycopg.connect(conninfo, autocommit=True) as w:
-        rescored0 = w.execute("SELECT coalesce(sum(users_rescored), 0) FROM customer_analyzer.worker_status").fetchone()[0]
+        rescored0 = w.execute("SELECT coalesce(sum(users_rescored), 0)::bigint FROM customer_analyzer.worker_status").fetchone()[0]
         committed = {}    # event time text -> commit returned (monotonic)
         start = time.monotonic()
         n = int(rate * seconds)
@@ -72,7 +75,7 @@ for rate in (200, 500, 1000):
             committed[at] = time.monotonic()
         sent_for = time.monotonic() - start
         time.sleep(3)   # let the queue drain
-        rescored = w.execute("SELECT coalesce(sum(users_rescored), 0) FROM customer_analyzer.worker_status").fetchone()[0] - rescored0
+        rescored = w.execute("SELECT coalesce(sum(users_rescored), 0)::bigint FROM customer_analyzer.worker_status").fetchone()[0] - rescored0
     stop.set()
     for t in threads: t.join()
     # psql's json_build_object prints timestamptz like to_json: 2026-11-26T19:00:00.123456+00:00
