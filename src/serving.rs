@@ -29,6 +29,11 @@ fn frame_of(values: &[FeatureValue]) -> Frame {
 
 fn score_user(client: &SpiClient<'_>, task: Task, user_id: i64) -> Result<Scored> {
     let model_id = models::deployed_model_id(client, task.name())?;
+    score_with(client, model_id, user_id)
+}
+
+/// One user's stored (or computed) features scored by model `model_id`.
+fn score_with(client: &SpiClient<'_>, model_id: i64, user_id: i64) -> Result<Scored> {
     let loaded = models::loaded(client, model_id)?;
     let scorer = loaded.classifier()?;
     let (values, as_of) = features_for_user(client, user_id)?;
@@ -57,10 +62,10 @@ pub fn score_and_log(
     task: Task,
     user_id: i64,
 ) -> Result<Option<Logged>> {
-    if models::serving_model(client, task.name())?.is_none() {
+    let Some(model_id) = models::serving_model(client, task.name())? else {
         return Ok(None);
-    }
-    let s = score_user(client, task, user_id)?;
+    };
+    let s = score_with(client, model_id, user_id)?;
     let newest = plans::select(
         client,
         "SELECT score FROM customer_analyzer.predictions
