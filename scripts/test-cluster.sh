@@ -32,7 +32,12 @@ case "${1:-}" in
     ;;
   stop)
     if [ -f "$DATA/postmaster.pid" ]; then
-      as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+      if as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
+        as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+      else
+        # left behind by a machine that went down with the server running
+        rm -f "$DATA/postmaster.pid"
+      fi
     fi
     ;;
   *)
