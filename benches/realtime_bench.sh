@@ -89,18 +89,32 @@ for rate in (200, 500, 1000):
           f"queue depth per second {depth}; users rescored {rescored} ({rescored / (sent_for + 3):.0f}/s)")
 PY
 
-# the insert rate the shop sustains, real time on and off (the worker drains meanwhile)
+# the insert rate the shop sustains: real time on (the worker drains meanwhile), the
+# trigger alone, and off
 script=$(mktemp); chmod 0644 "$script"
 cat > "$script" <<'SQL'
 \set uid random(1, 100000)
 INSERT INTO public.events (user_id, event_type, created_at, event_data)
 SELECT id, 'page_view', now(), '{}' FROM public.users WHERE id = (SELECT min(id) FROM public.users) + :uid % (SELECT count(*) FROM public.users);
 SQL
-for mode in on off; do
-  psql_db -c "ALTER SYSTEM SET customer_analyzer.realtime = $mode" -c "SELECT pg_reload_conf()" >/dev/null
+# the worker is pointed at another database (and restarted) for "trigger only": the
+# trigger's own cost on each insert, without the worker's share of the cores
+worker_serves() {
+  psql_db -c "ALTER SYSTEM SET customer_analyzer.database = '$1'" -c "SELECT pg_reload_conf()" \
+          -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring'" >/dev/null
+  sleep 7   # the postmaster starts it again after 5 s
+}
+for mode in on trigger-only off; do
+  case $mode in
+    on) setting=on ;;
+    trigger-only) setting=on; worker_serves postgres ;;
+    off) setting=off; worker_serves "$DB" ;;
+  esac
+  psql_db -c "ALTER SYSTEM SET customer_analyzer.realtime = $setting" -c "SELECT pg_reload_conf()" >/dev/null
   sleep 1
   tps=$(runuser -u postgres -- pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RATE" -f "$script" "$DB" 2>/dev/null | awk '/^tps/ {print $3; exit}')
   echo "pgbench single-row inserts, 4 clients, real time $mode: $tps tps"
 done
-psql_db -c "ALTER SYSTEM RESET customer_analyzer.realtime" -c "SELECT pg_reload_conf()" >/dev/null
+psql_db -c "ALTER SYSTEM RESET customer_analyzer.realtime" -c "ALTER SYSTEM RESET customer_analyzer.database" \
+        -c "SELECT pg_reload_conf()" >/dev/null
 rm -f "$script"

@@ -166,7 +166,7 @@ COMMENT ON FUNCTION customer_analyzer._configure(oid, oid, oid) IS
 COMMENT ON FUNCTION customer_analyzer.user_features(timestamptz) IS
     'Point-in-time features: one row per user registered before as_of, from events strictly before as_of.';
 COMMENT ON FUNCTION customer_analyzer._feature_query(boolean) IS
-    'Internal: the set-based feature query over the configured tables ($1 = as_of, $2 = user id when one_user).';
+    'Internal: the set-based feature query over the configured tables ($1 = as_of, $2 = an array of user ids when one_user).';
 COMMENT ON FUNCTION customer_analyzer.refresh_features() IS
     'Recomputes every user''s features as of now() into user_metrics in one set-based pass; returns the number of users. Raises a NOTICE listing rows set aside by the data rules.';
 COMMENT ON FUNCTION customer_analyzer.refresh_features(bigint) IS
@@ -254,7 +254,7 @@ COMMENT ON TABLE customer_analyzer.models IS
 COMMENT ON TABLE customer_analyzer.deployments IS
     'Deployment history, append-only; the newest row per task names the model that serves it, previous_id the deployment it replaced. Written by train(), deploy(), rollback(), retire_model() and segment_users() inside the caller''s transaction.';
 COMMENT ON TABLE customer_analyzer.predictions IS
-    'Scores written by score_all(): one batch per task and as_of.';
+    'The prediction log, append-only: every score the rescoring worker and score_all() wrote, with model, A/B arm and the features'' as_of. predict_*() never writes. prune() trims it to customer_analyzer.prediction_retention, forget_user() erases a user.';
 COMMENT ON TABLE customer_analyzer.retired_models IS
     'Models taken out of service by retire_model(): never deployed again, kept for history. Append-only.';
 COMMENT ON FUNCTION customer_analyzer._append_only() IS
@@ -274,7 +274,7 @@ COMMENT ON VIEW customer_analyzer.model_candidates IS
 COMMENT ON VIEW customer_analyzer.feature_importance IS
     'Global importance of the features of each deployed model: gain share for trees, coefficient for the linear model (scaled inputs).';
 COMMENT ON VIEW customer_analyzer.latest_predictions IS
-    'Each user''s newest stored score per task (score_all() writes them; users refreshed one by one keep their own as_of).';
+    'Each user''s newest logged score per task, from the prediction log (the rescoring worker and score_all() write it; each row keeps the as_of of the features it used).';
 COMMENT ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz) IS
     'Trains a churn (no event in 60 days) or purchase (a purchase within 30 days) model on point-in-time snapshots: algorithm auto (the default) fits gbm, random forest and logistic and keeps the best on a validation snapshot; scores are calibrated there, measured on a holdout a horizon later, and the serving model is refitted on the newest matured snapshots. Stores it and deploys it when it beats the deployed one. Returns id, chosen algorithm and holdout metrics.';
 COMMENT ON FUNCTION customer_analyzer.tune(text, text, timestamptz) IS
@@ -397,6 +397,10 @@ COMMENT ON TABLE customer_analyzer.rescore_queue IS
     'Users whose events changed, waiting for the rescoring worker (one row per user; generation counts the changes since it was queued).';
 COMMENT ON TABLE customer_analyzer.worker_errors IS
     'Failures of the real-time path: the trigger''s (swallowed so the shop''s write succeeds) and the worker''s, per user, with the SQLSTATE.';
+COMMENT ON FUNCTION customer_analyzer.prune() IS
+    'Deletes the rows of the prediction log, the rescoring queue and worker_errors older than customer_analyzer.prediction_retention (the rescoring worker does it every few minutes). Returns the rows deleted per table.';
+COMMENT ON FUNCTION customer_analyzer.forget_user(bigint) IS
+    'Erases everything the extension holds about a user (features, predictions, segment assignments, queue entries, errors), for an erasure request; the shop''s own tables are left to the shop. Returns the rows deleted per table.';
 COMMENT ON TABLE customer_analyzer.worker_status IS
     'The rescoring worker''s heartbeat: its pid, when it started and was last seen, and how many users it has rescored.';
 
@@ -437,6 +441,8 @@ AS $$
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.data_quality(timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.clear_model_cache()'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.cached_models()'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.prune()'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.forget_user(bigint)'),
         ('operator', 'SELECT ON customer_analyzer.config, customer_analyzer.user_metrics,
                       customer_analyzer.models, customer_analyzer.deployments,
                       customer_analyzer.retired_models, customer_analyzer.predictions,

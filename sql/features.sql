@@ -1,8 +1,8 @@
 -- The set-based feature query over the shop's tables: one row per user registered
 -- before $1 (as_of), user_id then every feature of the catalog in order. The names in
 -- braces are filled by src/features_sql.rs from the configured tables and the
--- data rules of crates/customer_analyzer_core/src/events.rs; $2 is the user id when one
--- user is computed.
+-- data rules of crates/customer_analyzer_core/src/events.rs; $2 is an array of user ids
+-- when only those users are computed.
 WITH
 {bounds},
 u AS (

@@ -165,6 +165,7 @@ BEGIN
               HINT = CASE TG_TABLE_NAME
                   WHEN 'models' THEN 'Models are kept for history: retire_model(id) takes one out of service, purge_models() removes old ones that never served.'
                   WHEN 'deployments' THEN 'The deployment history is kept: deploy(), rollback() and retire_model() add rows.'
+                  WHEN 'predictions' THEN 'The prediction log is never rewritten: prune() deletes old rows, forget_user() a user''s.'
                   ELSE 'Retirements are permanent.' END;
 END
 $$;
@@ -204,7 +205,10 @@ CREATE TRIGGER retired_models_are_append_only BEFORE UPDATE OR DELETE ON custome
 CREATE TRIGGER retired_models_are_not_truncated BEFORE TRUNCATE ON customer_analyzer.retired_models
     FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
 
--- Batch scores written by score_all(); one batch per (task, as_of).
+-- The prediction log: every score the rescoring worker and score_all() wrote, with the
+-- model, the A/B arm and the as_of of the features used. predict_*() never writes, so it
+-- works on a replica. Rows are never updated; prune() deletes those older than
+-- customer_analyzer.prediction_retention and forget_user() a user's.
 CREATE TABLE customer_analyzer.predictions (
     user_id bigint NOT NULL,
     task text NOT NULL,
@@ -213,10 +217,14 @@ CREATE TABLE customer_analyzer.predictions (
     label boolean NOT NULL,
     as_of timestamptz NOT NULL,
     predicted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (task, as_of, user_id)
+    arm text NOT NULL DEFAULT 'champion' CHECK (arm IN ('champion', 'challenger'))
 );
 CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions (model_id);
 CREATE INDEX predictions_task_user_idx ON customer_analyzer.predictions (task, user_id, predicted_at DESC);
+-- appended in time order: a block range index finds what prune() deletes for almost nothing
+CREATE INDEX predictions_predicted_at_idx ON customer_analyzer.predictions USING brin (predicted_at);
+CREATE TRIGGER predictions_are_append_only BEFORE UPDATE ON customer_analyzer.predictions
+    FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
 
 -- Segments of each segmentation (a models row with task 'segmentation'); names can be

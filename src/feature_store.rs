@@ -4,6 +4,7 @@
 use customer_analyzer_core::catalog::{Kind, FEATURES};
 use customer_analyzer_core::events::sql;
 use customer_analyzer_core::features::FeatureValue;
+use customer_analyzer_core::frame::Frame;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
@@ -22,7 +23,7 @@ fn _feature_query(one_user: bool) -> Result<String> {
         Ok(feature_query(
             &s,
             if one_user {
-                Scope::OneUser
+                Scope::SomeUsers
             } else {
                 Scope::AllUsers
             },
@@ -30,8 +31,9 @@ fn _feature_query(one_user: bool) -> Result<String> {
     })
 }
 
-/// Upsert of one user's features into user_metrics.
-fn refresh_one_sql(s: &Sources) -> String {
+/// Upsert of the features, as of `$1`, of the users in the bigint[] `$2` into
+/// user_metrics; returns the ids written.
+fn refresh_sql(s: &Sources) -> String {
     let cols: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
     let set = cols
         .iter()
@@ -41,8 +43,9 @@ fn refresh_one_sql(s: &Sources) -> String {
     format!(
         "INSERT INTO customer_analyzer.user_metrics AS m
          SELECT f.*, $1, clock_timestamp() FROM ({query}) f
-         ON CONFLICT (user_id) DO UPDATE SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)",
-        query = feature_query(s, Scope::OneUser),
+         ON CONFLICT (user_id) DO UPDATE SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)
+         RETURNING m.user_id",
+        query = feature_query(s, Scope::SomeUsers),
         cols = cols.join(", "),
     )
 }
@@ -61,6 +64,7 @@ fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool
 }
 
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
 const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
 
 /// The feature store's rows: `user_id`, the features, then `as_of` (and `refreshed_at`),
@@ -132,14 +136,14 @@ pub fn features_for_user(
         return Err(error::unknown_user(user_id, &s.users));
     }
     let sql = format!(
-        "SELECT f.*, now() FROM ({}) f",
-        feature_query(&s, Scope::OneUser)
+        "SELECT f.*, $1 FROM ({}) f",
+        feature_query(&s, Scope::SomeUsers)
     );
     let rows = plans::select(
         client,
         &sql,
-        &[TIMESTAMPTZ, INT8],
-        &[now(client)?.into(), user_id.into()],
+        &[TIMESTAMPTZ, INT8_ARRAY],
+        &[pgrx::datum::now().into(), vec![user_id].into()],
     )?;
     match rows.into_iter().next() {
         Some(row) => {
@@ -151,16 +155,6 @@ pub fn features_for_user(
             "Score the user once their registration time has passed.",
         )),
     }
-}
-
-fn now(client: &SpiClient<'_>) -> Result<TimestampWithTimeZone> {
-    client
-        .select("SELECT now()", None, &[])
-        .ctx("reading now()")?
-        .first()
-        .get_one::<TimestampWithTimeZone>()
-        .ctx("reading now()")?
-        .ok_or_else(|| error::internal("reading now()", "NULL"))
 }
 
 /// Recomputes one user's features as of now; the real-time path calls this per event.
@@ -175,20 +169,87 @@ fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
     })
 }
 
-/// Recomputes one user's features as of now into user_metrics (the real-time worker's
-/// step too); false when the user registered after now. Errors for an unknown user.
+/// Recomputes one user's features as of now into user_metrics; false when the user
+/// registered after now. Errors for an unknown user.
 pub fn refresh_one(client: &mut SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
     if !user_exists(client, s, user_id)? {
         return Err(error::unknown_user(user_id, &s.users));
     }
-    let now = now(client)?;
-    let written = plans::update(
+    Ok(!refresh_users(client, s, &[user_id])?.is_empty())
+}
+
+/// Recomputes the features of `user_ids` (distinct) as of now into user_metrics in one
+/// statement, the real-time worker's batch; returns the ids written (a user registered
+/// after now, or missing from the users table, has no row).
+pub fn refresh_users(
+    client: &mut SpiClient<'_>,
+    s: &Sources,
+    user_ids: &[i64],
+) -> Result<Vec<i64>> {
+    plans::update(
         client,
-        &refresh_one_sql(s),
-        &[TIMESTAMPTZ, INT8],
-        &[now.into(), user_id.into()],
+        &refresh_sql(s),
+        &[TIMESTAMPTZ, INT8_ARRAY],
+        &[pgrx::datum::now().into(), user_ids.to_vec().into()],
+    )?
+    .map(|row| {
+        row.get::<i64>(1)
+            .ctx("refreshing features")?
+            .ok_or_else(|| error::internal("refreshing features", "NULL user_id"))
+    })
+    .collect()
+}
+
+/// Errors for the first of `user_ids` missing from the users table.
+pub fn check_users_exist(client: &SpiClient<'_>, s: &Sources, user_ids: &[i64]) -> Result<()> {
+    let missing = plans::select(
+        client,
+        &format!(
+            "SELECT x.id FROM unnest($1::bigint[]) AS x(id)
+             WHERE NOT EXISTS (SELECT 1 FROM {} u WHERE u.id = x.id) ORDER BY x.id LIMIT 1",
+            s.users
+        ),
+        &[INT8_ARRAY],
+        &[user_ids.to_vec().into()],
     )?;
-    Ok(!written.is_empty())
+    match missing.into_iter().next() {
+        Some(row) => Err(error::unknown_user(
+            row.get::<i64>(1)
+                .ctx("looking up users")?
+                .unwrap_or_default(),
+            &s.users,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The stored feature rows of some users, as the scorers read them.
+pub struct StoredRows {
+    pub user_ids: Vec<i64>,
+    pub as_of: Vec<TimestampWithTimeZone>,
+    pub frame: Frame,
+}
+
+/// The feature store's rows of `user_ids` (those it holds), in user id order.
+pub fn stored_rows(client: &SpiClient<'_>, user_ids: &[i64]) -> Result<StoredRows> {
+    let rows = plans::select(
+        client,
+        &format!("{STORE_ROWS} WHERE m.user_id = ANY($1) ORDER BY m.user_id"),
+        &[INT8_ARRAY],
+        &[user_ids.to_vec().into()],
+    )?;
+    let mut out = StoredRows {
+        user_ids: Vec::with_capacity(rows.len()),
+        as_of: Vec::with_capacity(rows.len()),
+        frame: Frame::for_catalog(),
+    };
+    for row in rows {
+        let row = FeatureRow(&row);
+        out.frame.push_catalog_row(&row.features()?);
+        out.user_ids.push(row.user_id()?);
+        out.as_of.push(row.as_of()?);
+    }
+    Ok(out)
 }
 
 /// The data-quality checks: what each rule sets aside, counted over the source tables

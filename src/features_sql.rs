@@ -3,8 +3,8 @@
 //! It implements the rules of `customer_analyzer_core::events` (their SQL spelling comes
 //! from `events::sql`, shared with `data_quality()`) and the definitions of
 //! `customer_analyzer_core::features` (the reference); the agreement test in
-//! `tests.rs` runs both on random shops. `$1` is `as_of`; with [`Scope::OneUser`], `$2`
-//! is the user id and every scan goes through an index on the user id.
+//! `tests.rs` runs both on random shops. `$1` is `as_of`; with [`Scope::SomeUsers`], `$2`
+//! is an array of user ids and every scan goes through an index on the user id.
 
 use customer_analyzer_core::events::sql;
 
@@ -14,7 +14,8 @@ use crate::source::Sources;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     AllUsers,
-    OneUser,
+    /// The users in the bigint[] `$2` (one for a single user, a batch for the worker).
+    SomeUsers,
 }
 
 /// The start of the N-day window, `$1 - N days` in 24-hour days (daylight-saving changes
@@ -36,9 +37,9 @@ fn bounds() -> String {
 /// The feature query: one row per user registered before `$1`, columns `user_id` then
 /// the catalog in order.
 pub fn feature_query(s: &Sources, scope: Scope) -> String {
-    let one_user = |col: &str| match scope {
+    let only_some = |col: &str| match scope {
         Scope::AllUsers => String::new(),
-        Scope::OneUser => format!(" AND {col} = $2"),
+        Scope::SomeUsers => format!(" AND {col} = ANY($2)"),
     };
     let (status, has_username) = user_columns(s);
     let product_table = product_rows(s);
@@ -52,8 +53,8 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
     };
     let (w7, w14, w30, w60, w90) = (since(7), since(14), since(30), since(60), since(90));
     let bounds = bounds();
-    let user_filter = one_user("src.id");
-    let event_filter = one_user("e.user_id");
+    let user_filter = only_some("src.id");
+    let event_filter = only_some("e.user_id");
     let data = format!(
         "({})",
         sql::event_data("e.event_data", s.event_data_is_json)

@@ -16,6 +16,7 @@ static WORKER_DATABASE: GucSetting<Option<std::ffi::CString>> =
 static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 static REALTIME: GucSetting<bool> = GucSetting::<bool>::new(true);
+static PREDICTION_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(180 * 24 * 60);
 
 /// Registers the settings; called once from `_PG_init`.
 pub fn init() {
@@ -106,6 +107,24 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.prediction_retention",
+        c"How long the prediction log, the rescoring queue, worker_errors and retrain_log keep rows.",
+        c"prune() deletes older rows; the rescoring worker calls it every few minutes. 0 keeps everything. Keep it longer than the longest horizon (60 days) plus the time between evaluate_matured() runs, or predictions are pruned before their outcome is known.",
+        &PREDICTION_RETENTION_MIN,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MIN,
+    );
+}
+
+/// How long logs keep rows (`prune()`), in minutes; None keeps everything.
+pub fn prediction_retention_minutes() -> Option<i64> {
+    match PREDICTION_RETENTION_MIN.get() {
+        0 => None,
+        m => Some(i64::from(m.max(0))),
+    }
 }
 
 /// The database the rescoring worker connects to.

@@ -22,6 +22,7 @@ mod gucs;
 mod models;
 mod plans;
 mod realtime;
+mod retention;
 mod segments;
 mod serving;
 mod source;

@@ -12,7 +12,7 @@ use pgrx::JsonB;
 use serde_json::json;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{features_for_user, FeatureRow, STORE_ROWS};
+use crate::feature_store::{features_for_user, FeatureRow, StoredRows, STORE_ROWS};
 use crate::models::{self, record_deployment, NewModel};
 use crate::work::work;
 
@@ -288,34 +288,44 @@ fn assign(client: &SpiClient<'_>, id: i64, user_id: i64) -> Result<(i32, String,
     Ok((segment_id as i32, name, distance, id))
 }
 
-/// Moves one user to their segment in the serving segmentation (the real-time worker's
-/// step after a refresh); nothing when no segmentation serves.
-pub fn reassign_user(client: &mut SpiClient<'_>, user_id: i64) -> Result<()> {
+/// Moves the users of `rows` to their segments in the serving segmentation (the
+/// real-time worker's step after a refresh); nothing when no segmentation serves.
+pub fn reassign_users(client: &mut SpiClient<'_>, rows: &StoredRows) -> Result<()> {
     let Some(id) = models::serving_model(client, SEGMENTATION)? else {
         return Ok(());
     };
-    let (segment_id, name, distance, _) = assign(client, id, user_id)?;
+    if rows.user_ids.is_empty() {
+        return Ok(());
+    }
+    let loaded = models::loaded(client, id)?;
+    let seg = loaded.segmentation()?;
+    let (segment_ids, distances): (Vec<i32>, Vec<f64>) = (0..rows.frame.rows)
+        .map(|i| {
+            let (segment_id, distance) = seg.assign(rows.frame.numeric_row(i), &[]);
+            (segment_id as i32, distance)
+        })
+        .unzip();
     crate::plans::update(
         client,
         "INSERT INTO customer_analyzer.user_segments
              (user_id, segmentation_id, segment_id, segment_name, distance)
-         VALUES ($1, $2, $3, $4, $5)
+         SELECT x.u, $2, x.s, g.name, x.d
+         FROM unnest($1::bigint[], $3::int[], $4::float8[]) AS x(u, s, d)
+         JOIN customer_analyzer.segments g ON g.segmentation_id = $2 AND g.segment_id = x.s
          ON CONFLICT (segmentation_id, user_id) DO UPDATE
          SET segment_id = EXCLUDED.segment_id, segment_name = EXCLUDED.segment_name,
              distance = EXCLUDED.distance",
         &[
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8ARRAYOID),
             pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
-            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT8OID),
-            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4OID),
-            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::TEXTOID),
-            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::FLOAT8OID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::INT4ARRAYOID),
+            pgrx::PgOid::BuiltIn(pgrx::PgBuiltInOids::FLOAT8ARRAYOID),
         ],
         &[
-            user_id.into(),
+            rows.user_ids.clone().into(),
             id.into(),
-            segment_id.into(),
-            name.into(),
-            distance.into(),
+            segment_ids.into(),
+            distances.into(),
         ],
     )?;
     Ok(())

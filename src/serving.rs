@@ -1,6 +1,8 @@
 //! Predictions: one user from the feature store through the model cache, explanations,
 //! and batch scoring into `customer_analyzer.predictions`.
 
+use std::collections::HashMap;
+
 use customer_analyzer_core::features::FeatureValue;
 use customer_analyzer_core::frame::Frame;
 use pgrx::prelude::*;
@@ -8,7 +10,7 @@ use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{features_for_user, FeatureRow, STORE_ROWS};
+use crate::feature_store::{features_for_user, FeatureRow, StoredRows, STORE_ROWS};
 use customer_analyzer_core::task::Task;
 
 use crate::work::work;
@@ -49,66 +51,89 @@ fn score_with(client: &SpiClient<'_>, model_id: i64, user_id: i64) -> Result<Sco
 
 /// A fresh score the real-time worker logged.
 pub struct Logged {
+    pub user_id: i64,
     pub score: f64,
     /// The user's newest logged score for the task before this one.
     pub previous: Option<f64>,
     pub model_id: i64,
 }
 
-/// Scores one user's stored features with the task's serving model and appends the
-/// score to the prediction log; None when no model serves the task.
+/// Scores `rows` with the task's serving model, appends the scores to the prediction
+/// log and returns them, in the rows' order; nothing when no model serves the task.
 pub fn score_and_log(
     client: &mut SpiClient<'_>,
     task: Task,
-    user_id: i64,
-) -> Result<Option<Logged>> {
+    rows: &StoredRows,
+) -> Result<Vec<Logged>> {
     let Some(model_id) = models::serving_model(client, task.name())? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
-    let s = score_with(client, model_id, user_id)?;
-    let newest = plans::select(
+    if rows.user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let loaded = models::loaded(client, model_id)?;
+    let scorer = loaded.classifier()?;
+    let scores = scorer.predict(&rows.frame);
+    let labels: Vec<bool> = scores
+        .iter()
+        .map(|&s| s >= scorer.model.threshold)
+        .collect();
+    let mut previous: HashMap<i64, f64> = HashMap::new();
+    for row in plans::select(
         client,
-        "SELECT score FROM customer_analyzer.predictions
-         WHERE task = $1 AND user_id = $2 ORDER BY predicted_at DESC LIMIT 1",
-        &[TEXT, INT8],
-        &[task.name().into(), user_id.into()],
-    )?;
-    let previous = match newest.is_empty() {
-        true => None,
-        false => newest
-            .first()
-            .get_one::<f64>()
-            .ctx("reading the previous score")?,
-    };
+        "SELECT DISTINCT ON (user_id) user_id, score FROM customer_analyzer.predictions
+         WHERE task = $1 AND user_id = ANY($2) ORDER BY user_id, predicted_at DESC",
+        &[TEXT, INT8_ARRAY],
+        &[task.name().into(), rows.user_ids.clone().into()],
+    )? {
+        if let (Some(u), Some(s)) = (
+            row.get::<i64>(1).ctx("reading previous scores")?,
+            row.get::<f64>(2).ctx("reading previous scores")?,
+        ) {
+            previous.insert(u, s);
+        }
+    }
     plans::update(
         client,
         "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (task, as_of, user_id) DO UPDATE
-         SET model_id = EXCLUDED.model_id, score = EXCLUDED.score, label = EXCLUDED.label,
-             predicted_at = clock_timestamp()",
-        &[INT8, TEXT, INT8, FLOAT8, BOOL, TIMESTAMPTZ],
+         SELECT u, $2, $3, s, l, t
+         FROM unnest($1::bigint[], $4::float8[], $5::bool[], $6::timestamptz[]) AS x(u, s, l, t)",
         &[
-            user_id.into(),
+            INT8_ARRAY,
+            TEXT,
+            INT8,
+            FLOAT8_ARRAY,
+            BOOL_ARRAY,
+            TIMESTAMPTZ_ARRAY,
+        ],
+        &[
+            rows.user_ids.clone().into(),
             task.name().into(),
-            s.model_id.into(),
-            s.score.into(),
-            s.label.into(),
-            s.as_of.into(),
+            model_id.into(),
+            scores.clone().into(),
+            labels.into(),
+            rows.as_of.clone().into(),
         ],
     )?;
-    Ok(Some(Logged {
-        score: s.score,
-        previous,
-        model_id: s.model_id,
-    }))
+    Ok(rows
+        .user_ids
+        .iter()
+        .zip(scores)
+        .map(|(&user_id, score)| Logged {
+            user_id,
+            score,
+            previous: previous.get(&user_id).copied(),
+            model_id,
+        })
+        .collect())
 }
 
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
-const BOOL: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLOID);
-const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
+const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
+const BOOL_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID);
+const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
 
 fn predict_score(task: Task, user_id: Option<i64>) -> Result<f64> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
@@ -278,10 +303,7 @@ fn score_all_body(
         client
             .update(
                 "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
-                 SELECT u, $2, $3, s, l, t FROM unnest($1::bigint[], $4::float8[], $5::bool[], $6::timestamptz[]) AS x(u, s, l, t)
-                 ON CONFLICT (task, as_of, user_id) DO UPDATE
-                 SET model_id = EXCLUDED.model_id, score = EXCLUDED.score, label = EXCLUDED.label,
-                     predicted_at = clock_timestamp()",
+                 SELECT u, $2, $3, s, l, t FROM unnest($1::bigint[], $4::float8[], $5::bool[], $6::timestamptz[]) AS x(u, s, l, t)",
                 None,
                 &[ids.into(), task.name().into(), model_id.into(), scores.into(), labels.into(), times.into()],
             )

@@ -162,7 +162,7 @@ fn indexed_by_user(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<bool> {
 
 /// A relation's quoted qualified name, or None when the oid names no table-like relation.
 fn relation_name(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<Option<String>> {
-    client
+    let rows = client
         .select(
             "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -170,10 +170,12 @@ fn relation_name(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<Option<Stri
             Some(1),
             &[oid.into()],
         )
-        .ctx("reading pg_class")?
-        .first()
-        .get_one::<String>()
-        .ctx("reading pg_class")
+        .ctx("reading pg_class")?;
+    // a dropped table leaves no row (reading the first row of none is an error)
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    rows.first().get_one::<String>().ctx("reading pg_class")
 }
 
 /// Checks `table`'s columns against `specs`; returns each column's type oid, None for

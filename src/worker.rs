@@ -6,12 +6,17 @@
 //!
 //! A batch is two transactions. The first claims up to `customer_analyzer.batch_size`
 //! users with `FOR UPDATE SKIP LOCKED` and commits at once, so the shop's trigger, which
-//! bumps a queued user's generation, never waits on the work. The second rescores each
-//! user in its own subtransaction (a failing user is recorded in `worker_errors` and the
-//! others go on) and deletes each row only at the generation it claimed, again skipping
-//! rows the shop holds: an event that arrived meanwhile keeps its user queued for
-//! another pass. A crash anywhere rolls the second transaction back and leaves every
+//! bumps a queued user's generation, never waits on the work. The second rescores the
+//! batch in a few statements (features, scores and segments of all its users at once);
+//! when that fails, it goes user by user, each in its own subtransaction (a failing user
+//! is recorded in `worker_errors` and the others go on). An error that is no user's own
+//! (the events table dropped or renamed, a broken configuration) leaves the batch queued
+//! and the worker waits and tries again. It deletes each row only at the generation it
+//! claimed, again skipping rows the shop holds: an event that arrived meanwhile keeps
+//! its user queued for another pass. A crash anywhere rolls the second transaction back and leaves every
 //! claimed row queued, so each user is rescored exactly once after recovery.
+//!
+//! Every few minutes it also prunes the logs to `customer_analyzer.prediction_retention`.
 //!
 //! SIGTERM is PostgreSQL's own `die`: a fast shutdown or `pg_terminate_backend()` ends the
 //! worker at its next interrupt check, even inside a query. It then exits with code 1,
@@ -39,14 +44,21 @@ const IDLE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// crash, a termination, or a database that does not exist yet, which would otherwise
 /// fill the log every second).
 const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// How often the worker applies `customer_analyzer.prediction_retention` (`prune()`).
+const PRUNE_EVERY: Duration = Duration::from_secs(300);
+/// How long the worker waits before trying a stalled batch again.
+const STALL_NAP: Duration = Duration::from_secs(5);
+/// How often a lasting stall is reported again (log and worker_errors).
+const STALL_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// How long the worker sleeps while the extension is missing from its database.
 const NOT_INSTALLED_NAP: Duration = Duration::from_secs(5);
 
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const FLOAT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8OID);
-const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
+const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
 
 /// Registers the worker; called from `_PG_init`, which only counts while the postmaster
 /// loads `shared_preload_libraries`.
@@ -102,6 +114,8 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
     });
     log!("customer_analyzer rescoring worker started in database {database}");
     let mut last_heartbeat: Option<Instant> = None;
+    let mut last_prune: Option<Instant> = None;
+    let mut last_stall: Option<(String, Instant)> = None;
     let mut nap = gucs::naptime();
     while BackgroundWorker::wait_latch(Some(nap)) {
         if BackgroundWorker::sighup_received() {
@@ -116,6 +130,10 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             nap = NOT_INSTALLED_NAP;
             continue;
         }
+        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            BackgroundWorker::transaction(|| logged("pruning logs", prune_logs));
+            last_prune = Some(Instant::now());
+        }
         let claimed = BackgroundWorker::transaction(|| logged("claiming queued users", claim));
         let idle = claimed.as_ref().is_none_or(Vec::is_empty);
         let beat = last_heartbeat.is_none_or(|t| t.elapsed() >= IDLE_HEARTBEAT);
@@ -123,15 +141,57 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             continue;
         }
         let users = claimed.unwrap_or_default();
-        BackgroundWorker::transaction(move || {
-            logged("rescoring queued users", || rescore_batch(&users)).unwrap_or_default()
+        let outcome = BackgroundWorker::transaction(move || {
+            logged("rescoring queued users", || rescore_batch(&users))
         });
         last_heartbeat = Some(Instant::now());
-        if !idle {
-            // more may be waiting: look again at once
-            nap = Duration::from_millis(1);
+        match outcome {
+            Some(Batch::Stalled { state, message }) => {
+                // the source or the catalog is broken, not a user: keep the queue and wait
+                if last_stall
+                    .as_ref()
+                    .is_none_or(|(m, t)| *m != message || t.elapsed() >= STALL_REPORT_EVERY)
+                {
+                    warning!(
+                        "customer_analyzer rescoring worker: waiting, the queue is kept: {message} (SQLSTATE {state})"
+                    );
+                    BackgroundWorker::transaction(|| {
+                        logged("recording an error", || {
+                            Spi::connect_mut(|c| record_error(c, None, &state, &message))
+                        })
+                    });
+                    last_stall = Some((message, Instant::now()));
+                }
+                nap = STALL_NAP;
+            }
+            Some(Batch::Rescored) if !idle => {
+                last_stall = None;
+                // more may be waiting: look again at once
+                nap = Duration::from_millis(1);
+            }
+            Some(Batch::Rescored) => {}
+            None => nap = STALL_NAP,
         }
     }
+}
+
+/// What became of a claimed batch.
+enum Batch {
+    Rescored,
+    /// An error that is not one user's (a missing table, a broken configuration): the
+    /// batch stays queued.
+    Stalled {
+        state: String,
+        message: String,
+    },
+}
+
+/// Whether an error is about one user's own data (an unknown user, a value out of
+/// range): recorded for that user, whose queue entry is then done. Anything else means
+/// the source or the catalog is broken, and the users wait in the queue until it is
+/// mended.
+fn users_own(state: &str) -> bool {
+    state.starts_with("22") || state == "P0002"
 }
 
 /// Runs `f` in a subtransaction; an error (ours or PostgreSQL's) is rolled back with it
@@ -182,6 +242,11 @@ fn logged<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Option<R> {
     }
 }
 
+/// `prune()`, in its own transaction.
+fn prune_logs() -> Result<()> {
+    Spi::connect_mut(|client| crate::retention::prune_logs(client).map(|_| ()))
+}
+
 /// Whether this database has the extension at a version with the queue.
 fn installed() -> bool {
     Spi::get_one::<bool>(
@@ -215,16 +280,31 @@ fn claim() -> Result<Vec<Claimed>> {
 }
 
 /// Rescores `users`, deletes their rows at the claimed generations and writes the
-/// heartbeat; returns how many were rescored.
-fn rescore_batch(users: &[Claimed]) -> Result<i64> {
+/// heartbeat. A batch that fails is done again user by user, so that one bad user is
+/// recorded and the others are still rescored; an error that is not a user's own stalls
+/// the batch instead (nothing is deleted).
+fn rescore_batch(users: &[Claimed]) -> Result<Batch> {
     Spi::connect_mut(|client| {
         let mut rescored = 0i64;
         if !users.is_empty() {
-            let s = source::load(client)?;
-            for u in users {
-                match attempt(|| rescore_user(client, &s, u)) {
-                    Ok(()) => rescored += 1,
-                    Err((state, message)) => record_error(client, u.user_id, &state, &message)?,
+            let s = match attempt(|| source::load(client)) {
+                Ok(s) => s,
+                Err((state, message)) => return Ok(Batch::Stalled { state, message }),
+            };
+            match attempt(|| rescore_users(client, &s, users)) {
+                Ok(()) => rescored = users.len() as i64,
+                Err((state, message)) if !users_own(&state) => {
+                    return Ok(Batch::Stalled { state, message })
+                }
+                Err(_) => {
+                    for u in users {
+                        match attempt(|| rescore_users(client, &s, std::slice::from_ref(u))) {
+                            Ok(()) => rescored += 1,
+                            Err((state, message)) => {
+                                record_error(client, Some(u.user_id), &state, &message)?
+                            }
+                        }
+                    }
                 }
             }
             let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
@@ -259,14 +339,14 @@ fn rescore_batch(users: &[Claimed]) -> Result<i64> {
             &[INT8],
             &[rescored.into()],
         )?;
-        Ok(rescored)
+        Ok(Batch::Rescored)
     })
 }
 
-/// Records a user the worker could not rescore.
+/// Records a user the worker could not rescore (None: a whole batch that waits).
 fn record_error(
     client: &mut SpiClient<'_>,
-    user_id: i64,
+    user_id: Option<i64>,
     state: &str,
     message: &str,
 ) -> Result<()> {
@@ -280,33 +360,59 @@ fn record_error(
     Ok(())
 }
 
-/// One user: features, a prediction per deployed task (with its notification), segment.
-fn rescore_user(client: &mut SpiClient<'_>, s: &source::Sources, u: &Claimed) -> Result<()> {
-    if !feature_store::refresh_one(client, s, u.user_id)? {
-        // registered after now: nothing to score yet
-        return Ok(());
+/// Some users: features, a prediction per deployed task (each announced), segments;
+/// a few statements for the whole batch. Errors when one of them is unknown.
+fn rescore_users(client: &mut SpiClient<'_>, s: &source::Sources, users: &[Claimed]) -> Result<()> {
+    let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
+    let refreshed = feature_store::refresh_users(client, s, &ids)?;
+    if refreshed.len() < ids.len() {
+        // a user registered after now has no features yet and is simply skipped; one
+        // missing from the users table is an error, recorded for that user
+        feature_store::check_users_exist(client, s, &ids)?;
     }
+    let rows = feature_store::stored_rows(client, &refreshed)?;
+    let event_at: std::collections::HashMap<i64, Option<TimestampWithTimeZone>> =
+        users.iter().map(|u| (u.user_id, u.event_at)).collect();
+    let (mut user_ids, mut tasks, mut scores, mut previous, mut models, mut times) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for task in Task::ALL {
-        let Some(p) = serving::score_and_log(client, task, u.user_id)? else {
-            continue;
-        };
+        for p in serving::score_and_log(client, task, &rows)? {
+            user_ids.push(p.user_id);
+            tasks.push(task.name());
+            scores.push(p.score);
+            previous.push(p.previous);
+            models.push(p.model_id);
+            times.push(event_at.get(&p.user_id).copied().flatten());
+        }
+    }
+    segments::reassign_users(client, &rows)?;
+    if !user_ids.is_empty() {
         plans::update(
             client,
-            "SELECT pg_catalog.pg_notify($1, pg_catalog.json_build_object(
-                 'user_id', $2, 'task', $3, 'score', $4, 'previous_score', $5,
-                 'model_id', $6, 'event_at', $7)::text)",
-            &[TEXT, INT8, TEXT, FLOAT8, FLOAT8, INT8, TIMESTAMPTZ],
+            "SELECT count(pg_catalog.pg_notify($1, pg_catalog.json_build_object(
+                 'user_id', u, 'task', t, 'score', s, 'previous_score', p,
+                 'model_id', m, 'event_at', e)::text))
+             FROM unnest($2::bigint[], $3::text[], $4::float8[], $5::float8[], $6::bigint[],
+                         $7::timestamptz[]) AS x(u, t, s, p, m, e)",
+            &[
+                TEXT,
+                INT8_ARRAY,
+                TEXT_ARRAY,
+                FLOAT8_ARRAY,
+                FLOAT8_ARRAY,
+                INT8_ARRAY,
+                TIMESTAMPTZ_ARRAY,
+            ],
             &[
                 CHANNEL.into(),
-                u.user_id.into(),
-                task.name().into(),
-                p.score.into(),
-                p.previous.into(),
-                p.model_id.into(),
-                u.event_at.into(),
+                user_ids.into(),
+                tasks.into(),
+                scores.into(),
+                previous.into(),
+                models.into(),
+                times.into(),
             ],
         )?;
     }
-    segments::reassign_user(client, u.user_id)?;
     Ok(())
 }

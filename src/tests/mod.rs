@@ -5,6 +5,7 @@
 mod features;
 mod models;
 mod realtime;
+mod retention;
 mod safety;
 mod segments;
 mod support;

@@ -2,6 +2,7 @@
 //! maths, and the demo shop generator. Everything here is plain Rust, tested with
 //! `cargo test -p customer_analyzer_core` and benchmarked with criterion.
 
+pub mod abtest;
 pub mod calibration;
 pub mod catalog;
 pub mod codec;

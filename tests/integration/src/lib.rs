@@ -7,6 +7,51 @@ use std::time::{Duration, Instant};
 
 pub use postgres::{Client, NoTls};
 
+/// The project's build and test tree (scripts/env.sh), where the test server runs from.
+pub fn pg_tree() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var("CA_PG_TREE").unwrap_or_else(|_| {
+        panic!("CA_PG_TREE is not set: run these tests through scripts/test.sh")
+    }))
+}
+
+/// A PostgreSQL program of the build and test tree.
+pub fn pg_bin(name: &str) -> std::path::PathBuf {
+    pg_tree().join("lib/postgresql/15/bin").join(name)
+}
+
+/// Restarts the test server with `pg_ctl restart -m immediate` (a crash, for its data:
+/// every backend is killed and the server recovers from the WAL), as the postgres user,
+/// and waits until it accepts connections again.
+pub fn restart_immediately(c: &mut Client) {
+    let data: String = value(c, "SHOW data_directory");
+    let log = format!("{data}/server.log");
+    // the server's output goes to its log: a restarted postmaster that inherited our
+    // pipes would keep them open and output() would never return
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pg_bin("pg_ctl"))
+        .args([
+            "-D",
+            &data,
+            "-l",
+            &log,
+            "-m",
+            "immediate",
+            "-w",
+            "-t",
+            "120",
+            "restart",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("pg_ctl restart: {e}"));
+    assert!(
+        out.status.success(),
+        "pg_ctl restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The server's connection string, e.g. `host=127.0.0.1 port=5499 user=postgres`.
 pub fn dsn() -> String {
     std::env::var("CA_IT_DSN").unwrap_or_else(|_| {

@@ -1,8 +1,10 @@
 //! The real-time path end to end, against the test server, which preloads the library
 //! and points the rescoring worker at database `ca_it_realtime`
 //! (`scripts/test-cluster.sh`): an inserted event comes back as a NOTIFY with a fresh
-//! score; a killed worker comes back and rescores every queued user exactly once; and
-//! `DROP EXTENSION` takes the triggers off the shop's table.
+//! score; a killed worker and a server restarted with `-m immediate` leave every queued
+//! user rescored exactly once; a user who cannot be rescored is recorded and the others
+//! are not held up; the worker follows a renamed events table and waits, the queue
+//! kept, while the configured one is dropped; and `DROP EXTENSION` takes the triggers off the shop's table.
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +58,169 @@ fn real_time() {
     let mut c = shop();
     an_inserted_event_comes_back_as_a_fresh_score(&mut c);
     a_killed_worker_comes_back_and_rescores_each_user_once(&mut c);
+    one_failing_user_is_recorded_and_the_others_are_rescored(&mut c);
+    let mut c = a_server_restart_mid_queue_rescores_each_user_once(c);
+    the_events_table_renamed_or_dropped_under_the_worker(&mut c);
     drop_extension_takes_the_triggers_along(&mut c);
+}
+
+/// How many churn predictions each of `users` got after `since`.
+fn rescored(c: &mut Client, users: &[i64], since: &str) -> Vec<(i64, i64)> {
+    c.query(
+        "SELECT u.user_id, count(p.user_id)
+         FROM unnest($1::bigint[]) AS u(user_id)
+         LEFT JOIN customer_analyzer.predictions p
+           ON p.user_id = u.user_id AND p.task = 'churn' AND p.predicted_at > $2::text::timestamptz
+         GROUP BY u.user_id ORDER BY u.user_id",
+        &[&users, &since],
+    )
+    .unwrap_or_else(|e| panic!("counting: {}", describe(&e)))
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn users(c: &mut Client, offset: i64, n: i64) -> Vec<i64> {
+    c.query(
+        "SELECT user_id FROM customer_analyzer.user_metrics ORDER BY user_id OFFSET $1 LIMIT $2",
+        &[&offset, &n],
+    )
+    .unwrap_or_else(|e| panic!("listing users: {}", describe(&e)))
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+fn queue_empties(c: &mut Client) {
+    wait_until("the queue to empty", || {
+        value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
+    });
+}
+
+fn one_failing_user_is_recorded_and_the_others_are_rescored(c: &mut Client) {
+    let t0: String = value(c, "SELECT clock_timestamp()::text");
+    let good = users(c, 300, 2);
+    // a queued user who has left the users table since, between two who have not
+    c.execute(
+        "INSERT INTO customer_analyzer.rescore_queue (user_id)
+         VALUES ($1), (-42), ($2)",
+        &[&good[0], &good[1]],
+    )
+    .unwrap_or_else(|e| panic!("queueing: {}", describe(&e)));
+    queue_empties(c);
+    assert_eq!(rescored(c, &good, &t0), vec![(good[0], 1), (good[1], 1)]);
+    let recorded: String = value(
+        c,
+        &format!(
+            "SELECT string_agg(source || ' ' || sqlstate, ',') FROM customer_analyzer.worker_errors
+             WHERE user_id = -42 AND occurred_at > '{t0}'"
+        ),
+    );
+    assert_eq!(recorded, "worker P0002");
+}
+
+/// `pg_ctl restart -m immediate` while the worker holds a batch: after recovery every
+/// queued user is rescored exactly once. Returns a connection to the restarted server.
+fn a_server_restart_mid_queue_rescores_each_user_once(mut c: Client) -> Client {
+    let started = postmaster_start(&mut c);
+    let t0: String = value(&mut c, "SELECT clock_timestamp()::text");
+    let queued = users(&mut c, 400, 200);
+    let mut locker = connect(DB);
+    locker
+        .batch_execute(
+            "BEGIN; LOCK TABLE customer_analyzer.predictions IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .unwrap_or_else(|e| panic!("locking: {}", describe(&e)));
+    c.execute(
+        "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+         SELECT u, 'page_view', now(), '{}' FROM unnest($1::bigint[]) AS u",
+        &[&queued],
+    )
+    .unwrap_or_else(|e| panic!("queueing: {}", describe(&e)));
+    let pid = worker_pid(&mut c).expect("the worker runs");
+    wait_until("the worker to wait on the log", || {
+        value::<bool>(
+            &mut c,
+            &format!("SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = {pid}), false)"),
+        )
+    });
+    restart_immediately(&mut c);
+    drop((c, locker));
+    let mut c = connect(DB);
+    assert_ne!(
+        postmaster_start(&mut c),
+        started,
+        "the server did not restart"
+    );
+    queue_empties(&mut c);
+    let counts = rescored(&mut c, &queued, &t0);
+    let wrong: Vec<&(i64, i64)> = counts.iter().filter(|(_, n)| *n != 1).collect();
+    assert!(
+        counts.len() == 200 && wrong.is_empty(),
+        "users not rescored exactly once: {wrong:?}"
+    );
+    c
+}
+
+/// The events table renamed under the worker: the configuration names it by oid, so
+/// the worker follows it. Then the configured events table dropped: the worker says so
+/// and waits with the queue kept, the server stays up, and once configure() names a
+/// table again every queued user is rescored.
+fn the_events_table_renamed_or_dropped_under_the_worker(c: &mut Client) {
+    let started = postmaster_start(c);
+    let t0: String = value(c, "SELECT clock_timestamp()::text");
+    let queue_up = |c: &mut Client, users: &[i64]| {
+        c.execute(
+            "INSERT INTO customer_analyzer.rescore_queue (user_id) SELECT unnest($1::bigint[])",
+            &[&users],
+        )
+        .unwrap_or_else(|e| panic!("queueing: {}", describe(&e)));
+    };
+    let renamed = users(c, 700, 20);
+    c.batch_execute("ALTER TABLE public.events RENAME TO events_away")
+        .unwrap_or_else(|e| panic!("renaming: {}", describe(&e)));
+    queue_up(c, &renamed);
+    queue_empties(c);
+    assert!(rescored(c, &renamed, &t0).iter().all(|(_, n)| *n == 1));
+    c.batch_execute("ALTER TABLE public.events_away RENAME TO events")
+        .unwrap_or_else(|e| panic!("renaming back: {}", describe(&e)));
+
+    let dropped = users(c, 800, 20);
+    c.batch_execute(
+        "SET client_min_messages = warning;
+         CREATE TABLE public.events_scratch AS SELECT * FROM public.events;
+         SELECT customer_analyzer.configure('public.users', 'public.events_scratch', 'public.products');
+         DROP TABLE public.events_scratch;",
+    )
+    .unwrap_or_else(|e| panic!("dropping the configured table: {}", describe(&e)));
+    queue_up(c, &dropped);
+    wait_until("the worker to report the missing table", || {
+        value::<bool>(
+            c,
+            &format!(
+                "SELECT EXISTS (SELECT FROM customer_analyzer.worker_errors
+                 WHERE source = 'worker' AND user_id IS NULL AND sqlstate = '42P01'
+                   AND occurred_at > '{t0}')"
+            ),
+        )
+    });
+    assert_eq!(
+        value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue"),
+        20,
+        "the queue is kept while the table is away"
+    );
+    assert!(worker_pid(c).is_some(), "the worker waits");
+    c.batch_execute(
+        "SELECT customer_analyzer.configure('public.users', 'public.events', 'public.products')",
+    )
+    .unwrap_or_else(|e| panic!("configuring again: {}", describe(&e)));
+    queue_empties(c);
+    let counts = rescored(c, &dropped, &t0);
+    assert!(
+        counts.iter().all(|(_, n)| *n == 1),
+        "users not rescored exactly once: {counts:?}"
+    );
+    assert_eq!(postmaster_start(c), started, "the server restarted");
 }
 
 fn an_inserted_event_comes_back_as_a_fresh_score(c: &mut Client) {

@@ -10,17 +10,6 @@ use customer_analyzer_integration::*;
 
 const SOURCE: &str = "ca_it_upgrade_source";
 
-/// The project's build and test tree (scripts/env.sh), where the test server runs from.
-fn tree() -> PathBuf {
-    PathBuf::from(std::env::var("CA_PG_TREE").unwrap_or_else(|_| {
-        panic!("CA_PG_TREE is not set: run these tests through scripts/test.sh")
-    }))
-}
-
-fn bin(name: &str) -> PathBuf {
-    tree().join("lib/postgresql/15/bin").join(name)
-}
-
 /// Connection arguments of the test server for the client programs.
 fn client_args(db: &str) -> Vec<String> {
     let mut args = vec!["-d".to_string(), db.to_string()];
@@ -181,7 +170,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
     source();
     let frozen =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../sql/customer_analyzer--0.1.0.sql");
-    let installed = tree().join("share/postgresql/15/extension/customer_analyzer--0.1.0.sql");
+    let installed = pg_tree().join("share/postgresql/15/extension/customer_analyzer--0.1.0.sql");
     std::fs::copy(&frozen, &installed)
         .unwrap_or_else(|e| panic!("installing {}: {e}", frozen.display()));
 
@@ -197,7 +186,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
         "-f".into(),
     ]);
     args.push(dump.display().to_string());
-    run(bin("pg_dump"), &args);
+    run(pg_bin("pg_dump"), &args);
     // the dump makes schema public itself
     exec(&mut connect(old), "DROP SCHEMA public");
     let mut args = client_args(old);
@@ -208,7 +197,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
         "-f".into(),
     ]);
     args.push(dump.display().to_string());
-    run(bin("psql"), &args);
+    run(pg_bin("psql"), &args);
 
     let mut src = connect(SOURCE);
     let mut c = connect(old);
@@ -233,7 +222,10 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
              training_from, training_to, metrics, created_at, size_bytes, format_version, model",
         ),
         ("customer_analyzer.deployments", "id, task, model_id, deployed_at, reason"),
-        ("customer_analyzer.predictions", "*"),
+        (
+            "customer_analyzer.predictions",
+            "user_id, task, model_id, score, label, as_of, predicted_at",
+        ),
         ("customer_analyzer.segments", "*"),
         ("customer_analyzer.user_segments", "*"),
     ] {
@@ -262,7 +254,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
             &mut c,
             "SELECT extversion FROM pg_extension WHERE extname = 'customer_analyzer'"
         ),
-        "0.4.0"
+        "0.5.0"
     );
     // object for object what a fresh install makes
     let fresh: String = value(&mut src, FINGERPRINT);
@@ -313,10 +305,10 @@ fn a_dump_restored_into_a_new_database_predicts_the_same() {
     let dump = std::env::temp_dir().join("ca_it_dump.custom");
     let mut args = client_args(SOURCE);
     args.extend(["-Fc".into(), "-f".into(), dump.display().to_string()]);
-    run(bin("pg_dump"), &args);
+    run(pg_bin("pg_dump"), &args);
     let mut args = client_args(restored);
     args.extend(["--exit-on-error".into(), dump.display().to_string()]);
-    run(bin("pg_restore"), &args);
+    run(pg_bin("pg_restore"), &args);
 
     let mut src = connect(SOURCE);
     let mut c = connect(restored);
