@@ -249,6 +249,48 @@ SELECT DISTINCT ON (p.task, p.user_id) p.*
 FROM customer_analyzer.predictions p
 ORDER BY p.task, p.user_id, p.predicted_at DESC, p.as_of DESC;
 
+CREATE VIEW customer_analyzer.ab_tests AS
+SELECT x.id AS test_id, x.task, x.champion_id, x.challenger_id, x.share,
+       x.started_at, x.ended_at, x.ended_at IS NULL AS running, x.end_reason,
+       ch.algorithm AS champion_algorithm, cl.algorithm AS challenger_algorithm,
+       (SELECT count(*) FROM customer_analyzer.predictions p
+        WHERE p.task = x.task AND p.arm = 'champion' AND p.model_id = x.champion_id
+          AND p.predicted_at >= x.started_at AND p.predicted_at < coalesce(x.ended_at, 'infinity')) AS champion_predictions,
+       (SELECT count(*) FROM customer_analyzer.predictions p
+        WHERE p.task = x.task AND p.arm = 'challenger' AND p.model_id = x.challenger_id
+          AND p.predicted_at >= x.started_at AND p.predicted_at < coalesce(x.ended_at, 'infinity')) AS challenger_predictions
+FROM customer_analyzer.experiments x
+JOIN customer_analyzer.models ch ON ch.id = x.champion_id
+JOIN customer_analyzer.models cl ON cl.id = x.challenger_id;
+
+CREATE VIEW customer_analyzer.prediction_outcomes AS
+SELECT o.prediction_id, o.task, o.user_id, o.model_id, o.arm, o.as_of,
+       date_trunc('week', o.as_of)::date AS week, o.predicted_at, o.score, o.outcome,
+       (o.score - o.outcome::int) ^ 2 AS squared_error, o.evaluated_at
+FROM customer_analyzer.matured_predictions o;
+
+CREATE VIEW customer_analyzer.model_health AS
+WITH serving AS (
+    SELECT d.task, d.model_id, 'champion'::text AS role FROM customer_analyzer.deployed_models d
+    WHERE d.task IN ('churn', 'purchase')
+    UNION ALL
+    SELECT x.task, x.challenger_id, 'challenger' FROM customer_analyzer.experiments x
+    WHERE x.ended_at IS NULL
+)
+SELECT s.task, s.model_id, s.role, m.algorithm,
+       (m.metrics -> 'holdout' ->> 'auc')::float8 AS holdout_auc,
+       (m.metrics -> 'holdout' ->> 'brier')::float8 AS holdout_brier,
+       l.predictions AS live_predictions, l.positives AS live_positives,
+       l.auc AS live_auc, l.brier AS live_brier,
+       l.auc - (m.metrics -> 'holdout' ->> 'auc')::float8 AS auc_change,
+       l.mean_score AS live_mean_score, l.observed_rate AS live_observed_rate,
+       w.week AS last_week, w.auc AS last_week_auc, l.evaluated_at
+FROM serving s
+JOIN customer_analyzer.models m ON m.id = s.model_id
+LEFT JOIN customer_analyzer.model_live l ON l.model_id = s.model_id
+LEFT JOIN LATERAL (SELECT lm.week, lm.auc FROM customer_analyzer.live_metrics lm
+                   WHERE lm.model_id = s.model_id ORDER BY lm.week DESC LIMIT 1) w ON true;
+
 COMMENT ON TABLE customer_analyzer.models IS
     'Trained models, one append-only row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
 COMMENT ON TABLE customer_analyzer.deployments IS
@@ -397,10 +439,34 @@ COMMENT ON TABLE customer_analyzer.rescore_queue IS
     'Users whose events changed, waiting for the rescoring worker (one row per user; generation counts the changes since it was queued).';
 COMMENT ON TABLE customer_analyzer.worker_errors IS
     'Failures of the real-time path: the trigger''s (swallowed so the shop''s write succeeds) and the worker''s, per user, with the SQLSTATE.';
+COMMENT ON TABLE customer_analyzer.experiments IS
+    'Champion/challenger tests, one row each: the serving model when it started, the challenger, the share of users (by a hash of their id) the challenger scores, and when and why it ended (promoted, stopped, or another change of what serves the task).';
+COMMENT ON VIEW customer_analyzer.ab_tests IS
+    'Every A/B test with its models, whether it runs, why it ended, and the predictions each arm has logged during it.';
+COMMENT ON FUNCTION customer_analyzer.start_ab_test(text, bigint, double precision) IS
+    'Starts a champion/challenger test: from now on the given share of users (chosen by a hash of their id, the same users for the whole test) is scored by the challenger in predict_*, explain, score_all and the rescoring worker, which log the arm. One test per task. Returns the test id.';
+COMMENT ON FUNCTION customer_analyzer.stop_ab_test(text) IS
+    'Ends the running A/B test of a task; the serving model goes on serving every user. Returns the test id.';
+COMMENT ON FUNCTION customer_analyzer.promote(text) IS
+    'Deploys the running A/B test''s challenger for every user and ends the test. Returns the challenger''s id.';
+COMMENT ON TABLE customer_analyzer.matured_predictions IS
+    'Logged predictions whose horizon has passed, with their outcome by the label rule of training (written by evaluate_matured(); kept when prune() trims the log).';
+COMMENT ON TABLE customer_analyzer.model_live IS
+    'Each model''s live metrics over all its matured predictions (evaluate_matured()).';
+COMMENT ON TABLE customer_analyzer.live_metrics IS
+    'Each model''s live metrics per week (Monday) of the features'' as_of (evaluate_matured()).';
+COMMENT ON VIEW customer_analyzer.prediction_outcomes IS
+    'Every matured prediction with its outcome, week and squared error: how the scores did.';
+COMMENT ON VIEW customer_analyzer.model_health IS
+    'Every serving model (and the challenger of a running A/B test) with its holdout metrics beside its live ones (as of the last evaluate_matured()) and its newest week.';
+COMMENT ON FUNCTION customer_analyzer.evaluate_matured(text) IS
+    'Records the outcome of every logged prediction of a task whose horizon has passed (the label rule and population of training, at the prediction''s as_of) and recomputes each model''s live AUC, Brier score, mean score and observed rate, overall and per week. Returns the weekly rows.';
+COMMENT ON FUNCTION customer_analyzer.ab_report(text) IS
+    'Compares the arms of the running (else the latest) A/B test of a task on matured outcomes, each user once per arm: AUC, Brier score, positive rate and top-decile lift with 95% intervals, and the AUC difference (challenger minus champion) with the p-value of a z test for two independent AUCs (Hanley-McNeil standard errors).';
 COMMENT ON FUNCTION customer_analyzer.prune() IS
     'Deletes the rows of the prediction log, the rescoring queue and worker_errors older than customer_analyzer.prediction_retention (the rescoring worker does it every few minutes). Returns the rows deleted per table.';
 COMMENT ON FUNCTION customer_analyzer.forget_user(bigint) IS
-    'Erases everything the extension holds about a user (features, predictions, segment assignments, queue entries, errors), for an erasure request; the shop''s own tables are left to the shop. Returns the rows deleted per table.';
+    'Erases everything the extension holds about a user (features, predictions and their outcomes, segment assignments, queue entries, errors), for an erasure request; the shop''s own tables are left to the shop. Returns the rows deleted per table.';
 COMMENT ON TABLE customer_analyzer.worker_status IS
     'The rescoring worker''s heartbeat: its pid, when it started and was last seen, and how many users it has rescored.';
 
@@ -425,7 +491,9 @@ AS $$
                     customer_analyzer.deployed_models, customer_analyzer.model_metrics,
                     customer_analyzer.model_calibration, customer_analyzer.model_candidates,
                     customer_analyzer.feature_importance, customer_analyzer.latest_predictions,
-                    customer_analyzer.segmentation_quality, customer_analyzer.current_segments'),
+                    customer_analyzer.segmentation_quality, customer_analyzer.current_segments,
+                    customer_analyzer.ab_tests, customer_analyzer.model_health,
+                    customer_analyzer.prediction_outcomes'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.tune(text, text, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.deploy(bigint)'),
@@ -441,12 +509,19 @@ AS $$
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.data_quality(timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.clear_model_cache()'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.cached_models()'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.start_ab_test(text, bigint, double precision)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.stop_ab_test(text)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.promote(text)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.evaluate_matured(text)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.ab_report(text)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.prune()'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.forget_user(bigint)'),
         ('operator', 'SELECT ON customer_analyzer.config, customer_analyzer.user_metrics,
                       customer_analyzer.models, customer_analyzer.deployments,
                       customer_analyzer.retired_models, customer_analyzer.predictions,
-                      customer_analyzer.segments, customer_analyzer.user_segments')
+                      customer_analyzer.segments, customer_analyzer.user_segments,
+                      customer_analyzer.experiments, customer_analyzer.matured_predictions,
+                      customer_analyzer.model_live, customer_analyzer.live_metrics')
     ) AS v(k, p)
     WHERE v.k = kind
 $$;
@@ -503,6 +578,6 @@ COMMENT ON FUNCTION customer_analyzer._apply_privileges(text, text, regrole) IS
 COMMENT ON FUNCTION customer_analyzer.grant_reader(regrole) IS
     'Owner only: lets a role use the schema, predict (predict_*, explain, segment_of), compute user_features() and read the views.';
 COMMENT ON FUNCTION customer_analyzer.grant_operator(regrole) IS
-    'Owner only: a reader that may also train, tune, deploy, roll back, retire, refresh, score, segment and read the tables.';
+    'Owner only: a reader that may also train, tune, deploy, roll back, retire, run A/B tests, refresh, score, segment, prune, forget users and read the tables.';
 COMMENT ON FUNCTION customer_analyzer.revoke_reader(regrole) IS 'Owner only: takes every privilege of grant_reader() and grant_operator() back.';
 COMMENT ON FUNCTION customer_analyzer.revoke_operator(regrole) IS 'Owner only: takes the privileges of grant_operator() back, leaving the reader''s.';

@@ -217,7 +217,8 @@ CREATE TABLE customer_analyzer.predictions (
     label boolean NOT NULL,
     as_of timestamptz NOT NULL,
     predicted_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    arm text NOT NULL DEFAULT 'champion' CHECK (arm IN ('champion', 'challenger'))
+    arm text NOT NULL DEFAULT 'champion' CHECK (arm IN ('champion', 'challenger')),
+    id bigserial PRIMARY KEY
 );
 CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions (model_id);
 CREATE INDEX predictions_task_user_idx ON customer_analyzer.predictions (task, user_id, predicted_at DESC);
@@ -226,6 +227,72 @@ CREATE INDEX predictions_predicted_at_idx ON customer_analyzer.predictions USING
 CREATE TRIGGER predictions_are_append_only BEFORE UPDATE ON customer_analyzer.predictions
     FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions_id_seq', '');
+
+-- Champion/challenger tests (start_ab_test(), promote(), stop_ab_test()): while one runs,
+-- the share of users a hash of their id picks is scored by the challenger. One running
+-- test per task; any other change of what serves the task ends it (end_reason says why).
+CREATE TABLE customer_analyzer.experiments (
+    id bigserial PRIMARY KEY,
+    task text NOT NULL CHECK (task IN ('churn', 'purchase')),
+    champion_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
+    challenger_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
+    share double precision NOT NULL CHECK (share > 0 AND share < 1),
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ended_at timestamptz,
+    end_reason text,
+    CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+);
+CREATE UNIQUE INDEX experiments_one_running_per_task ON customer_analyzer.experiments (task)
+    WHERE ended_at IS NULL;
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.experiments', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.experiments_id_seq', '');
+
+-- Logged predictions whose horizon has passed, with their outcome by the label rule of
+-- training (evaluate_matured()). Kept when prune() trims the log, so that live metrics
+-- keep their history; forget_user() erases a user's.
+CREATE TABLE customer_analyzer.matured_predictions (
+    prediction_id bigint PRIMARY KEY,
+    task text NOT NULL,
+    user_id bigint NOT NULL,
+    model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
+    arm text NOT NULL,
+    as_of timestamptz NOT NULL,
+    predicted_at timestamptz NOT NULL,
+    score double precision NOT NULL,
+    outcome boolean NOT NULL,
+    evaluated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX matured_predictions_task_model_idx ON customer_analyzer.matured_predictions (task, model_id, predicted_at);
+CREATE INDEX matured_predictions_user_idx ON customer_analyzer.matured_predictions (user_id);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.matured_predictions', '');
+
+-- Each model's live metrics over its matured predictions (evaluate_matured()): overall,
+-- and per week (Monday) of the features' as_of.
+CREATE TABLE customer_analyzer.model_live (
+    model_id bigint PRIMARY KEY REFERENCES customer_analyzer.models (id),
+    predictions bigint NOT NULL,
+    positives bigint NOT NULL,
+    auc double precision,
+    brier double precision,
+    mean_score double precision,
+    observed_rate double precision,
+    evaluated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.model_live', '');
+CREATE TABLE customer_analyzer.live_metrics (
+    model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
+    week date NOT NULL,
+    predictions bigint NOT NULL,
+    positives bigint NOT NULL,
+    auc double precision,
+    brier double precision,
+    mean_score double precision,
+    observed_rate double precision,
+    evaluated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (model_id, week)
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.live_metrics', '');
 
 -- Segments of each segmentation (a models row with task 'segmentation'); names can be
 -- changed with rename_segment(), the rest is as computed.

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod abtests;
 mod catalog;
 mod cursor;
 mod demo;
@@ -20,6 +21,7 @@ mod feature_store;
 mod features_sql;
 mod gucs;
 mod models;
+mod outcomes;
 mod plans;
 mod realtime;
 mod retention;

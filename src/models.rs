@@ -313,11 +313,23 @@ pub fn record_deployment(
         )
         .ctx("recording a deployment")?;
     statement::serving_changed();
-    Ok(())
+    // a test compares two fixed models: another champion ends it
+    crate::abtests::end_with_notice(
+        client,
+        task,
+        &format!("model {model_id} serves {task} now ({reason})"),
+    )
+}
+
+/// What deploying or testing a model checks about it.
+pub struct ModelFacts {
+    pub task: String,
+    pub catalog_version: i32,
+    pub retired: bool,
 }
 
 /// The task, catalog version and retirement of a model.
-fn model_facts(client: &mut SpiClient<'_>, model_id: i64) -> Result<(String, i32, bool)> {
+pub fn model_facts(client: &mut SpiClient<'_>, model_id: i64) -> Result<ModelFacts> {
     let rows = client
         .update(
             "SELECT m.task, m.catalog_version,
@@ -331,15 +343,17 @@ fn model_facts(client: &mut SpiClient<'_>, model_id: i64) -> Result<(String, i32
         .into_iter()
         .next()
         .ok_or_else(|| unknown_model(model_id))?;
-    Ok((
-        row.get::<String>(1)
+    Ok(ModelFacts {
+        task: row
+            .get::<String>(1)
             .ctx("reading a model")?
             .unwrap_or_default(),
-        row.get::<i32>(2)
+        catalog_version: row
+            .get::<i32>(2)
             .ctx("reading a model")?
             .unwrap_or_default(),
-        row.get::<bool>(3).ctx("reading a model")?.unwrap_or(false),
-    ))
+        retired: row.get::<bool>(3).ctx("reading a model")?.unwrap_or(false),
+    })
 }
 
 /// Makes `model_id` serve its task. Refuses a retired model, a model built for another
@@ -349,7 +363,11 @@ fn model_facts(client: &mut SpiClient<'_>, model_id: i64) -> Result<(String, i32
 fn deploy(model_id: Option<i64>) -> Result<String> {
     let model_id = model_id.ok_or_else(|| error::null_argument("model_id"))?;
     Spi::connect_mut(|client| {
-        let (task, version, retired) = model_facts(client, model_id)?;
+        let ModelFacts {
+            task,
+            catalog_version: version,
+            retired,
+        } = model_facts(client, model_id)?;
         if retired {
             return Err(error::not_ready(
                 format!("model {model_id} is retired"),
@@ -451,7 +469,7 @@ fn retire_model(
     let model_id = model_id.ok_or_else(|| error::null_argument("model_id"))?;
     let reason = reason.ok_or_else(|| error::null_argument("reason"))?;
     Spi::connect_mut(|client| {
-        let (task, _, retired) = model_facts(client, model_id)?;
+        let ModelFacts { task, retired, .. } = model_facts(client, model_id)?;
         if retired {
             return Err(error::not_ready(
                 format!("model {model_id} is already retired"),
@@ -466,6 +484,7 @@ fn retire_model(
                 &[model_id.into(), reason.into()],
             )
             .ctx("retiring a model")?;
+        crate::abtests::end_for_retired_challenger(client, model_id)?;
         match serving {
             Some((_, serving_model)) if serving_model == model_id => {
                 let now = step_back(client, &task, "retire")?;
@@ -531,6 +550,9 @@ fn purge_models(
                    AND NOT EXISTS (SELECT 1 FROM customer_analyzer.deployments d WHERE d.model_id = m.id)
                    AND NOT EXISTS (SELECT 1 FROM customer_analyzer.retired_models r WHERE r.model_id = m.id)
                    AND NOT EXISTS (SELECT 1 FROM customer_analyzer.predictions p WHERE p.model_id = m.id)
+                   AND NOT EXISTS (SELECT 1 FROM customer_analyzer.matured_predictions o WHERE o.model_id = m.id)
+                   AND NOT EXISTS (SELECT 1 FROM customer_analyzer.experiments x
+                                   WHERE m.id IN (x.champion_id, x.challenger_id))
                    AND m.id NOT IN (
                        SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY task ORDER BY id DESC) AS rn
                                        FROM customer_analyzer.models) newest

@@ -20,6 +20,7 @@ const LOGS: &[(&str, &str)] = &[
 const USER_TABLES: &[&str] = &[
     "user_metrics",
     "predictions",
+    "matured_predictions",
     "user_segments",
     "rescore_queue",
     "worker_errors",
@@ -74,7 +75,7 @@ fn prune() -> Result<TableIterator<'static, (name!(table_name, String), name!(ro
 }
 
 /// Erases everything the extension holds about a user: features, predictions, segment
-/// assignments, queue entries and errors. The shop's own tables are the shop's: a user
+/// assignments, outcomes, queue entries and errors. The shop's own tables are the shop's: a user
 /// still in them comes back at the next refresh, which the NOTICE says.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]

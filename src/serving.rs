@@ -1,5 +1,6 @@
 //! Predictions: one user from the feature store through the model cache, explanations,
-//! and batch scoring into `customer_analyzer.predictions`.
+//! and batch scoring into the prediction log, each user scored by the model that serves
+//! them (the challenger for the users a running A/B test routes to it).
 
 use std::collections::HashMap;
 
@@ -14,7 +15,8 @@ use crate::feature_store::{features_for_user, FeatureRow, StoredRows, STORE_ROWS
 use customer_analyzer_core::task::Task;
 
 use crate::work::work;
-use crate::{models, plans};
+use crate::{abtests, models, plans};
+use customer_analyzer_core::abtest::{arm_of, Arm};
 
 struct Scored {
     score: f64,
@@ -29,9 +31,110 @@ fn frame_of(values: &[FeatureValue]) -> Frame {
     f
 }
 
+/// One user's score from the model that serves them (the challenger for the share of
+/// users a running A/B test routes to it).
 fn score_user(client: &SpiClient<'_>, task: Task, user_id: i64) -> Result<Scored> {
-    let model_id = models::deployed_model_id(client, task.name())?;
-    score_with(client, model_id, user_id)
+    score_with(client, routed_model(client, task, user_id)?, user_id)
+}
+
+/// The model that serves `user_id` for `task`; 55000 when none is deployed.
+fn routed_model(client: &SpiClient<'_>, task: Task, user_id: i64) -> Result<i64> {
+    match abtests::route(client, task, user_id)? {
+        Some(model_id) => Ok(model_id),
+        None => models::deployed_model_id(client, task.name()),
+    }
+}
+
+/// Scores of many users, each from the model that serves them.
+pub struct RoutedScores {
+    pub scores: Vec<f64>,
+    pub labels: Vec<bool>,
+    pub model_ids: Vec<i64>,
+    pub arms: Vec<&'static str>,
+}
+
+/// Scores `frame` (whose rows are `user_ids`) for `task`: every row by the serving
+/// model, then the rows a running A/B test routes to the challenger by the challenger.
+/// On the work's pool when given, on this thread otherwise. None when no model serves.
+pub fn score_routed(
+    client: &SpiClient<'_>,
+    task: Task,
+    user_ids: &[i64],
+    frame: &Frame,
+    work: Option<&customer_analyzer_core::work::Work>,
+) -> Result<Option<RoutedScores>> {
+    let Some(champion) = models::serving_model(client, task.name())? else {
+        return Ok(None);
+    };
+    let predict = |model_id: i64, f: &Frame| -> Result<(Vec<f64>, f64)> {
+        let loaded = models::loaded(client, model_id)?;
+        let scorer = loaded.classifier()?;
+        let scores = match work {
+            Some(w) => scorer.predict_in(w, f).map_err(error::from_core)?,
+            None => scorer.predict(f),
+        };
+        Ok((scores, scorer.model.threshold))
+    };
+    let (mut scores, threshold) = predict(champion, frame)?;
+    let mut labels: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
+    let mut model_ids = vec![champion; scores.len()];
+    let mut arms = vec![Arm::Champion.name(); scores.len()];
+    if let Some(test) = abtests::running(client, task)? {
+        let rows: Vec<usize> = (0..user_ids.len())
+            .filter(|&i| arm_of(test.id, user_ids[i], test.share) == Arm::Challenger)
+            .collect();
+        if !rows.is_empty() {
+            let (challenged, threshold) = predict(test.challenger, &frame.select(&rows))?;
+            for (&i, score) in rows.iter().zip(challenged) {
+                scores[i] = score;
+                labels[i] = score >= threshold;
+                model_ids[i] = test.challenger;
+                arms[i] = Arm::Challenger.name();
+            }
+        }
+    }
+    Ok(Some(RoutedScores {
+        scores,
+        labels,
+        model_ids,
+        arms,
+    }))
+}
+
+/// Appends `scored` rows of `task` to the prediction log.
+fn log_scores(
+    client: &mut SpiClient<'_>,
+    task: Task,
+    user_ids: &[i64],
+    as_of: &[TimestampWithTimeZone],
+    scored: &RoutedScores,
+) -> Result<()> {
+    plans::update(
+        client,
+        "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of, arm)
+         SELECT u, $2, m, s, l, t, a
+         FROM unnest($1::bigint[], $3::bigint[], $4::float8[], $5::bool[], $6::timestamptz[], $7::text[])
+              AS x(u, m, s, l, t, a)",
+        &[
+            INT8_ARRAY,
+            TEXT,
+            INT8_ARRAY,
+            FLOAT8_ARRAY,
+            BOOL_ARRAY,
+            TIMESTAMPTZ_ARRAY,
+            TEXT_ARRAY,
+        ],
+        &[
+            user_ids.to_vec().into(),
+            task.name().into(),
+            scored.model_ids.clone().into(),
+            scored.scores.clone().into(),
+            scored.labels.clone().into(),
+            as_of.to_vec().into(),
+            scored.arms.clone().into(),
+        ],
+    )?;
+    Ok(())
 }
 
 /// One user's stored (or computed) features scored by model `model_id`.
@@ -58,26 +161,20 @@ pub struct Logged {
     pub model_id: i64,
 }
 
-/// Scores `rows` with the task's serving model, appends the scores to the prediction
-/// log and returns them, in the rows' order; nothing when no model serves the task.
+/// Scores `rows` with the model that serves each user, appends the scores to the
+/// prediction log and returns them, in the rows' order; nothing when no model serves the
+/// task.
 pub fn score_and_log(
     client: &mut SpiClient<'_>,
     task: Task,
     rows: &StoredRows,
 ) -> Result<Vec<Logged>> {
-    let Some(model_id) = models::serving_model(client, task.name())? else {
-        return Ok(Vec::new());
-    };
     if rows.user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let loaded = models::loaded(client, model_id)?;
-    let scorer = loaded.classifier()?;
-    let scores = scorer.predict(&rows.frame);
-    let labels: Vec<bool> = scores
-        .iter()
-        .map(|&s| s >= scorer.model.threshold)
-        .collect();
+    let Some(scored) = score_routed(client, task, &rows.user_ids, &rows.frame, None)? else {
+        return Ok(Vec::new());
+    };
     let mut previous: HashMap<i64, f64> = HashMap::new();
     for row in plans::select(
         client,
@@ -93,33 +190,12 @@ pub fn score_and_log(
             previous.insert(u, s);
         }
     }
-    plans::update(
-        client,
-        "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
-         SELECT u, $2, $3, s, l, t
-         FROM unnest($1::bigint[], $4::float8[], $5::bool[], $6::timestamptz[]) AS x(u, s, l, t)",
-        &[
-            INT8_ARRAY,
-            TEXT,
-            INT8,
-            FLOAT8_ARRAY,
-            BOOL_ARRAY,
-            TIMESTAMPTZ_ARRAY,
-        ],
-        &[
-            rows.user_ids.clone().into(),
-            task.name().into(),
-            model_id.into(),
-            scores.clone().into(),
-            labels.into(),
-            rows.as_of.clone().into(),
-        ],
-    )?;
+    log_scores(client, task, &rows.user_ids, &rows.as_of, &scored)?;
     Ok(rows
         .user_ids
         .iter()
-        .zip(scores)
-        .map(|(&user_id, score)| Logged {
+        .zip(scored.scores.iter().zip(&scored.model_ids))
+        .map(|(&user_id, (&score, &model_id))| Logged {
             user_id,
             score,
             previous: previous.get(&user_id).copied(),
@@ -128,12 +204,12 @@ pub fn score_and_log(
         .collect())
 }
 
-const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
 const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
 const BOOL_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID);
 const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
+const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
 
 fn predict_score(task: Task, user_id: Option<i64>) -> Result<f64> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
@@ -215,7 +291,7 @@ fn explain(
     }
     let rows = Spi::connect(
         |client| -> Result<Vec<(String, Option<String>, f64, String)>> {
-            let model_id = models::deployed_model_id(client, task.name())?;
+            let model_id = routed_model(client, task, user_id)?;
             let loaded = models::loaded(client, model_id)?;
             let scorer = loaded.classifier()?;
             let (values, _) = features_for_user(client, user_id)?;
@@ -264,9 +340,8 @@ fn score_all_body(
     task: Task,
     as_of: Option<TimestampWithTimeZone>,
 ) -> Result<i64> {
-    let model_id = models::deployed_model_id(client, task.name())?;
-    let loaded = models::loaded(client, model_id)?;
-    let scorer = loaded.classifier()?;
+    // 55000 up front when nothing serves the task
+    models::deployed_model_id(client, task.name())?;
     let mut cursor = match as_of {
         None => client.try_open_cursor(STORE_ROWS, &[]),
         Some(t) => client.try_open_cursor(
@@ -295,19 +370,9 @@ fn score_all_body(
         if frame.rows == 0 {
             break;
         }
-        let scores = scorer.predict_in(work, &frame).map_err(error::from_core)?;
-        let labels: Vec<bool> = scores
-            .iter()
-            .map(|&s| s >= scorer.model.threshold)
-            .collect();
-        client
-            .update(
-                "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
-                 SELECT u, $2, $3, s, l, t FROM unnest($1::bigint[], $4::float8[], $5::bool[], $6::timestamptz[]) AS x(u, s, l, t)",
-                None,
-                &[ids.into(), task.name().into(), model_id.into(), scores.into(), labels.into(), times.into()],
-            )
-            .ctx("writing predictions")?;
+        let routed = score_routed(client, task, &ids, &frame, Some(work))?
+            .ok_or_else(|| error::internal("scoring", "the serving model went away"))?;
+        log_scores(client, task, &ids, &times, &routed)?;
         scored += frame.rows as i64;
     }
     if scored == 0 {

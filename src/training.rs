@@ -28,24 +28,34 @@ use crate::time::{from_unix_micros, to_unix_micros};
 use crate::training_set;
 use crate::work::work;
 
-/// `user_features($1)` with the task's population and label as the last column.
-fn labelled_query(s: &Sources, task: Task) -> String {
+/// The label rule over SQL expressions for the snapshot time and the user: whether the
+/// user has an event (churn: none at all) or a purchase in (as_of, as_of + horizon].
+/// Training labels and the outcomes of logged predictions (`outcomes.rs`) both use it.
+pub fn label_sql(s: &Sources, task: Task, as_of: &str, user: &str) -> String {
     let events = &s.events;
     let hours = task.horizon_days() * 24;
     let (exists, kind) = match task {
         Task::Churn => ("NOT EXISTS", ""),
         Task::Purchase => ("EXISTS", " AND e.event_type::text = 'purchase'"),
     };
+    format!(
+        "{exists} (
+             SELECT 1 FROM {events} e WHERE e.user_id = {user}{kind}
+               AND e.created_at::timestamptz > {as_of}
+               AND e.created_at::timestamptz <= {as_of} + interval '{hours} hours')"
+    )
+}
+
+/// `user_features($1)` with the task's population and label as the last column.
+fn labelled_query(s: &Sources, task: Task) -> String {
     let population = match task.population() {
         Population::ActiveInLast30Days => " WHERE f.events_last_30_days > 0",
         Population::Registered => "",
     };
     format!(
-        "SELECT f.*, {exists} (
-             SELECT 1 FROM {events} e WHERE e.user_id = f.user_id{kind}
-               AND e.created_at::timestamptz > $1
-               AND e.created_at::timestamptz <= $1 + interval '{hours} hours') AS label
-         FROM customer_analyzer.user_features($1) f{population}"
+        "SELECT f.*, {label} AS label
+         FROM customer_analyzer.user_features($1) f{population}",
+        label = label_sql(s, task, "$1", "f.user_id")
     )
 }
 

@@ -2,8 +2,10 @@
 //! test runs in one transaction that is rolled back at its end, so tests that need
 //! committed settings, several sessions or restarts live in `tests/integration`.
 
+mod abtests;
 mod features;
 mod models;
+mod outcomes;
 mod realtime;
 mod retention;
 mod safety;

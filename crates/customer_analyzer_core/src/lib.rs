@@ -12,6 +12,7 @@ pub mod features;
 pub mod frame;
 pub mod metrics;
 pub mod model;
+pub mod outcomes;
 pub mod params;
 pub mod preprocess;
 pub mod schedule;
