@@ -291,6 +291,19 @@ LEFT JOIN customer_analyzer.model_live l ON l.model_id = s.model_id
 LEFT JOIN LATERAL (SELECT lm.week, lm.auc FROM customer_analyzer.live_metrics lm
                    WHERE lm.model_id = s.model_id ORDER BY lm.week DESC LIMIT 1) w ON true;
 
+CREATE VIEW customer_analyzer.queue_status AS
+SELECT (SELECT count(*) FROM customer_analyzer.rescore_queue) AS depth,
+       (SELECT now() - min(first_enqueued_at) FROM customer_analyzer.rescore_queue) AS oldest_item_age,
+       w.pid AS worker_pid, w.last_seen AS worker_last_seen,
+       now() - w.last_seen AS worker_silent_for,
+       (SELECT count(DISTINCT p.user_id) FROM customer_analyzer.predictions p
+        WHERE p.predicted_at > now() - interval '1 minute') AS rescored_last_minute,
+       w.users_rescored AS rescored_since_start, w.started_at AS worker_started_at,
+       (SELECT count(*) FROM customer_analyzer.worker_errors e
+        WHERE e.occurred_at > now() - interval '1 hour') AS errors_last_hour
+FROM (SELECT 1) one
+LEFT JOIN customer_analyzer.worker_status w ON true;
+
 COMMENT ON TABLE customer_analyzer.models IS
     'Trained models, one append-only row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
 COMMENT ON TABLE customer_analyzer.deployments IS
@@ -463,6 +476,8 @@ COMMENT ON FUNCTION customer_analyzer.evaluate_matured(text) IS
     'Records the outcome of every logged prediction of a task whose horizon has passed (the label rule and population of training, at the prediction''s as_of) and recomputes each model''s live AUC, Brier score, mean score and observed rate, overall and per week. Returns the weekly rows.';
 COMMENT ON FUNCTION customer_analyzer.ab_report(text) IS
     'Compares the arms of the running (else the latest) A/B test of a task on matured outcomes, each user once per arm: AUC, Brier score, positive rate and top-decile lift with 95% intervals, and the AUC difference (challenger minus champion) with the p-value of a z test for two independent AUCs (Hanley-McNeil standard errors).';
+COMMENT ON VIEW customer_analyzer.queue_status IS
+    'The real-time path at a glance: queue depth and the age of its oldest entry, when the rescoring worker was last seen, users rescored in the last minute and since the worker started, and errors in the last hour.';
 COMMENT ON FUNCTION customer_analyzer.prune() IS
     'Deletes the rows of the prediction log, the rescoring queue and worker_errors older than customer_analyzer.prediction_retention (the rescoring worker does it every few minutes). Returns the rows deleted per table.';
 COMMENT ON FUNCTION customer_analyzer.forget_user(bigint) IS
@@ -493,7 +508,7 @@ AS $$
                     customer_analyzer.feature_importance, customer_analyzer.latest_predictions,
                     customer_analyzer.segmentation_quality, customer_analyzer.current_segments,
                     customer_analyzer.ab_tests, customer_analyzer.model_health,
-                    customer_analyzer.prediction_outcomes'),
+                    customer_analyzer.prediction_outcomes, customer_analyzer.queue_status'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.tune(text, text, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.deploy(bigint)'),

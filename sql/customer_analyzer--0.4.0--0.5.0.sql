@@ -7,7 +7,8 @@
 -- customer_analyzer.prediction_retention; forget_user() erases a user; champion/challenger
 -- tests (experiments, the ab_tests view, start_ab_test(), stop_ab_test(), promote());
 -- outcome tracking (predictions get an id; evaluate_matured() fills matured_predictions,
--- model_live and live_metrics; views prediction_outcomes and model_health; ab_report()).
+-- model_live and live_metrics; views prediction_outcomes and model_health; ab_report());
+-- the queue_status view.
 -- The rescoring worker works on a batch in a few statements.
 
 ALTER TABLE customer_analyzer.predictions
@@ -147,6 +148,19 @@ LEFT JOIN customer_analyzer.model_live l ON l.model_id = s.model_id
 LEFT JOIN LATERAL (SELECT lm.week, lm.auc FROM customer_analyzer.live_metrics lm
                    WHERE lm.model_id = s.model_id ORDER BY lm.week DESC LIMIT 1) w ON true;
 
+CREATE VIEW customer_analyzer.queue_status AS
+SELECT (SELECT count(*) FROM customer_analyzer.rescore_queue) AS depth,
+       (SELECT now() - min(first_enqueued_at) FROM customer_analyzer.rescore_queue) AS oldest_item_age,
+       w.pid AS worker_pid, w.last_seen AS worker_last_seen,
+       now() - w.last_seen AS worker_silent_for,
+       (SELECT count(DISTINCT p.user_id) FROM customer_analyzer.predictions p
+        WHERE p.predicted_at > now() - interval '1 minute') AS rescored_last_minute,
+       w.users_rescored AS rescored_since_start, w.started_at AS worker_started_at,
+       (SELECT count(*) FROM customer_analyzer.worker_errors e
+        WHERE e.occurred_at > now() - interval '1 hour') AS errors_last_hour
+FROM (SELECT 1) one
+LEFT JOIN customer_analyzer.worker_status w ON true;
+
 CREATE FUNCTION "prune"() RETURNS TABLE (
 	"table_name" TEXT,  /* String */
 	"rows_deleted" bigint  /* i64 */
@@ -257,7 +271,7 @@ AS $$
                     customer_analyzer.feature_importance, customer_analyzer.latest_predictions,
                     customer_analyzer.segmentation_quality, customer_analyzer.current_segments,
                     customer_analyzer.ab_tests, customer_analyzer.model_health,
-                    customer_analyzer.prediction_outcomes'),
+                    customer_analyzer.prediction_outcomes, customer_analyzer.queue_status'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.tune(text, text, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.deploy(bigint)'),
@@ -310,6 +324,8 @@ COMMENT ON VIEW customer_analyzer.prediction_outcomes IS
     'Every matured prediction with its outcome, week and squared error: how the scores did.';
 COMMENT ON VIEW customer_analyzer.model_health IS
     'Every serving model (and the challenger of a running A/B test) with its holdout metrics beside its live ones (as of the last evaluate_matured()) and its newest week.';
+COMMENT ON VIEW customer_analyzer.queue_status IS
+    'The real-time path at a glance: queue depth and the age of its oldest entry, when the rescoring worker was last seen, users rescored in the last minute and since the worker started, and errors in the last hour.';
 COMMENT ON FUNCTION customer_analyzer.evaluate_matured(text) IS
     'Records the outcome of every logged prediction of a task whose horizon has passed (the label rule and population of training, at the prediction''s as_of) and recomputes each model''s live AUC, Brier score, mean score and observed rate, overall and per week. Returns the weekly rows.';
 COMMENT ON FUNCTION customer_analyzer.ab_report(text) IS

@@ -50,7 +50,8 @@ fn refresh_sql(s: &Sources) -> String {
     )
 }
 
-fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
+/// Whether `user_id` is in the shop's users table.
+pub fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
     Ok(plans::select(
         client,
         &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", s.users),

@@ -94,16 +94,7 @@ fn forget_user(
             })
             .collect::<Result<Vec<_>>>()?;
         if let Ok(s) = source::load(client) {
-            let still = plans::select(
-                client,
-                &format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = $1)", s.users),
-                &[INT8],
-                &[user_id.into()],
-            )?
-            .first()
-            .get_one::<bool>()
-            .ctx("looking up the user")?
-            .unwrap_or(false);
+            let still = crate::feature_store::user_exists(client, &s, user_id)?;
             if still {
                 pgrx::notice!(
                     "user {user_id} is still in {}: their features and scores come back at the next refresh or event; delete the user from the shop's tables too",

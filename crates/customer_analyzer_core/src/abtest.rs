@@ -127,8 +127,9 @@ fn top_decile_lift(y: &[f64], scores: &[f64]) -> f64 {
         return f64::NAN;
     }
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let top = n.div_ceil(10);
+    // the top tenth in any order: a selection, linear, as the bootstrap repeats it
+    order.select_nth_unstable_by(top - 1, |&a, &b| scores[b].total_cmp(&scores[a]));
     let hits: f64 = order[..top].iter().map(|&i| y[i]).sum();
     hits / top as f64 / rate
 }
