@@ -10,11 +10,12 @@
 //! batch in a few statements (features, scores and segments of all its users at once);
 //! when that fails, it goes user by user, each in its own subtransaction (a failing user
 //! is recorded in `worker_errors` and the others go on). An error that is no user's own
-//! (the events table dropped or renamed, a broken configuration) leaves the batch queued
+//! (the configured events table dropped, a broken configuration) leaves the batch queued
 //! and the worker waits and tries again. It deletes each row only at the generation it
 //! claimed, again skipping rows the shop holds: an event that arrived meanwhile keeps
-//! its user queued for another pass. A crash anywhere rolls the second transaction back and leaves every
-//! claimed row queued, so each user is rescored exactly once after recovery.
+//! its user queued for another pass. A crash anywhere rolls the second transaction back
+//! and leaves every claimed row queued, so each user is rescored exactly once after
+//! recovery.
 //!
 //! Every few minutes it also prunes the logs to `customer_analyzer.prediction_retention`.
 //!
@@ -280,48 +281,17 @@ fn claim() -> Result<Vec<Claimed>> {
 }
 
 /// Rescores `users`, deletes their rows at the claimed generations and writes the
-/// heartbeat. A batch that fails is done again user by user, so that one bad user is
-/// recorded and the others are still rescored; an error that is not a user's own stalls
-/// the batch instead (nothing is deleted).
+/// heartbeat (also while stalled: the worker is alive and says so). A batch that fails is
+/// done again user by user, so that one bad user is recorded and the others are still
+/// rescored; an error that is not a user's own stalls the batch instead (nothing is
+/// deleted).
 fn rescore_batch(users: &[Claimed]) -> Result<Batch> {
     Spi::connect_mut(|client| {
-        let mut rescored = 0i64;
-        if !users.is_empty() {
-            let s = match attempt(|| source::load(client)) {
-                Ok(s) => s,
-                Err((state, message)) => return Ok(Batch::Stalled { state, message }),
-            };
-            match attempt(|| rescore_users(client, &s, users)) {
-                Ok(()) => rescored = users.len() as i64,
-                Err((state, message)) if !users_own(&state) => {
-                    return Ok(Batch::Stalled { state, message })
-                }
-                Err(_) => {
-                    for u in users {
-                        match attempt(|| rescore_users(client, &s, std::slice::from_ref(u))) {
-                            Ok(()) => rescored += 1,
-                            Err((state, message)) => {
-                                record_error(client, Some(u.user_id), &state, &message)?
-                            }
-                        }
-                    }
-                }
-            }
-            let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
-            let generations: Vec<i64> = users.iter().map(|u| u.generation).collect();
-            plans::update(
-                client,
-                "WITH held AS (
-                     SELECT user_id, generation FROM customer_analyzer.rescore_queue
-                     WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE SKIP LOCKED)
-                 DELETE FROM customer_analyzer.rescore_queue q
-                 USING held, unnest($1, $2) AS done(user_id, generation)
-                 WHERE q.user_id = held.user_id AND held.user_id = done.user_id
-                   AND held.generation = done.generation",
-                &[INT8_ARRAY, INT8_ARRAY],
-                &[ids.into(), generations.into()],
-            )?;
-        }
+        let (rescored, outcome) = if users.is_empty() {
+            (0, Batch::Rescored)
+        } else {
+            rescore_claimed(client, users)?
+        };
         plans::update(
             client,
             "INSERT INTO customer_analyzer.worker_status AS w
@@ -339,8 +309,48 @@ fn rescore_batch(users: &[Claimed]) -> Result<Batch> {
             &[INT8],
             &[rescored.into()],
         )?;
-        Ok(Batch::Rescored)
+        Ok(outcome)
     })
+}
+
+/// Rescores claimed users (see `rescore_batch`); returns how many, and whether the batch
+/// stalled, in which case nothing was deleted from the queue.
+fn rescore_claimed(client: &mut SpiClient<'_>, users: &[Claimed]) -> Result<(i64, Batch)> {
+    let stalled = |state, message| Ok((0, Batch::Stalled { state, message }));
+    let s = match attempt(|| source::load(client)) {
+        Ok(s) => s,
+        Err((state, message)) => return stalled(state, message),
+    };
+    let mut rescored = 0i64;
+    match attempt(|| rescore_users(client, &s, users)) {
+        Ok(()) => rescored = users.len() as i64,
+        Err((state, message)) if !users_own(&state) => return stalled(state, message),
+        Err(_) => {
+            for u in users {
+                match attempt(|| rescore_users(client, &s, std::slice::from_ref(u))) {
+                    Ok(()) => rescored += 1,
+                    Err((state, message)) => {
+                        record_error(client, Some(u.user_id), &state, &message)?
+                    }
+                }
+            }
+        }
+    }
+    let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
+    let generations: Vec<i64> = users.iter().map(|u| u.generation).collect();
+    plans::update(
+        client,
+        "WITH held AS (
+             SELECT user_id, generation FROM customer_analyzer.rescore_queue
+             WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE SKIP LOCKED)
+         DELETE FROM customer_analyzer.rescore_queue q
+         USING held, unnest($1, $2) AS done(user_id, generation)
+         WHERE q.user_id = held.user_id AND held.user_id = done.user_id
+           AND held.generation = done.generation",
+        &[INT8_ARRAY, INT8_ARRAY],
+        &[ids.into(), generations.into()],
+    )?;
+    Ok((rescored, Batch::Rescored))
 }
 
 /// Records a user the worker could not rescore (None: a whole batch that waits).
