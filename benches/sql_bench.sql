@@ -115,6 +115,18 @@ BEGIN
         format('%s users in %s s = %s users/min', n, round(s::numeric, 2), round(n / s * 60)));
 END $$;
 
+DO $$
+DECLARE t0 timestamptz; n bigint; s float8; major bigint;
+BEGIN
+    t0 := clock_timestamp();
+    SELECT count(*), count(*) FILTER (WHERE level = 'major') INTO n, major
+    FROM customer_analyzer.drift_report('churn');
+    s := extract(epoch FROM clock_timestamp() - t0);
+    INSERT INTO bench SELECT 'drift_report(''churn''), the churn population of the store',
+        format('%s s for %s users, %s columns (%s major)', round(s::numeric, 2),
+               (SELECT max(users_now) FROM customer_analyzer.drift_report('churn')), n, major);
+END $$;
+
 INSERT INTO bench SELECT 'events table size', pg_size_pretty(pg_total_relation_size('public.events'));
 INSERT INTO bench SELECT 'user_metrics size', pg_size_pretty(pg_total_relation_size('customer_analyzer.user_metrics'));
 SELECT what, figure FROM bench;

@@ -29,6 +29,10 @@ want=$(cat <<CONF
 # written by customer_analyzer/scripts/cluster.sh
 shared_preload_libraries = '$preload'
 cron.database_name = '$DB'
+# pg_cron's jobs run as background workers: Debian's pg_hba asks a password of the TCP
+# connections pg_cron would otherwise open to localhost
+cron.use_background_workers = on
+cron.max_running_jobs = 4
 customer_analyzer.database = '$DB'
 max_worker_processes = 16
 CONF

@@ -24,9 +24,12 @@ case "${1:-}" in
     as_pg "$BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w \
       -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=50 \
-          -c shared_preload_libraries=customer_analyzer -c customer_analyzer.database=ca_it_realtime" \
+          -c shared_preload_libraries=pg_cron,customer_analyzer -c customer_analyzer.database=ca_it_realtime \
+          -c cron.database_name=postgres -c cron.use_background_workers=on -c cron.max_running_jobs=4 \
+          -c max_worker_processes=16" \
       start >/dev/null
-    # the database the rescoring worker serves (tests/integration/tests/realtime.rs)
+    # the database the workers serve (tests/integration/tests/realtime.rs, lifecycle.rs);
+    # pg_cron lives in postgres and runs jobs in it with cron.schedule_in_database()
     as_pg "$BIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -c "CREATE DATABASE ca_it_realtime"
     echo "host=127.0.0.1 port=$PORT user=postgres"
     ;;

@@ -304,6 +304,17 @@ SELECT (SELECT count(*) FROM customer_analyzer.rescore_queue) AS depth,
 FROM (SELECT 1) one
 LEFT JOIN customer_analyzer.worker_status w ON true;
 
+CREATE VIEW customer_analyzer.drift AS
+SELECT d.task, r.*
+FROM customer_analyzer.deployed_models d
+CROSS JOIN LATERAL customer_analyzer.drift_report(d.task) r
+WHERE d.task IN ('churn', 'purchase')
+  AND EXISTS (SELECT FROM customer_analyzer.model_baselines b WHERE b.model_id = d.model_id)
+  -- drift_report() refuses an empty population (training's rule: churn looks at the
+  -- users active in the last 30 days); the view leaves such a task out instead
+  AND EXISTS (SELECT FROM customer_analyzer.user_metrics m
+              WHERE d.task <> 'churn' OR m.events_last_30_days > 0);
+
 COMMENT ON TABLE customer_analyzer.models IS
     'Trained models, one append-only row each: task, algorithm, parameters, preprocessing, feature names and catalog version, training window, metrics (holdout, CV, split, importance) and the model blob.';
 COMMENT ON TABLE customer_analyzer.deployments IS
@@ -479,9 +490,19 @@ COMMENT ON FUNCTION customer_analyzer.ab_report(text) IS
 COMMENT ON VIEW customer_analyzer.queue_status IS
     'The real-time path at a glance: queue depth and the age of its oldest entry, when the rescoring worker was last seen, users rescored in the last minute and since the worker started, and errors in the last hour.';
 COMMENT ON FUNCTION customer_analyzer.prune() IS
-    'Deletes the rows of the prediction log, the rescoring queue and worker_errors older than customer_analyzer.prediction_retention (the rescoring worker does it every few minutes). Returns the rows deleted per table.';
+    'Deletes the rows of the prediction log, the rescoring queue, worker_errors and retrain_log older than customer_analyzer.prediction_retention (the rescoring worker does it every few minutes). Returns the rows deleted per table.';
 COMMENT ON FUNCTION customer_analyzer.forget_user(bigint) IS
     'Erases everything the extension holds about a user (features, predictions and their outcomes, segment assignments, queue entries, errors), for an erasure request; the shop''s own tables are left to the shop. Returns the rows deleted per table.';
+COMMENT ON TABLE customer_analyzer.model_baselines IS
+    'What each churn or purchase model was trained on, for drift_report(): percentiles, missing share and category shares of every feature, and of the model''s scores, over the task''s population at the end of its training data.';
+COMMENT ON FUNCTION customer_analyzer.drift_report(text) IS
+    'How far the serving model''s inputs and scores moved since training: for its scores and every feature, the population stability index (reference deciles as bins, missing as a bin), the Kolmogorov-Smirnov statistic (numeric columns), the missing share then and now, and a level: major at PSI >= 0.25, KS >= 0.2 or a change of 0.2 in the missing share; moderate at 0.1, 0.1 and 0.1.';
+COMMENT ON VIEW customer_analyzer.drift IS
+    'drift_report() of every deployed churn and purchase model that has a baseline, computed when read (about a second per 100,000 users).';
+COMMENT ON TABLE customer_analyzer.retrain_log IS
+    'Every retrain: trigger (call: retrain() by someone or pg_cron; schedule, drift, live_auc: the retraining worker), why, the model serving before, the new model, whether it was deployed and both holdout AUCs; sqlstate and message when the worker''s attempt failed. Pruned with the prediction log.';
+COMMENT ON FUNCTION customer_analyzer.retrain(text) IS
+    'Trains the serving model''s recipe again (its algorithm choice, auto choosing again, and its parameters) on fresh data, compares the new model with the serving one on the new holdout and deploys it only if it is better. One retrain per task at a time (another call fails with 55P03). Recorded in retrain_log.';
 COMMENT ON TABLE customer_analyzer.worker_status IS
     'The rescoring worker''s heartbeat: its pid, when it started and was last seen, and how many users it has rescored.';
 
@@ -502,13 +523,15 @@ AS $$
         ('reader', 'EXECUTE ON FUNCTION customer_analyzer.user_features(timestamptz)'),
         ('reader', 'EXECUTE ON FUNCTION customer_analyzer.feature_definitions()'),
         ('reader', 'EXECUTE ON FUNCTION customer_analyzer.feature_conventions()'),
+        ('reader', 'EXECUTE ON FUNCTION customer_analyzer.drift_report(text)'),
         ('reader', 'SELECT ON customer_analyzer.feature_catalog, customer_analyzer.customer_features,
                     customer_analyzer.deployed_models, customer_analyzer.model_metrics,
                     customer_analyzer.model_calibration, customer_analyzer.model_candidates,
                     customer_analyzer.feature_importance, customer_analyzer.latest_predictions,
                     customer_analyzer.segmentation_quality, customer_analyzer.current_segments,
                     customer_analyzer.ab_tests, customer_analyzer.model_health,
-                    customer_analyzer.prediction_outcomes, customer_analyzer.queue_status'),
+                    customer_analyzer.prediction_outcomes, customer_analyzer.queue_status,
+                    customer_analyzer.drift, customer_analyzer.retrain_log'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.tune(text, text, timestamptz)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.deploy(bigint)'),
@@ -531,12 +554,14 @@ AS $$
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.ab_report(text)'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.prune()'),
         ('operator', 'EXECUTE ON FUNCTION customer_analyzer.forget_user(bigint)'),
+        ('operator', 'EXECUTE ON FUNCTION customer_analyzer.retrain(text)'),
         ('operator', 'SELECT ON customer_analyzer.config, customer_analyzer.user_metrics,
                       customer_analyzer.models, customer_analyzer.deployments,
                       customer_analyzer.retired_models, customer_analyzer.predictions,
                       customer_analyzer.segments, customer_analyzer.user_segments,
                       customer_analyzer.experiments, customer_analyzer.matured_predictions,
-                      customer_analyzer.model_live, customer_analyzer.live_metrics')
+                      customer_analyzer.model_live, customer_analyzer.live_metrics,
+                      customer_analyzer.model_baselines')
     ) AS v(k, p)
     WHERE v.k = kind
 $$;
@@ -593,6 +618,6 @@ COMMENT ON FUNCTION customer_analyzer._apply_privileges(text, text, regrole) IS
 COMMENT ON FUNCTION customer_analyzer.grant_reader(regrole) IS
     'Owner only: lets a role use the schema, predict (predict_*, explain, segment_of), compute user_features() and read the views.';
 COMMENT ON FUNCTION customer_analyzer.grant_operator(regrole) IS
-    'Owner only: a reader that may also train, tune, deploy, roll back, retire, run A/B tests, refresh, score, segment, prune, forget users and read the tables.';
+    'Owner only: a reader that may also train, tune, retrain, deploy, roll back, retire, run A/B tests, refresh, score, segment, prune, forget users and read the tables.';
 COMMENT ON FUNCTION customer_analyzer.revoke_reader(regrole) IS 'Owner only: takes every privilege of grant_reader() and grant_operator() back.';
 COMMENT ON FUNCTION customer_analyzer.revoke_operator(regrole) IS 'Owner only: takes the privileges of grant_operator() back, leaving the reader''s.';

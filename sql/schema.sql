@@ -229,6 +229,40 @@ CREATE TRIGGER predictions_are_append_only BEFORE UPDATE ON customer_analyzer.pr
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions_id_seq', '');
 
+-- What each churn or purchase model was trained on, for drift_report(): a profile of every
+-- feature and of the model's scores over the task's population at the end of its training
+-- data (percentiles, missing share, category shares; crates/.../drift.rs). Written with
+-- the model; purge_models() removes it with the model.
+CREATE TABLE customer_analyzer.model_baselines (
+    model_id bigint PRIMARY KEY REFERENCES customer_analyzer.models (id) ON DELETE CASCADE,
+    as_of timestamptz NOT NULL,
+    users bigint NOT NULL,
+    baseline jsonb NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.model_baselines', '');
+
+-- Every retrain (retrain(), the retraining worker, pg_cron): what set it off, what served
+-- before and after, and the error when it failed. Pruned with the prediction log.
+CREATE TABLE customer_analyzer.retrain_log (
+    id bigserial PRIMARY KEY,
+    task text NOT NULL CHECK (task IN ('churn', 'purchase')),
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    trigger text NOT NULL CHECK (trigger IN ('call', 'schedule', 'drift', 'live_auc')),
+    reason text NOT NULL,
+    previous_model_id bigint REFERENCES customer_analyzer.models (id) ON DELETE SET NULL,
+    new_model_id bigint REFERENCES customer_analyzer.models (id) ON DELETE SET NULL,
+    deployed boolean NOT NULL DEFAULT false,
+    previous_auc double precision,
+    new_auc double precision,
+    sqlstate text,
+    message text,
+    CHECK ((sqlstate IS NULL) = (message IS NULL))
+);
+CREATE INDEX retrain_log_task_idx ON customer_analyzer.retrain_log (task, started_at);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.retrain_log', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.retrain_log_id_seq', '');
+
 -- Champion/challenger tests (start_ab_test(), promote(), stop_ab_test()): while one runs,
 -- the share of users a hash of their id picks is scored by the challenger. One running
 -- test per task; any other change of what serves the task ends it (end_reason says why).

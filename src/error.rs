@@ -74,6 +74,15 @@ pub fn not_ready(message: impl Into<String>, hint: &str) -> ErrorReport {
     )
 }
 
+/// Someone else holds what the call needs, and it does not wait (55P03).
+pub fn busy(message: impl Into<String>, hint: &str) -> ErrorReport {
+    report(
+        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+        message.into(),
+        hint,
+    )
+}
+
 /// A failure inside SPI that is not the caller's fault (XX000).
 pub fn internal(context: &str, e: impl std::fmt::Display) -> ErrorReport {
     report(

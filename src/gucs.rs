@@ -17,6 +17,9 @@ static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 static REALTIME: GucSetting<bool> = GucSetting::<bool>::new(true);
 static PREDICTION_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(180 * 24 * 60);
+static MONITOR_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
+static RETRAIN_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
+static RETRAIN_AUC_DROP: GucSetting<f64> = GucSetting::<f64>::new(0.05);
 
 /// Registers the settings; called once from `_PG_init`.
 pub fn init() {
@@ -117,6 +120,36 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::UNIT_MIN,
     );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.monitor_interval",
+        c"How often the retraining worker checks the deployed models.",
+        c"The rescoring worker starts the retraining worker this often: it records matured outcomes (evaluate_matured), checks drift and live AUC, and retrains a task when retrain_interval, drift or customer_analyzer.retrain_auc_drop call for it. 0 turns the checks off.",
+        &MONITOR_INTERVAL_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.retrain_interval",
+        c"The age at which the retraining worker retrains a serving model.",
+        c"Counted from the model's training or the last retrain tried, whichever is later. 0: no scheduled retraining (drift and live AUC still trigger one).",
+        &RETRAIN_INTERVAL_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_float_guc(
+        c"customer_analyzer.retrain_auc_drop",
+        c"How far live AUC may fall below the holdout AUC before the retraining worker retrains.",
+        c"Judged on the matured predictions evaluate_matured() recorded, once there are at least 200.",
+        &RETRAIN_AUC_DROP,
+        0.0,
+        1.0,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
 }
 
 /// How long logs keep rows (`prune()`), in minutes; None keeps everything.
@@ -173,4 +206,25 @@ pub fn model_cache_size() -> usize {
 /// The largest stored model, in bytes.
 pub fn max_model_bytes() -> usize {
     MAX_MODEL_MB.get().max(1) as usize * MB
+}
+
+/// How often the retraining worker runs; None: never.
+pub fn monitor_interval() -> Option<std::time::Duration> {
+    match MONITOR_INTERVAL_S.get() {
+        s if s > 0 => Some(std::time::Duration::from_secs(s as u64)),
+        _ => None,
+    }
+}
+
+/// The scheduled retraining age in seconds; None: no schedule.
+pub fn retrain_interval_seconds() -> Option<f64> {
+    match RETRAIN_INTERVAL_S.get() {
+        s if s > 0 => Some(f64::from(s)),
+        _ => None,
+    }
+}
+
+/// The fall in live AUC that calls for a retrain.
+pub fn retrain_auc_drop() -> f64 {
+    RETRAIN_AUC_DROP.get()
 }

@@ -117,7 +117,7 @@ fn nan_null(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-type WeekRow = (
+pub type WeekRow = (
     i64,
     pgrx::datum::Date,
     i64,
@@ -223,16 +223,19 @@ fn evaluate_matured(
     >,
 > {
     let task = models::task(task)?;
-    let rows = Spi::connect_mut(|client| {
-        let s = source::load(client)?;
-        let added = record_outcomes(client, &s, task)?;
-        if added > 0 {
-            pgrx::notice!("customer_analyzer: {added} {task} predictions matured");
-        }
-        let outcomes = read_outcomes(client, task)?;
-        store_live_metrics(client, &outcomes)
-    })?;
+    let rows = Spi::connect_mut(|client| evaluate(client, task))?;
     Ok(TableIterator::new(rows))
+}
+
+/// `evaluate_matured(task)` inside an SPI connection (the retraining worker calls it).
+pub fn evaluate(client: &mut SpiClient<'_>, task: Task) -> Result<Vec<WeekRow>> {
+    let s = source::load(client)?;
+    let added = record_outcomes(client, &s, task)?;
+    if added > 0 {
+        pgrx::notice!("customer_analyzer: {added} {task} predictions matured");
+    }
+    let outcomes = read_outcomes(client, task)?;
+    store_live_metrics(client, &outcomes)
 }
 
 type ArmRow = (

@@ -14,6 +14,7 @@ const LOGS: &[(&str, &str)] = &[
     ("predictions", "predicted_at"),
     ("rescore_queue", "first_enqueued_at"),
     ("worker_errors", "occurred_at"),
+    ("retrain_log", "finished_at"),
 ];
 
 /// Every table that holds rows about a user, by its user column.
@@ -64,8 +65,8 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
         .collect()
 }
 
-/// Deletes the rows of the prediction log, the rescoring queue and worker_errors older
-/// than `customer_analyzer.prediction_retention`.
+/// Deletes the rows of the prediction log, the rescoring queue, worker_errors and
+/// retrain_log older than `customer_analyzer.prediction_retention`.
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn prune() -> Result<TableIterator<'static, (name!(table_name, String), name!(rows_deleted, i64))>>

@@ -46,16 +46,21 @@ pub fn label_sql(s: &Sources, task: Task, as_of: &str, user: &str) -> String {
     )
 }
 
+/// Whether the feature row `row` is in the task's population, as SQL.
+pub fn in_population(task: Task, row: &str) -> String {
+    match task.population() {
+        Population::ActiveInLast30Days => format!("{row}.events_last_30_days > 0"),
+        Population::Registered => "true".to_string(),
+    }
+}
+
 /// `user_features($1)` with the task's population and label as the last column.
 fn labelled_query(s: &Sources, task: Task) -> String {
-    let population = match task.population() {
-        Population::ActiveInLast30Days => " WHERE f.events_last_30_days > 0",
-        Population::Registered => "",
-    };
     format!(
         "SELECT f.*, {label} AS label
-         FROM customer_analyzer.user_features($1) f{population}",
-        label = label_sql(s, task, "$1", "f.user_id")
+         FROM customer_analyzer.user_features($1) f WHERE {population}",
+        label = label_sql(s, task, "$1", "f.user_id"),
+        population = in_population(task, "f")
     )
 }
 
@@ -301,9 +306,9 @@ fn training_snapshots(
     Ok(TableIterator::new(rows))
 }
 
-type TrainRow = (i64, String, String, f64, f64, f64, f64, f64, bool);
+pub type TrainRow = (i64, String, String, f64, f64, f64, f64, f64, bool);
 
-fn train_impl(
+pub fn train_impl(
     task: Task,
     algorithm: Algorithm,
     params: TrainParams,
@@ -331,15 +336,22 @@ fn train_body(
     let s = source::load(client)?;
     let end = data_end(client, &s, as_of)?;
     let schedule = schedule_for(client, &s, task, end, params)?;
-    let times = schedule.all_times();
+    let mut times = schedule.all_times();
+    // the same pass reads the population at the end of the data, unlabelled: the drift
+    // baseline, the shop as the model will first meet it
+    let baseline_at = (times.last().is_some_and(|&t| t < to_unix_micros(end))).then(|| {
+        times.push(to_unix_micros(end));
+        times.len() - 1
+    });
     let want = training_set::Snapshots {
         task,
         times: &times,
         end: to_unix_micros(end),
     };
     let started = std::time::Instant::now();
-    let gathered = training_set::gather(client, work, &s, &want)?;
+    let mut gathered = training_set::gather(client, work, &s, &want)?;
     let read_seconds = started.elapsed().as_secs_f64();
+    let baseline = baseline_at.map(|i| gathered.data.take_snapshot(i));
     let data = &gathered.data;
     let index = |t: i64| times.iter().position(|&x| x == t).unwrap_or(usize::MAX);
     let split = Split::by_snapshot(
@@ -453,6 +465,9 @@ fn train_body(
             payload: Payload::Classifier(model),
         },
     )?;
+    if let Some(frame) = baseline.filter(|f| f.rows > 0) {
+        crate::drift::record_baseline(client, work, id, end, &frame)?;
+    }
     if deploy {
         record_deployment(client, task.name(), id, "train", serving.map(|s| s.0))?;
     }

@@ -86,6 +86,28 @@ extern "C-unwind" {
     fn postgres_die(signal: std::ffi::c_int);
 }
 
+/// Sets a worker up the way a backend is: PostgreSQL's SIGTERM handling, a connection to
+/// `customer_analyzer.database` and a pinned search_path. Returns the database's name.
+#[allow(unsafe_code)] // installs PostgreSQL's own SIGTERM handler, on the worker's thread
+pub(crate) fn start_session() -> String {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
+    // SAFETY: `die` is PostgreSQL's standard SIGTERM handler for backends; it only sets
+    // the interrupt flags the next CHECK_FOR_INTERRUPTS acts on.
+    unsafe {
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
+    }
+    let database = gucs::worker_database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // the workers run as the bootstrap superuser: pin the path for the whole session, as
+    // every function of the extension pins it, so that nothing planted in a schema on the
+    // default path (public) is ever called
+    BackgroundWorker::transaction(|| {
+        Spi::run("SET search_path = pg_catalog, pg_temp")
+            .unwrap_or_else(|e| panic!("pinning search_path: {e}"))
+    });
+    database
+}
+
 /// One queued user, as claimed.
 struct Claimed {
     user_id: i64,
@@ -96,24 +118,11 @@ struct Claimed {
 /// The worker's entry point (named in `register`).
 #[pg_guard]
 #[no_mangle]
-#[allow(unsafe_code)] // installs PostgreSQL's own SIGTERM handler, on the worker's thread
+#[allow(unsafe_code)] // re-reads the configuration on SIGHUP
 pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP);
-    // SAFETY: `die` is PostgreSQL's standard SIGTERM handler for backends; it only sets
-    // the interrupt flags the next CHECK_FOR_INTERRUPTS acts on.
-    unsafe {
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres_die));
-    }
-    let database = gucs::worker_database();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    // the worker runs as the bootstrap superuser: pin the path for the whole session, as
-    // every function of the extension pins it, so that nothing planted in a schema on the
-    // default path (public) is ever called
-    BackgroundWorker::transaction(|| {
-        Spi::run("SET search_path = pg_catalog, pg_temp")
-            .unwrap_or_else(|e| panic!("pinning search_path: {e}"))
-    });
+    let database = start_session();
     log!("customer_analyzer rescoring worker started in database {database}");
+    let mut monitor = crate::retraining::Monitor::default();
     let mut last_heartbeat: Option<Instant> = None;
     let mut last_prune: Option<Instant> = None;
     let mut last_stall: Option<(String, Instant)> = None;
@@ -124,11 +133,12 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         nap = gucs::naptime();
-        if !gucs::realtime() {
-            continue;
-        }
         if !BackgroundWorker::transaction(installed) {
             nap = NOT_INSTALLED_NAP;
+            continue;
+        }
+        monitor.tick();
+        if !gucs::realtime() {
             continue;
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
@@ -197,7 +207,9 @@ fn users_own(state: &str) -> bool {
 
 /// Runs `f` in a subtransaction; an error (ours or PostgreSQL's) is rolled back with it
 /// and returned as its SQLSTATE and message instead of ending the worker.
-fn attempt<R>(f: impl FnOnce() -> Result<R>) -> std::result::Result<R, (String, String)> {
+pub(crate) fn attempt<R>(
+    f: impl FnOnce() -> Result<R>,
+) -> std::result::Result<R, (String, String)> {
     PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
         match crate::subxact::guarded(f) {
             Ok(r) => Ok(r),
@@ -233,11 +245,12 @@ fn sqlstate(code: pg_sys::errcodes::PgSqlErrorCode) -> String {
 }
 
 /// Runs `f` like [`attempt`], logging a failure as a warning.
-fn logged<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Option<R> {
+pub(crate) fn logged<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Option<R> {
     match attempt(f) {
         Ok(r) => Some(r),
         Err((state, message)) => {
-            warning!("customer_analyzer rescoring worker: {what}: {message} (SQLSTATE {state})");
+            let worker = BackgroundWorker::get_name();
+            warning!("{worker}: {what}: {message} (SQLSTATE {state})");
             None
         }
     }
@@ -248,11 +261,13 @@ fn prune_logs() -> Result<()> {
     Spi::connect_mut(|client| crate::retention::prune_logs(client).map(|_| ()))
 }
 
-/// Whether this database has the extension at a version with the queue.
-fn installed() -> bool {
+/// Whether this database has the extension at this library's version (its newest
+/// table, retrain_log, exists): between installing a new build and `ALTER EXTENSION
+/// customer_analyzer UPDATE` the workers wait.
+pub(crate) fn installed() -> bool {
     Spi::get_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'customer_analyzer')
-            AND pg_catalog.to_regclass('customer_analyzer.rescore_queue') IS NOT NULL",
+            AND pg_catalog.to_regclass('customer_analyzer.retrain_log') IS NOT NULL",
     )
     .ok()
     .flatten()

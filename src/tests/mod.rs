@@ -3,11 +3,13 @@
 //! committed settings, several sessions or restarts live in `tests/integration`.
 
 mod abtests;
+mod drift;
 mod features;
 mod models;
 mod outcomes;
 mod realtime;
 mod retention;
+mod retraining;
 mod safety;
 mod segments;
 mod support;

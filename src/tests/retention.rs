@@ -64,7 +64,7 @@ mod tests {
         assert_eq!(
             pruned,
             Some(format!(
-                "predictions={},rescore_queue=1,worker_errors=1",
+                "predictions={},rescore_queue=1,retrain_log=0,worker_errors=1",
                 before / 2
             ))
         );

@@ -45,6 +45,21 @@ impl TrainingData {
         });
         self.user_id.retain(|&u| keep(u));
     }
+
+    /// Removes the rows of snapshot `snapshot` and returns their features (the rows are
+    /// not labelled yet: drift's baseline at the end of the data).
+    pub fn take_snapshot(&mut self, snapshot: usize) -> Frame {
+        let keep: Vec<bool> = self.snapshot.iter().map(|&s| s != snapshot).collect();
+        let taken: Vec<usize> = (0..keep.len()).filter(|&i| !keep[i]).collect();
+        let frame = self.frame.select(&taken);
+        self.frame.retain_rows(&keep);
+        let mut flags = keep.iter();
+        self.y.retain(|_| flags.next() == Some(&true));
+        let mut flags = keep.iter();
+        self.user_id.retain(|_| flags.next() == Some(&true));
+        self.snapshot.retain(|&s| s != snapshot);
+        frame
+    }
 }
 
 /// Whether a user is in the sample that keeps 1 / 2^`halvings` of all users. The same
@@ -890,6 +905,34 @@ mod tests {
             data.y.len() * data.frame.numeric_names.len()
         );
         assert!(data.user_id.iter().all(|u| u % 2 == 0));
+        assert_eq!(data.snapshot.len(), data.y.len());
+    }
+
+    #[test]
+    fn taking_a_snapshot_out_leaves_the_others_aligned() {
+        let mut data = synthetic(40, 3, 5);
+        let last = *data.snapshot.iter().max().unwrap();
+        let rows_then = data.y.len();
+        let wanted: Vec<usize> = (0..rows_then)
+            .filter(|&i| data.snapshot[i] == last)
+            .collect();
+        let expected = data.frame.select(&wanted);
+        let rest: Vec<usize> = (0..rows_then)
+            .filter(|&i| data.snapshot[i] != last)
+            .collect();
+        let (rest_frame, rest_y, rest_users) = (
+            data.frame.select(&rest),
+            rest.iter().map(|&i| data.y[i]).collect::<Vec<_>>(),
+            rest.iter().map(|&i| data.user_id[i]).collect::<Vec<_>>(),
+        );
+        let taken = data.take_snapshot(last);
+        // by their printed form: the frames hold NaN, which is never equal to itself
+        assert_eq!(format!("{taken:?}"), format!("{expected:?}"));
+        assert_eq!(taken.rows, wanted.len());
+        assert_eq!(format!("{:?}", data.frame), format!("{rest_frame:?}"));
+        assert_eq!(data.y, rest_y);
+        assert_eq!(data.user_id, rest_users);
+        assert!(data.snapshot.iter().all(|&s| s != last));
         assert_eq!(data.snapshot.len(), data.y.len());
     }
 

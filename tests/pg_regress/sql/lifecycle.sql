@@ -57,5 +57,36 @@ FROM (SELECT user_id FROM customer_analyzer.predictions UNION ALL
       SELECT user_id FROM customer_analyzer.user_metrics) x
 WHERE user_id = 5;
 
+-- retrain: the serving model's recipe (here the promoted logistic challenger, asked
+-- with 4 snapshots) on all the data, deployed only if it beats the serving model on the
+-- new holdout; every retrain is in retrain_log
+SELECT task, algorithm, previous_model_id = :challenger AS replaces_the_challenger,
+       deployed = (previous_auc < auc) AS deployed_only_if_better
+FROM customer_analyzer.retrain('churn');
+SELECT task, trigger, reason, previous_model_id = :challenger AS previous, sqlstate
+FROM customer_analyzer.retrain_log ORDER BY id;
+SELECT (metrics -> 'requested' -> 'params') AS recipe
+FROM customer_analyzer.models WHERE id = (SELECT max(new_model_id) FROM customer_analyzer.retrain_log);
+
+-- drift: the serving model's baseline (its population at the end of its training data)
+-- against today's feature store. This shop's history ended months ago, so nobody is in
+-- the churn population today:
+SELECT feature, kind FROM customer_analyzer.drift_report('churn') LIMIT 3;
+SELECT count(*) AS churn_drift_rows FROM customer_analyzer.drift WHERE task = 'churn';
+-- a few users come back today; the figures move with the clock, so only their shape is
+-- shown here
+INSERT INTO public.events (user_id, event_type, created_at, event_data)
+SELECT id, 'page_view', now() - interval '1 hour', '{}' FROM public.users WHERE id <= 60;
+SELECT customer_analyzer.refresh_features() > 0 AS refreshed;
+SELECT feature, kind FROM customer_analyzer.drift_report('churn') LIMIT 3;
+SELECT kind, count(*) AS columns, bool_and(psi >= 0) AS psi_set,
+       bool_and(kind <> 'category' OR ks IS NULL) AS no_ks_for_categories,
+       bool_and(level IN ('stable', 'moderate', 'major')) AS levelled,
+       bool_and(missing_then BETWEEN 0 AND 1 AND missing_now BETWEEN 0 AND 1) AS shares,
+       max(users_now) AS users_now
+FROM customer_analyzer.drift WHERE task = 'churn' GROUP BY kind ORDER BY kind;
+-- the returning users are unlike the population the model was trained on
+SELECT level FROM customer_analyzer.drift_report('churn') WHERE feature = '(score)';
+
 -- the real-time path at a glance (no worker runs in this database)
 SELECT depth, oldest_item_age, worker_last_seen, errors_last_hour FROM customer_analyzer.queue_status;
