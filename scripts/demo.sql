@@ -138,3 +138,20 @@ SELECT pg_sleep(2);
 SELECT task, round(score::numeric, 4) AS score, model_id, predicted_at
 FROM customer_analyzer.predictions WHERE user_id = 42 ORDER BY predicted_at DESC LIMIT 2;
 UNLISTEN customer_analyzer_scores;
+
+\echo
+\echo '== Drift: today''s feature store against what the churn model was trained on (customer_analyzer.drift_report)'
+SELECT feature, kind, round(psi::numeric, 3) AS psi, round(ks::numeric, 3) AS ks, level
+FROM customer_analyzer.drift_report('churn') ORDER BY psi DESC LIMIT 5;
+
+\echo '== Retraining: the serving recipe again on fresh data, deployed only if better (customer_analyzer.retrain)'
+\timing on
+SELECT task, algorithm, round(auc::numeric, 4) AS auc, previous_model_id,
+       round(previous_auc::numeric, 4) AS previous_auc, deployed
+FROM customer_analyzer.retrain('churn');
+\timing off
+\echo '   pg_cron runs it every Sunday at 03:00; the retraining worker also retrains on its own (see README)'
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+SELECT cron.schedule('customer_analyzer-retrain-churn', '0 3 * * 0',
+                     'SELECT * FROM customer_analyzer.retrain(''churn'')') AS cron_job;
+SELECT task, trigger, reason, previous_model_id, new_model_id, deployed FROM customer_analyzer.retrain_log ORDER BY id;

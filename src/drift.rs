@@ -22,7 +22,7 @@ use crate::work::work;
 const FETCH_ROWS: i64 = 5000;
 
 /// Profiles `frame` (the task's population at `as_of`) and the model's scores of it, and
-/// stores them as the model's baseline.
+/// stores them as the model's baseline unless it has one.
 pub fn record_baseline(
     client: &mut SpiClient<'_>,
     work: &Work,
@@ -30,6 +30,20 @@ pub fn record_baseline(
     as_of: TimestampWithTimeZone,
     frame: &Frame,
 ) -> Result<()> {
+    let has_one = client
+        .select(
+            "SELECT EXISTS (SELECT FROM customer_analyzer.model_baselines WHERE model_id = $1)",
+            None,
+            &[model_id.into()],
+        )
+        .ctx("reading the drift baseline")?
+        .first()
+        .get_one::<bool>()
+        .ctx("reading the drift baseline")?
+        .unwrap_or(false);
+    if has_one {
+        return Ok(());
+    }
     let scores = models::loaded(client, model_id)?
         .classifier()?
         .predict_in(work, frame)
@@ -39,7 +53,7 @@ pub fn record_baseline(
     client
         .update(
             "INSERT INTO customer_analyzer.model_baselines (model_id, as_of, users, baseline)
-             VALUES ($1, $2, $3, $4)",
+             VALUES ($1, $2, $3, $4) ON CONFLICT (model_id) DO NOTHING",
             None,
             &[
                 model_id.into(),
@@ -85,7 +99,7 @@ pub fn report(client: &SpiClient<'_>, work: &Work, task: Task) -> Result<Report>
         None => {
             return Err(error::not_ready(
                 format!("model {model_id}, which serves {task}, has no drift baseline (it was trained before version 0.6.0)"),
-                &format!("Retrain it: SELECT * FROM customer_analyzer.retrain('{task}');"),
+                &format!("Retrain it: SELECT * FROM customer_analyzer.retrain('{task}'); stores a baseline for the serving model too, from the newest data, whichever model wins."),
             ))
         }
     };

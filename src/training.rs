@@ -467,6 +467,11 @@ fn train_body(
     )?;
     if let Some(frame) = baseline.filter(|f| f.rows > 0) {
         crate::drift::record_baseline(client, work, id, end, &frame)?;
+        // a serving model from before baselines gets one from the same rows, so that a
+        // retrain that keeps it still gives drift_report() something to compare with
+        if let Some(c) = &previous {
+            crate::drift::record_baseline(client, work, c.id, end, &frame)?;
+        }
     }
     if deploy {
         record_deployment(client, task.name(), id, "train", serving.map(|s| s.0))?;

@@ -105,6 +105,17 @@ mod tests {
             one::<i64>("SELECT count(*) FROM customer_analyzer.drift"),
             Some(0)
         );
+        // the hint's remedy: a retrain that keeps the serving model (the same data gives
+        // no better one) still leaves it with a baseline
+        assert_eq!(
+            one::<bool>("SELECT deployed FROM customer_analyzer.retrain('churn')"),
+            Some(false)
+        );
+        assert_eq!(serving("churn"), Some(model));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.drift_report('churn')"),
+            Some(FEATURES.len() as i64 + 1)
+        );
     }
 
     #[pg_test]
