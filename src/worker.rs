@@ -17,7 +17,10 @@
 //! and leaves every claimed row queued, so each user is rescored exactly once after
 //! recovery.
 //!
-//! Every few minutes it also prunes the logs to `customer_analyzer.prediction_retention`.
+//! Every few minutes it also prunes the logs to `customer_analyzer.prediction_retention`,
+//! and every `customer_analyzer.monitor_interval` it starts the retraining worker
+//! (`retraining.rs`), a dynamic worker of its own, so that no training ever holds up the
+//! queue.
 //!
 //! SIGTERM is PostgreSQL's own `die`: a fast shutdown or `pg_terminate_backend()` ends the
 //! worker at its next interrupt check, even inside a query. It then exits with code 1,
