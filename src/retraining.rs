@@ -95,15 +95,17 @@ fn retrain_task(task: Task, trigger: &str, reason: &str) -> Result<Retrained> {
     let row = training::train_impl(task, algorithm, params, requested, None)?;
     let (model_id, _, algorithm, auc, _, _, _, brier, deployed) = row;
     Spi::connect_mut(|client| {
-        let previous_auc = client
+        let previous = client
             .update(
                 "INSERT INTO customer_analyzer.retrain_log
                      (task, started_at, trigger, reason, previous_model_id, new_model_id,
                       deployed, previous_auc, new_auc)
-                 SELECT $1, $2, $3, $4, $5, $6, $7,
+                 SELECT $1, $2, $3, $4,
+                        -- what train() compared with, under its deploy lock
+                        coalesce((m.metrics -> 'compared_with' ->> 'model_id')::bigint, $5), $6, $7,
                         (m.metrics -> 'compared_with' ->> 'holdout_auc')::float8, $8
                  FROM customer_analyzer.models m WHERE m.id = $6
-                 RETURNING previous_auc",
+                 RETURNING previous_model_id, previous_auc",
                 None,
                 &[
                     task.name().into(),
@@ -118,15 +120,15 @@ fn retrain_task(task: Task, trigger: &str, reason: &str) -> Result<Retrained> {
             )
             .ctx("recording the retrain")?
             .first()
-            .get_one::<f64>()
+            .get_two::<i64, f64>()
             .ctx("recording the retrain")?;
         Ok(Retrained {
             model_id,
             algorithm,
             auc,
             brier,
-            previous_model_id: Some(serving),
-            previous_auc,
+            previous_model_id: previous.0,
+            previous_auc: previous.1,
             deployed,
         })
     })
@@ -185,32 +187,38 @@ fn watch(task: Task) -> Result<Option<(retrain::Trigger, String)>> {
         let Some(serving) = models::serving_model(client, task.name())? else {
             return Ok(None);
         };
+        // ages count from the deployment (a rollback is one) or the last retrain tried
         let row = client
             .select(
-                "SELECT extract(epoch FROM pg_catalog.clock_timestamp() - greatest(m.created_at,
-                            (SELECT max(r.started_at) FROM customer_analyzer.retrain_log r
-                             WHERE r.task = m.task)))::float8,
-                        (m.metrics -> 'holdout' ->> 'auc')::float8, l.auc, coalesce(l.predictions, 0)
-                 FROM customer_analyzer.models m
+                "WITH d AS (SELECT deployed_at FROM customer_analyzer.deployments
+                            WHERE task = $2 ORDER BY id DESC LIMIT 1),
+                      r AS (SELECT max(started_at) AS tried FROM customer_analyzer.retrain_log
+                            WHERE task = $2)
+                 SELECT extract(epoch FROM pg_catalog.clock_timestamp()
+                                           - greatest(d.deployed_at, r.tried))::float8,
+                        (m.metrics -> 'holdout' ->> 'auc')::float8, l.auc, coalesce(l.predictions, 0),
+                        coalesce(r.tried > d.deployed_at, false)
+                 FROM customer_analyzer.models m CROSS JOIN d CROSS JOIN r
                  LEFT JOIN customer_analyzer.model_live l ON l.model_id = m.id
                  WHERE m.id = $1",
                 None,
-                &[serving.into()],
+                &[serving.into(), task.name().into()],
             )
             .ctx("reading the serving model")?;
         let Some(row) = row.into_iter().next() else {
             return Ok(None);
         };
         let what = "reading the serving model";
-        // drift needs a baseline and stored features; without them it is not a reason
-        let work = crate::work::work()?;
-        let score_drift = match drift::report(client, &work, task) {
+        // drift needs a baseline and stored features; without them (or when the check
+        // fails in any way, in its own subtransaction) it is not a reason, and the
+        // schedule and live AUC are still looked at
+        let score_drift = match worker::attempt(|| {
+            let work = crate::work::work()?;
+            drift::report(client, &work, task)
+        }) {
             Ok(r) => Some(r.score.level()),
-            Err(e) => {
-                log!(
-                    "customer_analyzer retraining worker: no drift check for {task}: {}",
-                    e.message()
-                );
+            Err((state, message)) => {
+                log!("customer_analyzer retraining worker: no drift check for {task}: {message} (SQLSTATE {state})");
                 None
             }
         };
@@ -221,6 +229,7 @@ fn watch(task: Task) -> Result<Option<(retrain::Trigger, String)>> {
             holdout_auc: row.get::<f64>(2).ctx(what)?,
             live_auc: row.get::<f64>(3).ctx(what)?,
             live_predictions: row.get::<i64>(4).ctx(what)?.unwrap_or(0),
+            retried_since_deploy: row.get::<bool>(5).ctx(what)?.unwrap_or(false),
             auc_drop: gucs::retrain_auc_drop(),
         };
         Ok(retrain::decide(&w))

@@ -31,6 +31,10 @@ mod tests {
         "SELECT count(*) FROM customer_analyzer.segment_users('agglomerative', 3)",
         "SELECT * FROM customer_analyzer.segment_of(3)",
         "SELECT customer_analyzer.rename_segment((SELECT max(segmentation_id) FROM customer_analyzer.segments), 0, 'Renamed')",
+        "SELECT count(*) FROM customer_analyzer.drift_report('churn')",
+        "SELECT count(*) FROM customer_analyzer.drift",
+        "SELECT * FROM customer_analyzer.retrain('churn')",
+        "SELECT count(*) FROM customer_analyzer.retrain_log",
         "SELECT customer_analyzer.rollback('churn')",
         "SELECT customer_analyzer.deploy((SELECT max(id) FROM customer_analyzer.models WHERE task = 'churn'))",
         "SELECT customer_analyzer.retire_model((SELECT min(id) FROM customer_analyzer.models WHERE task = 'churn'))",
@@ -142,12 +146,17 @@ mod tests {
             "SELECT count(*) FROM customer_analyzer.customer_features",
             "SELECT count(*) FROM customer_analyzer.model_metrics",
             "SELECT count(*) FROM customer_analyzer.feature_catalog",
+            "SELECT count(*) FROM customer_analyzer.drift_report('churn')",
+            "SELECT count(*) FROM customer_analyzer.drift",
+            "SELECT count(*) FROM customer_analyzer.retrain_log",
         ] {
             assert_eq!(outcome(ok), "ok", "reader: {ok}");
         }
         for refused in [
             "SELECT customer_analyzer.deploy(1)",
             "SELECT * FROM customer_analyzer.train('churn')",
+            "SELECT * FROM customer_analyzer.retrain('churn')",
+            "SELECT count(*) FROM customer_analyzer.model_baselines",
             "SELECT customer_analyzer.refresh_features()",
             "SELECT count(*) FROM customer_analyzer.models",
             "SELECT count(*) FROM public.events",
@@ -163,6 +172,10 @@ mod tests {
         );
         assert_eq!(trained, "ok");
         assert_eq!(outcome("SELECT customer_analyzer.rollback('churn')"), "ok");
+        assert_eq!(
+            outcome("SELECT * FROM customer_analyzer.retrain('churn')"),
+            "ok"
+        );
         assert_eq!(outcome("SELECT customer_analyzer.refresh_features()"), "ok");
         for refused in [
             "SELECT customer_analyzer.configure()",

@@ -2,10 +2,11 @@
 //! model was trained on. At training time each feature (and the model's score) is
 //! summarised in a small profile; `drift_report()` compares today's values with it.
 //!
-//! A numeric profile keeps the value at each percentile with the exact share of values
-//! at or below it, so the Kolmogorov-Smirnov statistic is read at the reference's
-//! percentiles (within 1/100 of the full statistic) and the population stability index
-//! uses the reference deciles as bins, with missing values as a bin of their own. A
+//! A numeric profile keeps the value at each percentile with the exact shares of values
+//! below it and at or below it, so the Kolmogorov-Smirnov statistic is read on both
+//! sides of the reference's percentiles (within 1/100 of the full statistic, ties
+//! included) and the population stability index uses the reference deciles as bins,
+//! with values below the first percentile and missing values as bins of their own. A
 //! category profile keeps the shares of the most common categories; the rest, and
 //! categories never seen in training, share one "(other)" bin. No crate computes these
 //! from a stored summary; the maths is a few lines and tested below.
@@ -45,6 +46,8 @@ pub struct NumericProfile {
     pub points: Vec<f64>,
     /// Share of the non-missing values at or below each point.
     pub cdf: Vec<f64>,
+    /// Share of the non-missing values strictly below each point.
+    pub below: Vec<f64>,
 }
 
 /// The distribution of one categorical column.
@@ -138,6 +141,11 @@ fn cdf_at(sorted: &[f64], x: f64) -> f64 {
     share(sorted.partition_point(|&v| v <= x), sorted.len())
 }
 
+/// Share of `sorted` strictly below `x`.
+fn below_at(sorted: &[f64], x: f64) -> f64 {
+    share(sorted.partition_point(|&v| v < x), sorted.len())
+}
+
 impl NumericProfile {
     /// The profile of `values` (NaN is missing).
     pub fn of(values: &[f64]) -> NumericProfile {
@@ -155,11 +163,13 @@ impl NumericProfile {
             }
         }
         let cdf = points.iter().map(|&x| cdf_at(&sorted, x)).collect();
+        let below = points.iter().map(|&x| below_at(&sorted, x)).collect();
         NumericProfile {
             rows: values.len(),
             missing: share(missing, values.len()),
             points,
             cdf,
+            below,
         }
     }
 
@@ -185,13 +195,21 @@ impl NumericProfile {
         let ks = if sorted.is_empty() || self.points.is_empty() {
             None
         } else {
+            // on both sides of each point: a point many values share is a step
             Some(
                 (0..self.points.len())
-                    .map(|i| (self.cdf[i] - cdf_at(&sorted, self.points[i])).abs())
+                    .map(|i| {
+                        let x = self.points[i];
+                        (self.cdf[i] - cdf_at(&sorted, x))
+                            .abs()
+                            .max((self.below[i] - below_at(&sorted, x)).abs())
+                    })
                     .fold(0.0, f64::max),
             )
         };
-        // bins (-inf, e1], (e1, e2], ..., (ek, inf) over the present values, plus missing
+        // bins over the present values: below the first percentile (empty then when many
+        // values share the smallest), up to the first decile, (e1, e2], ..., (ek, inf);
+        // plus missing
         let edges = self.deciles();
         let reference_cdf = |x: f64| {
             let i = self.points.partition_point(|&p| p < x);
@@ -201,6 +219,12 @@ impl NumericProfile {
         let mut now = vec![missing_now];
         let mut below_then = 0.0;
         let mut below_now = 0.0;
+        if let (Some(&first), Some(&share_then)) = (self.points.first(), self.below.first()) {
+            below_then = share_then;
+            below_now = below_at(&sorted, first);
+            then.push((1.0 - self.missing) * below_then);
+            now.push((1.0 - missing_now) * below_now);
+        }
         for &e in &edges {
             let (t, n) = (reference_cdf(e), cdf_at(&sorted, e));
             then.push((1.0 - self.missing) * (t - below_then));
@@ -434,6 +458,30 @@ mod tests {
         // all zeros now: the zero bin doubles, the others empty
         let s = p.compare(&vec![0.0; 1000]);
         assert!((s.ks.unwrap() - 0.5).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.level(), Level::Major);
+    }
+
+    #[test]
+    fn shifts_inside_ties_and_below_the_smallest_value_are_seen() {
+        // half at 0, half at 1; then 10% at 0 and 90% at 0.5: the full KS is 0.5
+        let then: Vec<f64> = (0..1000)
+            .map(|i| if i % 2 == 0 { 0.0 } else { 1.0 })
+            .collect();
+        let now: Vec<f64> = (0..1000)
+            .map(|i| if i % 10 == 0 { 0.0 } else { 0.5 })
+            .collect();
+        let s = NumericProfile::of(&then).compare(&now);
+        assert!(
+            (s.ks.unwrap() - ks_exact(&then, &now)).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert!((s.ks.unwrap() - 0.5).abs() < 1e-12, "{s:?}");
+        // 30% of the values now lie below everything seen in training
+        let now: Vec<f64> = (0..1000)
+            .map(|i| if i % 10 < 3 { -5.0 } else { then[i] })
+            .collect();
+        let s = NumericProfile::of(&then).compare(&now);
+        assert!(s.psi > 0.25, "{s:?}");
         assert_eq!(s.level(), Level::Major);
     }
 

@@ -12,8 +12,12 @@ pub const MIN_LIVE_PREDICTIONS: i64 = 200;
 /// What the worker knows about a task's serving model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Watch {
-    /// Seconds since the model was trained or a retrain was last tried.
+    /// Seconds since the model was deployed (a rollback counts) or a retrain was last
+    /// tried.
     pub age_seconds: f64,
+    /// Whether a retrain was tried since the model was deployed: it kept the model, so
+    /// drift or a fall in live AUC alone does not call for another (the schedule does).
+    pub retried_since_deploy: bool,
     /// `customer_analyzer.retrain_interval` in seconds; None: no schedule.
     pub interval_seconds: Option<f64>,
     /// The score distribution's drift level, when a baseline and features exist.
@@ -44,8 +48,9 @@ impl Trigger {
 }
 
 /// Whether to retrain, and why (the trigger and a sentence for the log). Drift and
-/// falling AUC wait for a minimum age too (a tenth of the schedule, at most a day), so
-/// a retrain that did not help is not repeated at every check.
+/// falling AUC wait for a minimum age (a tenth of the schedule, at most a day) and call
+/// for one retrain per deployed model: when that retrain keeps the model, the newest
+/// data gave nothing better, and only the schedule tries again.
 pub fn decide(w: &Watch) -> Option<(Trigger, String)> {
     if let Some(interval) = w.interval_seconds.filter(|&i| i > 0.0) {
         if w.age_seconds >= interval {
@@ -63,7 +68,7 @@ pub fn decide(w: &Watch) -> Option<(Trigger, String)> {
         .interval_seconds
         .filter(|&i| i > 0.0)
         .map_or(86_400.0, |i| (i / 10.0).min(86_400.0));
-    if w.age_seconds < settle {
+    if w.age_seconds < settle || w.retried_since_deploy {
         return None;
     }
     if w.score_drift == Some(Level::Major) {
@@ -103,6 +108,7 @@ mod tests {
     fn calm() -> Watch {
         Watch {
             age_seconds: 3.0 * 86_400.0,
+            retried_since_deploy: false,
             interval_seconds: Some(7.0 * 86_400.0),
             score_drift: Some(Level::Stable),
             holdout_auc: Some(0.80),
@@ -159,6 +165,20 @@ mod tests {
             ..calm()
         };
         assert_eq!(decide(&few), None);
+        // a retrain since the deploy kept the model: drift and live AUC wait for the
+        // schedule
+        let kept = Watch {
+            retried_since_deploy: true,
+            score_drift: Some(Level::Major),
+            live_auc: Some(0.5),
+            ..calm()
+        };
+        assert_eq!(decide(&kept), None);
+        let kept_and_old = Watch {
+            age_seconds: 8.0 * 86_400.0,
+            ..kept
+        };
+        assert_eq!(decide(&kept_and_old).unwrap().0, Trigger::Schedule);
         // a model retrained an hour ago is not retrained again for drift
         let fresh = Watch {
             age_seconds: 3600.0,
