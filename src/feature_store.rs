@@ -1,18 +1,25 @@
 //! The feature store: `user_features(as_of)` (via `_feature_query`), the bulk refresh in
-//! SQL, the one-user refresh through a cached plan, and the data-quality report.
+//! SQL, the refresh of some users (one, or the real-time worker's batch) computed by the
+//! core from their event histories, and the data-quality report.
 
 use customer_analyzer_core::catalog::{Kind, FEATURES};
 use customer_analyzer_core::events::sql;
-use customer_analyzer_core::features::FeatureValue;
+use customer_analyzer_core::features::{compute_features, FeatureValue, FeatureVector};
 use customer_analyzer_core::frame::Frame;
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
+use std::sync::OnceLock;
 
+use crate::cursor::fetch_each_in_place;
 use crate::error::{self, Result, SpiContext};
-use crate::features_sql::{feature_query, Scope};
+use crate::features_sql::{feature_query, history_query, Scope};
 use crate::plans;
+use crate::products;
 use crate::source::{self, Sources};
+use crate::time::to_unix_micros;
+use crate::training_set;
 
 /// The feature query over the configured tables; `user_features()` executes it.
 #[pg_extern(stable)]
@@ -31,23 +38,28 @@ fn _feature_query(one_user: bool) -> Result<String> {
     })
 }
 
-/// Upsert of the features, as of `$1`, of the users in the bigint[] `$2` into
-/// user_metrics; returns the ids written.
-fn refresh_sql(s: &Sources) -> String {
-    let cols: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
-    let set = cols
-        .iter()
-        .map(|c| format!("EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "INSERT INTO customer_analyzer.user_metrics AS m
-         SELECT f.*, $1, clock_timestamp() FROM ({query}) f
-         ON CONFLICT (user_id) DO UPDATE SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)
-         RETURNING m.user_id",
-        query = feature_query(s, Scope::SomeUsers),
-        cols = cols.join(", "),
-    )
+/// Upsert into user_metrics of rows given as arrays: `$1` the as_of, `$2` the user ids
+/// (bigint[]), then one array per catalogued feature in its column's type.
+fn store_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let cols: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+        let arrays: Vec<String> = FEATURES
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("${}::{}[]", i + 3, f.kind.sql_type()))
+            .collect();
+        let set: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+        format!(
+            "INSERT INTO customer_analyzer.user_metrics AS m (user_id, {cols}, as_of, refreshed_at)
+             SELECT r.*, $1, clock_timestamp() FROM unnest($2::bigint[], {arrays}) AS r
+             ON CONFLICT (user_id) DO UPDATE
+             SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)",
+            cols = cols.join(", "),
+            arrays = arrays.join(", "),
+            set = set.join(", "),
+        )
+    })
 }
 
 /// Whether `user_id` is in the shop's users table.
@@ -136,21 +148,9 @@ pub fn features_for_user(
     if !user_exists(client, &s, user_id)? {
         return Err(error::unknown_user(user_id, &s.users));
     }
-    let sql = format!(
-        "SELECT f.*, $1 FROM ({}) f",
-        feature_query(&s, Scope::SomeUsers)
-    );
-    let rows = plans::select(
-        client,
-        &sql,
-        &[TIMESTAMPTZ, INT8_ARRAY],
-        &[pgrx::datum::now().into(), vec![user_id].into()],
-    )?;
-    match rows.into_iter().next() {
-        Some(row) => {
-            let row = FeatureRow(&row);
-            Ok((row.features()?, row.as_of()?))
-        }
+    let as_of = pgrx::datum::now();
+    match compute_users(client, &s, &[user_id], as_of)?.pop() {
+        Some(row) => Ok((row.values, as_of)),
         None => Err(error::not_ready(
             format!("user {user_id} registered after now() and has no features yet"),
             "Score the user once their registration time has passed.",
@@ -176,29 +176,107 @@ pub fn refresh_one(client: &mut SpiClient<'_>, s: &Sources, user_id: i64) -> Res
     if !user_exists(client, s, user_id)? {
         return Err(error::unknown_user(user_id, &s.users));
     }
-    Ok(!refresh_users(client, s, &[user_id])?.is_empty())
+    Ok(!refresh_users(client, s, &[user_id])?.user_ids.is_empty())
 }
 
-/// Recomputes the features of `user_ids` (distinct) as of now into user_metrics in one
-/// statement, the real-time worker's batch; returns the ids written (a user registered
-/// after now, or missing from the users table, has no row).
+/// Recomputes the features of `user_ids` (distinct) as of now into user_metrics, the
+/// real-time worker's batch, and returns the rows written, in user id order (a user
+/// registered after now, or missing from the users table, has none).
 pub fn refresh_users(
     client: &mut SpiClient<'_>,
     s: &Sources,
     user_ids: &[i64],
-) -> Result<Vec<i64>> {
-    plans::update(
+) -> Result<StoredRows> {
+    let as_of = pgrx::datum::now();
+    let rows = compute_users(client, s, user_ids, as_of)?;
+    let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(FEATURES.len() + 2);
+    let mut types: Vec<PgOid> = Vec::with_capacity(FEATURES.len() + 2);
+    args.push(as_of.into());
+    types.push(TIMESTAMPTZ);
+    args.push(rows.iter().map(|r| r.user_id).collect::<Vec<i64>>().into());
+    types.push(INT8_ARRAY);
+    for (i, f) in FEATURES.iter().enumerate() {
+        fn value(r: &FeatureVector, i: usize) -> &FeatureValue {
+            &r.values[i]
+        }
+        let (array, oid) = match f.kind {
+            Kind::Count => (
+                rows.iter()
+                    .map(|r| value(r, i).as_f64().map(|v| v as i64))
+                    .collect::<Vec<Option<i64>>>()
+                    .into(),
+                PgBuiltInOids::INT8ARRAYOID,
+            ),
+            Kind::Real => (
+                rows.iter()
+                    .map(|r| value(r, i).as_f64())
+                    .collect::<Vec<Option<f64>>>()
+                    .into(),
+                PgBuiltInOids::FLOAT8ARRAYOID,
+            ),
+            Kind::Category => (
+                rows.iter()
+                    .map(|r| value(r, i).as_text().map(str::to_owned))
+                    .collect::<Vec<Option<String>>>()
+                    .into(),
+                PgBuiltInOids::TEXTARRAYOID,
+            ),
+        };
+        args.push(array);
+        types.push(PgOid::BuiltIn(oid));
+    }
+    plans::update(client, store_sql(), &types, &args)?;
+    let mut out = StoredRows {
+        user_ids: Vec::with_capacity(rows.len()),
+        as_of: vec![as_of; rows.len()],
+        frame: Frame::for_catalog(),
+    };
+    for row in &rows {
+        out.frame.push_catalog_row(&row.values);
+        out.user_ids.push(row.user_id);
+    }
+    Ok(out)
+}
+
+/// Users whose histories are fetched from the cursor at a time.
+const FETCH_USERS: i64 = 500;
+
+/// The features of `user_ids` as of `as_of`, computed by the core from one read of their
+/// histories (training's query, one index scan per user) rather than by the set-based
+/// SQL, whose per-event aggregates cost milliseconds per user; in user id order, without
+/// the users registered at or after `as_of` or missing from the users table.
+pub fn compute_users(
+    client: &SpiClient<'_>,
+    s: &Sources,
+    user_ids: &[i64],
+    as_of: TimestampWithTimeZone,
+) -> Result<Vec<FeatureVector>> {
+    let products = products::table(client, s)?;
+    let t = to_unix_micros(as_of);
+    let mut cursor = plans::cursor(
         client,
-        &refresh_sql(s),
-        &[TIMESTAMPTZ, INT8_ARRAY],
-        &[pgrx::datum::now().into(), user_ids.to_vec().into()],
-    )?
-    .map(|row| {
-        row.get::<i64>(1)
-            .ctx("refreshing features")?
-            .ok_or_else(|| error::internal("refreshing features", "NULL user_id"))
-    })
-    .collect()
+        &history_query(s, Scope::SomeUsers),
+        &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY],
+        &[as_of.into(), as_of.into(), user_ids.to_vec().into()],
+    )?;
+    let mut out: Vec<FeatureVector> = Vec::with_capacity(user_ids.len());
+    while fetch_each_in_place(&mut cursor, FETCH_USERS, training_set::READING, |row| {
+        check_for_interrupts!();
+        let h = training_set::history(row)?;
+        // a users table without a unique id may hold a user twice: keep the first row
+        if out
+            .last()
+            .is_some_and(|last| last.user_id == h.user.user_id)
+        {
+            return Ok(());
+        }
+        if let Some(f) = compute_features(t, &h.user, &h.events, (*products).as_ref()) {
+            out.push(f);
+        }
+        Ok(())
+    })? > 0
+    {}
+    Ok(out)
 }
 
 /// Errors for the first of `user_ids` missing from the users table.
@@ -229,28 +307,6 @@ pub struct StoredRows {
     pub user_ids: Vec<i64>,
     pub as_of: Vec<TimestampWithTimeZone>,
     pub frame: Frame,
-}
-
-/// The feature store's rows of `user_ids` (those it holds), in user id order.
-pub fn stored_rows(client: &SpiClient<'_>, user_ids: &[i64]) -> Result<StoredRows> {
-    let rows = plans::select(
-        client,
-        &format!("{STORE_ROWS} WHERE m.user_id = ANY($1) ORDER BY m.user_id"),
-        &[INT8_ARRAY],
-        &[user_ids.to_vec().into()],
-    )?;
-    let mut out = StoredRows {
-        user_ids: Vec::with_capacity(rows.len()),
-        as_of: Vec::with_capacity(rows.len()),
-        frame: Frame::for_catalog(),
-    };
-    for row in rows {
-        let row = FeatureRow(&row);
-        out.frame.push_catalog_row(&row.features()?);
-        out.user_ids.push(row.user_id()?);
-        out.as_of.push(row.as_of()?);
-    }
-    Ok(out)
 }
 
 /// The data-quality checks: what each rule sets aside, counted over the source tables

@@ -117,7 +117,8 @@ pub fn product_rows(s: &Sources) -> String {
     }
 }
 
-/// Every user registered before `$1` with their events up to `$2`, one row per user:
+/// Every user registered before `$1` (with [`Scope::SomeUsers`], only those in the
+/// bigint[] `$3`) with their events up to `$2`, one row per user:
 /// user_id, registered_at, status, has_username, then the events as parallel arrays
 /// (at, kind code, amount text, product id text, command; NULL arrays for a user
 /// without events). Each event's kind is worked out once and only the `event_data`
@@ -130,7 +131,7 @@ pub fn product_rows(s: &Sources) -> String {
 /// sort or hash of all events, which spills to disk at a few million); without one,
 /// one scan grouped by user. Users come in id order whatever the plan, so the same data
 /// gives the same training rows in the same order, and so the same model.
-pub fn history_query(s: &Sources) -> String {
+pub fn history_query(s: &Sources, scope: Scope) -> String {
     use customer_analyzer_core::events::EventKind;
     let (status, has_username) = user_columns(s);
     let data = sql::event_data("e.event_data", s.event_data_is_json);
@@ -145,13 +146,17 @@ pub fn history_query(s: &Sources) -> String {
     .map(|k| k.code().to_string())
     .join(", ");
     let (users, events) = (&s.users, &s.events);
+    let some_users = match scope {
+        Scope::AllUsers => "",
+        Scope::SomeUsers => " AND src.id = ANY($3)",
+    };
     let users_cte = format!(
         "WITH u AS (
     SELECT src.id::bigint AS user_id, src.registered_at::timestamptz AS registered_at,
            {status} AS status, {has_username} AS has_username
     FROM {users} src
     WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
-      AND src.registered_at::timestamptz > '-infinity'
+      AND src.registered_at::timestamptz > '-infinity'{some_users}
 )"
     );
     // OFFSET 0 keeps the kind computed once per event instead of once per use

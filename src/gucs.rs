@@ -84,8 +84,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"customer_analyzer.naptime_ms",
-        c"How long the rescoring worker sleeps when the queue is empty, in milliseconds.",
-        c"Bounds the delay between an event and its fresh score; the worker looks again at once after a batch.",
+        c"How long the rescoring worker waits before it looks at the queue again, unless it just took a full batch, in milliseconds.",
+        c"Bounds the delay between an event and its fresh score (half of it on average); meanwhile events gather into one batch, so a shorter naptime gives fresher scores for more of the server's CPU.",
         &NAPTIME_MS,
         1,
         60_000,

@@ -24,6 +24,7 @@ mod gucs;
 mod models;
 mod outcomes;
 mod plans;
+mod products;
 mod realtime;
 mod retention;
 mod retraining;

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use pgrx::datum::DatumWithOid;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiCursor, SpiTupleTable};
 use pgrx::PgOid;
 
 use crate::error::{self, Result, SpiContext};
@@ -68,5 +68,24 @@ pub fn update<'conn>(
             .get(sql)
             .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
         client.update(plan, None, args).ctx("running a kept plan")
+    })
+}
+
+/// Opens a read-only cursor on `sql` through its kept plan.
+pub fn cursor<'conn>(
+    client: &SpiClient<'conn>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> Result<SpiCursor<'conn>> {
+    ensure(client, sql, types, false)?;
+    PLANS.with(|plans| {
+        let plans = plans.borrow();
+        let plan = plans
+            .get(sql)
+            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+        client
+            .try_open_cursor(plan, args)
+            .ctx("opening a cursor on a kept plan")
     })
 }

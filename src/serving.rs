@@ -178,8 +178,12 @@ pub fn score_and_log(
     let mut previous: HashMap<i64, f64> = HashMap::new();
     for row in plans::select(
         client,
-        "SELECT DISTINCT ON (user_id) user_id, score FROM customer_analyzer.predictions
-         WHERE task = $1 AND user_id = ANY($2) ORDER BY user_id, predicted_at DESC",
+        // the newest row of each user, one index probe each (a DISTINCT ON over
+        // `user_id = ANY` read every logged prediction of the users, more as the log grew)
+        "SELECT u.user_id, p.score FROM unnest($2::bigint[]) AS u(user_id)
+         CROSS JOIN LATERAL (SELECT score FROM customer_analyzer.predictions
+                             WHERE task = $1 AND user_id = u.user_id
+                             ORDER BY predicted_at DESC LIMIT 1) p",
         &[TEXT, INT8_ARRAY],
         &[task.name().into(), rows.user_ids.clone().into()],
     )? {

@@ -138,6 +138,9 @@ pub struct Sources {
     /// The events table has a valid btree or hash index whose first column is `user_id`,
     /// so one user's events are an index scan away (see `features_sql::history_query`).
     pub events_by_user: bool,
+    /// The products source stores rows (a table or materialized view, not a view), so
+    /// the per-backend products table can watch their xmin (see `products`).
+    pub products_store_rows: bool,
 }
 
 /// Whether relation `oid` has a usable index that starts with its `user_id` column.
@@ -157,6 +160,22 @@ fn indexed_by_user(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<bool> {
         .first()
         .get_one::<bool>()
         .ctx("reading pg_index")?
+        .unwrap_or(false))
+}
+
+/// Whether relation `oid` keeps its own rows (a table, partitioned table or
+/// materialized view), which have an xmin.
+fn stores_rows(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<bool> {
+    Ok(client
+        .select(
+            "SELECT relkind IN ('r', 'p', 'm') FROM pg_catalog.pg_class WHERE oid = $1",
+            Some(1),
+            &[oid.into()],
+        )
+        .ctx("reading pg_class")?
+        .first()
+        .get_one::<bool>()
+        .ctx("reading pg_class")?
         .unwrap_or(false))
 }
 
@@ -276,12 +295,12 @@ pub fn validate(
     let (events_oid, events) = require_table(client, "events", events, "public.events")?;
     let user_cols = check_columns(client, "users", users_oid, &users, USERS)?;
     let event_cols = check_columns(client, "events", events_oid, &events, EVENTS)?;
-    let products = match products {
-        None => None,
+    let (products, products_store_rows) = match products {
+        None => (None, false),
         Some(oid) => {
             let (oid, name) = require_table(client, "products", Some(oid), "public.products")?;
             check_columns(client, "products", oid, &name, PRODUCTS)?;
-            Some(name)
+            (Some(name), stores_rows(client, oid)?)
         }
     };
     Ok(Sources {
@@ -292,6 +311,7 @@ pub fn validate(
         has_username: user_cols[3].is_some(),
         event_data_is_json: event_cols[3] == Some(JSON_OID),
         events_by_user: indexed_by_user(client, events_oid)?,
+        products_store_rows,
     })
 }
 

@@ -5,7 +5,7 @@
 //! events each time.
 
 use customer_analyzer_core::events::{amount_from_text, product_id_from_text, Event, EventKind};
-use customer_analyzer_core::features::{Product, ProductTable, UserRecord};
+use customer_analyzer_core::features::UserRecord;
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::model::{self, TrainingData};
 use customer_analyzer_core::snapshots::{rows_of_all, History, Row};
@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use crate::cursor::{fetch_each_in_place, InPlace};
 use crate::error::{self, Result, SpiContext};
-use crate::features_sql::{history_query, product_rows};
+use crate::features_sql::{history_query, Scope};
+use crate::products;
 use crate::source::Sources;
 use crate::time::{from_unix_micros, to_unix_micros};
 
@@ -34,31 +35,11 @@ pub struct Gathered {
     pub users_kept: usize,
 }
 
-/// The products table as the features read it, or None without one.
-pub fn products(client: &SpiClient<'_>, s: &Sources) -> Result<Option<ProductTable>> {
-    if s.products.is_none() {
-        return Ok(None);
-    }
-    let mut rows = Vec::new();
-    for row in client
-        .select(&product_rows(s), None, &[])
-        .ctx("reading the products")?
-    {
-        let id = row.get::<i64>(1).ctx("reading the products")?;
-        let category = row.get::<String>(2).ctx("reading the products")?;
-        let price = row.get::<f64>(3).ctx("reading the products")?;
-        if let Some(id) = id {
-            rows.push((id, Product { category, price }));
-        }
-    }
-    Ok(Some(ProductTable::new(rows)))
-}
-
-const READING: &str = "reading the event histories";
+pub(crate) const READING: &str = "reading the event histories";
 
 /// One row of the history query as the core's history. The event arrays are read in
 /// place and each element converted as it is met, so no copy of them is made.
-fn history(row: &InPlace) -> Result<History> {
+pub(crate) fn history(row: &InPlace) -> Result<History> {
     let user_id = row
         .get::<i64>(1, READING)?
         .ok_or_else(|| error::internal(READING, "NULL user_id"))?;
@@ -130,11 +111,11 @@ pub fn read_rows(
     sink: &mut dyn FnMut(Vec<Row>) -> Result<()>,
 ) -> Result<()> {
     let Snapshots { task, times, end } = *want;
-    let products = Arc::new(products(client, s)?);
+    let products = products::table(client, s)?;
     let times: Arc<[i64]> = times.into();
     let newest = times.iter().copied().max().unwrap_or(end);
     let as_time = |t: i64| from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t));
-    let sql = history_query(s);
+    let sql = history_query(s, Scope::AllUsers);
     let mut cursor = client
         .try_open_cursor(
             sql.as_str(),

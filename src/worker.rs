@@ -150,6 +150,9 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
         }
         let claimed = BackgroundWorker::transaction(|| logged("claiming queued users", claim));
         let idle = claimed.as_ref().is_none_or(Vec::is_empty);
+        let full = claimed
+            .as_ref()
+            .is_some_and(|c| c.len() as i64 >= gucs::batch_size());
         let beat = last_heartbeat.is_none_or(|t| t.elapsed() >= IDLE_HEARTBEAT);
         if idle && !beat {
             continue;
@@ -180,8 +183,14 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             }
             Some(Batch::Rescored) if !idle => {
                 last_stall = None;
-                // more may be waiting: look again at once
-                nap = Duration::from_millis(1);
+                // a full batch: more are waiting, look again at once. Otherwise the next
+                // batch gathers for a naptime: a steady trickle of events is rescored a
+                // batch at a time (a few statements and two commits per batch, not per
+                // event), which leaves the shop's inserts most of the cores, for at most
+                // a naptime's delay
+                if full {
+                    nap = Duration::from_millis(1);
+                }
             }
             Some(Batch::Rescored) => {}
             None => nap = STALL_NAP,
@@ -392,13 +401,12 @@ fn record_error(
 /// a few statements for the whole batch. Errors when one of them is unknown.
 fn rescore_users(client: &mut SpiClient<'_>, s: &source::Sources, users: &[Claimed]) -> Result<()> {
     let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
-    let refreshed = feature_store::refresh_users(client, s, &ids)?;
-    if refreshed.len() < ids.len() {
+    let rows = feature_store::refresh_users(client, s, &ids)?;
+    if rows.user_ids.len() < ids.len() {
         // a user registered after now has no features yet and is simply skipped; one
         // missing from the users table is an error, recorded for that user
         feature_store::check_users_exist(client, s, &ids)?;
     }
-    let rows = feature_store::stored_rows(client, &refreshed)?;
     let event_at: std::collections::HashMap<i64, Option<TimestampWithTimeZone>> =
         users.iter().map(|u| (u.user_id, u.event_at)).collect();
     let (mut user_ids, mut tasks, mut scores, mut previous, mut models, mut times) =

@@ -59,6 +59,94 @@ mod tests {
         }
     }
 
+    /// The refresh of some users (one-user refresh, the real-time worker) computes in the
+    /// core from their histories: it gives the rows of `user_features(T)` for exactly the
+    /// users asked for that exist and registered before T, with and without products and
+    /// an index on the events' user_id.
+    #[pg_test]
+    fn some_users_from_histories_equal_the_sql() {
+        for seed in 0..4u64 {
+            let shop = random_shop(seed + 20, 60);
+            let s = format!("some_{seed}");
+            load_shop(&s, &shop);
+            let with_products = seed % 2 == 0;
+            let products = if with_products {
+                format!("'{s}.products'")
+            } else {
+                "NULL".into()
+            };
+            run(&format!(
+                "SELECT customer_analyzer.configure('{s}.users', '{s}.events', {products})"
+            ));
+            if seed >= 2 {
+                run(&format!("DROP INDEX {s}.events_user_id_created_at_idx"));
+            }
+            // two users in three, two that register at or after as_of, and ids nobody has
+            let asked: Vec<i64> = (1..=60)
+                .filter(|u| u % 3 != 0)
+                .chain([10, 20, 999_999, -5])
+                .collect();
+            for as_of in [shop.as_of, shop.as_of - 30 * 86_400_000_000 - 777] {
+                let want: Vec<_> = sql_features(as_of)
+                    .into_iter()
+                    .filter(|f| asked.contains(&f.user_id))
+                    .collect();
+                assert!(
+                    want.len() >= 20,
+                    "seed {seed}: {} users prove little",
+                    want.len()
+                );
+                let got = Spi::connect(|client| {
+                    let sources = crate::source::load(client)?;
+                    let t = crate::time::from_unix_micros(as_of)
+                        .ok_or_else(|| crate::error::internal("test", "time"))?;
+                    crate::feature_store::compute_users(client, &sources, &asked, t)
+                })
+                .unwrap_or_else(|e| panic!("computing some users: {}", e.message()));
+                assert_agree(&got, &want, &format!("seed {seed}, as_of {as_of}"));
+            }
+        }
+    }
+
+    /// The products table each backend keeps follows every insert, update and delete of
+    /// the products (a table: by its fingerprint; a view: read every time).
+    #[pg_test]
+    fn kept_products_follow_every_change() {
+        let shop = random_shop(31, 60);
+        load_shop("kept", &shop);
+        run("CREATE VIEW kept.products_view AS SELECT * FROM kept.products");
+        let as_of = shop.as_of;
+        let asked: Vec<i64> = (1..=60).collect();
+        let core = || {
+            Spi::connect(|client| {
+                let sources = crate::source::load(client)?;
+                let t = crate::time::from_unix_micros(as_of)
+                    .ok_or_else(|| crate::error::internal("test", "time"))?;
+                crate::feature_store::compute_users(client, &sources, &asked, t)
+            })
+            .unwrap_or_else(|e| panic!("computing users: {}", e.message()))
+        };
+        for source in ["kept.products", "kept.products_view"] {
+            run(&format!(
+                "SELECT customer_analyzer.configure('kept.users', 'kept.events', '{source}')"
+            ));
+            let mut last = core();
+            assert_agree(&last, &sql_features(as_of), source);
+            for change in [
+                "UPDATE kept.products SET price = price * 3 WHERE id IN (SELECT min(id) FROM kept.products WHERE price > 0 GROUP BY category)",
+                "DELETE FROM kept.products WHERE id IN (SELECT max(id) FROM kept.products WHERE price > 0 GROUP BY category)",
+                "UPDATE kept.products SET category = category || '+' WHERE id % 4 = 0",
+                "INSERT INTO kept.products SELECT id + (SELECT max(id) FROM kept.products), category, 0.01 FROM kept.products",
+            ] {
+                run(change);
+                let now = core();
+                assert_agree(&now, &sql_features(as_of), &format!("{source}: {change}"));
+                assert_ne!(now, last, "{source}: {change} changed no feature, so proves nothing");
+                last = now;
+            }
+        }
+    }
+
     /// Training's one read of the events gives, at every snapshot, exactly the rows of
     /// `user_features(T)` joined with `labels(task, T)`.
     #[pg_test]

@@ -3,7 +3,9 @@
 //! `scripts/test-cluster.sh`): a second retrain of a task fails at once while one runs
 //! and nothing is half-written; a deploy rolled back leaves every session and the
 //! rescoring worker on the old model; the retraining worker retrains on its schedule and
-//! records a failed attempt, and records matured outcomes; pg_cron's jobs call retrain(), and a failing job leaves
+//! records a failed attempt, and records matured outcomes; it retrains once when the
+//! scores drift and once when the live AUC falls, one worker at a time, and never with
+//! `monitor_interval = 0`; pg_cron's jobs call retrain(), and a failing job leaves
 //! nothing behind.
 
 use std::time::{Duration, Instant};
@@ -43,6 +45,8 @@ fn lifecycle() {
     a_second_retrain_fails_at_once_and_nothing_is_half_written(&mut c);
     a_deploy_rolled_back_leaves_every_session_on_the_old_model(&mut c);
     the_retraining_worker_retrains_on_schedule_and_records_failures(&mut c);
+    the_retraining_worker_retrains_on_drift_and_on_live_auc_once_each(&mut c);
+    monitor_interval_zero_starts_no_retraining_worker(&mut c);
     pg_cron_calls_retrain_and_a_failing_job_leaves_nothing_behind(&mut c);
 }
 
@@ -235,6 +239,130 @@ fn the_retraining_worker_retrains_on_schedule_and_records_failures(c: &mut Clien
     wait_until("the retraining worker to stop", WAIT, || {
         retraining_workers(c) == 0
     });
+}
+
+/// Deploys the serving churn model again, so that drift and live AUC may call for a
+/// retrain of it (they call once per deployment); returns its id.
+fn redeploy_churn(c: &mut Client) -> i64 {
+    let serving: i64 = value(
+        c,
+        "SELECT model_id FROM customer_analyzer.deployed_models WHERE task = 'churn'",
+    );
+    exec(c, &format!("SELECT customer_analyzer.deploy({serving})"));
+    serving
+}
+
+/// Waits for a retrain_log row of `trigger` since `since`, checking on the way that no
+/// more than one retraining worker ever runs; returns how many such rows there are.
+fn wait_for_retrain(c: &mut Client, trigger: &str, since: &str) -> i64 {
+    let rows = format!(
+        "SELECT count(*) FROM customer_analyzer.retrain_log
+         WHERE task = 'churn' AND trigger = '{trigger}' AND sqlstate IS NULL AND started_at > '{since}'"
+    );
+    wait_until(&format!("a retrain for {trigger}"), WAIT, || {
+        assert!(retraining_workers(c) <= 1, "two retraining workers at once");
+        value::<i64>(c, &rows) > 0
+    });
+    // the worker looks again every second: the same deployment is not retrained again
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        assert!(retraining_workers(c) <= 1, "two retraining workers at once");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    value(c, &rows)
+}
+
+fn the_retraining_worker_retrains_on_drift_and_on_live_auc_once_each(c: &mut Client) {
+    // the schedule is far off; drift and live AUC wait a tenth of it (30 s) after a deploy
+    let settings = ServerSettings::set(
+        c,
+        &[
+            ("customer_analyzer.monitor_interval", "1s"),
+            ("customer_analyzer.retrain_interval", "300s"),
+        ],
+    );
+    redeploy_churn(c);
+    let since: String = value(c, "SELECT clock_timestamp()::text");
+    // every user of the store looks idle for a week: the churn scores move a long way
+    exec(
+        c,
+        "UPDATE customer_analyzer.user_metrics
+         SET days_since_last_activity = days_since_last_activity + 7, events_last_7_days = 0,
+             active_days_last_7_days = 0, page_views_last_7_days = 0, purchases_last_7_days = 0,
+             activity_trend_7d_vs_14d = 0, sessions_last_30_days = 1",
+    );
+    assert_eq!(
+        value::<String>(
+            c,
+            "SELECT level FROM customer_analyzer.drift_report('churn') WHERE feature = '(score)'"
+        ),
+        "major",
+        "the test's change should move the scores a major amount"
+    );
+    assert_eq!(wait_for_retrain(c, "drift", &since), 1);
+    let reason: String = value(
+        c,
+        &format!(
+            "SELECT reason FROM customer_analyzer.retrain_log
+             WHERE trigger = 'drift' AND started_at > '{since}'"
+        ),
+    );
+    assert!(reason.contains("drifted"), "{reason}");
+
+    // the store back as the events say; then a serving model whose matured predictions
+    // rank the outcomes backwards
+    exec(c, "SELECT customer_analyzer.refresh_features()");
+    let serving = redeploy_churn(c);
+    let since: String = value(c, "SELECT clock_timestamp()::text");
+    exec(
+        c,
+        &format!(
+            "INSERT INTO customer_analyzer.matured_predictions
+                 (prediction_id, task, user_id, model_id, arm, as_of, predicted_at, score, outcome)
+             SELECT 9000000000 + g, 'churn', g, {serving}, 'champion', now() - interval '90 days',
+                    now() - interval '90 days', CASE WHEN g % 3 = 0 THEN 0.1 ELSE 0.9 END, g % 3 = 0
+             FROM generate_series(1, 3000) g"
+        ),
+    );
+    assert_eq!(wait_for_retrain(c, "live_auc", &since), 1);
+    let reason: String = value(
+        c,
+        &format!(
+            "SELECT reason FROM customer_analyzer.retrain_log
+             WHERE trigger = 'live_auc' AND started_at > '{since}'"
+        ),
+    );
+    assert!(reason.contains("below the holdout AUC"), "{reason}");
+    exec(
+        c,
+        "DELETE FROM customer_analyzer.matured_predictions WHERE prediction_id > 9000000000",
+    );
+    drop(settings);
+    wait_until("the retraining worker to stop", WAIT, || {
+        retraining_workers(c) == 0
+    });
+}
+
+fn monitor_interval_zero_starts_no_retraining_worker(c: &mut Client) {
+    let before: i64 = value(c, "SELECT count(*) FROM customer_analyzer.retrain_log");
+    // with monitor_interval 0 even a one-second schedule starts nothing
+    let settings = ServerSettings::set(
+        c,
+        &[
+            ("customer_analyzer.monitor_interval", "0"),
+            ("customer_analyzer.retrain_interval", "1s"),
+        ],
+    );
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        assert_eq!(retraining_workers(c), 0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(settings);
+    assert_eq!(
+        value::<i64>(c, "SELECT count(*) FROM customer_analyzer.retrain_log"),
+        before
+    );
 }
 
 fn pg_cron_calls_retrain_and_a_failing_job_leaves_nothing_behind(c: &mut Client) {
