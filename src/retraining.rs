@@ -209,29 +209,32 @@ fn watch(task: Task) -> Result<Option<(retrain::Trigger, String)>> {
             return Ok(None);
         };
         let what = "reading the serving model";
-        // drift needs a baseline and stored features; without them (or when the check
-        // fails in any way, in its own subtransaction) it is not a reason, and the
-        // schedule and live AUC are still looked at
-        let score_drift = match worker::attempt(|| {
-            let work = crate::work::work()?;
-            drift::report(client, &work, task)
-        }) {
-            Ok(r) => Some(r.score.level()),
-            Err((state, message)) => {
-                log!("customer_analyzer retraining worker: no drift check for {task}: {message} (SQLSTATE {state})");
-                None
-            }
-        };
-        let w = Watch {
+        let mut w = Watch {
             age_seconds: row.get::<f64>(1).ctx(what)?.unwrap_or(0.0),
             interval_seconds: gucs::retrain_interval_seconds(),
-            score_drift,
+            score_drift: None,
             holdout_auc: row.get::<f64>(2).ctx(what)?,
             live_auc: row.get::<f64>(3).ctx(what)?,
             live_predictions: row.get::<i64>(4).ctx(what)?.unwrap_or(0),
             retried_since_deploy: row.get::<bool>(5).ctx(what)?.unwrap_or(false),
             auc_drop: gucs::retrain_auc_drop(),
         };
+        // drift reads the whole feature store: only when it can decide. It needs a
+        // baseline and stored features; without them (or when the check fails in any
+        // way, in its own subtransaction) it is not a reason, and live AUC is still
+        // looked at
+        if retrain::drift_matters(&w) {
+            w.score_drift = match worker::attempt(|| {
+                let work = crate::work::work()?;
+                drift::report(client, &work, task)
+            }) {
+                Ok(r) => Some(r.score.level()),
+                Err((state, message)) => {
+                    log!("customer_analyzer retraining worker: no drift check for {task}: {message} (SQLSTATE {state})");
+                    None
+                }
+            };
+        }
         Ok(retrain::decide(&w))
     })
 }

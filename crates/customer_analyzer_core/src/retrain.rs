@@ -47,28 +47,46 @@ impl Trigger {
     }
 }
 
+/// The schedule's call: the model is older than `retrain_interval`.
+fn schedule_due(w: &Watch) -> Option<(Trigger, String)> {
+    let interval = w.interval_seconds.filter(|&i| i > 0.0)?;
+    (w.age_seconds >= interval).then(|| {
+        (
+            Trigger::Schedule,
+            format!(
+                "the model is {} old; customer_analyzer.retrain_interval is {}",
+                duration(w.age_seconds),
+                duration(interval)
+            ),
+        )
+    })
+}
+
+/// Whether drift and live AUC may call for a retrain: the model has settled (a tenth
+/// of the schedule, at most a day) and no retrain was tried since it was deployed.
+fn settled(w: &Watch) -> bool {
+    let settle = w
+        .interval_seconds
+        .filter(|&i| i > 0.0)
+        .map_or(86_400.0, |i| (i / 10.0).min(86_400.0));
+    w.age_seconds >= settle && !w.retried_since_deploy
+}
+
+/// Whether the score drift can change [`decide`]'s answer, so that the worker computes
+/// it (a full read of the feature store) only then.
+pub fn drift_matters(w: &Watch) -> bool {
+    schedule_due(w).is_none() && settled(w)
+}
+
 /// Whether to retrain, and why (the trigger and a sentence for the log). Drift and
 /// falling AUC wait for a minimum age (a tenth of the schedule, at most a day) and call
 /// for one retrain per deployed model: when that retrain keeps the model, the newest
 /// data gave nothing better, and only the schedule tries again.
 pub fn decide(w: &Watch) -> Option<(Trigger, String)> {
-    if let Some(interval) = w.interval_seconds.filter(|&i| i > 0.0) {
-        if w.age_seconds >= interval {
-            return Some((
-                Trigger::Schedule,
-                format!(
-                    "the model is {} old; customer_analyzer.retrain_interval is {}",
-                    duration(w.age_seconds),
-                    duration(interval)
-                ),
-            ));
-        }
+    if let Some(due) = schedule_due(w) {
+        return Some(due);
     }
-    let settle = w
-        .interval_seconds
-        .filter(|&i| i > 0.0)
-        .map_or(86_400.0, |i| (i / 10.0).min(86_400.0));
-    if w.age_seconds < settle || w.retried_since_deploy {
+    if !settled(w) {
         return None;
     }
     if w.score_drift == Some(Level::Major) {
@@ -206,5 +224,33 @@ mod tests {
             ..calm()
         };
         assert_eq!(decide(&short).unwrap().0, Trigger::Drift);
+    }
+
+    #[test]
+    fn drift_is_computed_only_when_it_can_decide() {
+        assert!(drift_matters(&calm()));
+        let old = Watch {
+            age_seconds: 8.0 * 86_400.0,
+            ..calm()
+        };
+        assert!(!drift_matters(&old), "the schedule decides");
+        let fresh = Watch {
+            age_seconds: 3600.0,
+            ..calm()
+        };
+        assert!(!drift_matters(&fresh), "not settled");
+        let kept = Watch {
+            retried_since_deploy: true,
+            ..calm()
+        };
+        assert!(!drift_matters(&kept), "tried since the deploy");
+        // whenever drift does not matter, a major drift changes nothing
+        for w in [old, fresh, kept] {
+            let major = Watch {
+                score_drift: Some(Level::Major),
+                ..w
+            };
+            assert_eq!(decide(&major), decide(&w));
+        }
     }
 }
