@@ -37,6 +37,17 @@ fn ensure(client: &SpiClient<'_>, sql: &str, types: &[PgOid], mutating: bool) ->
     })
 }
 
+/// Runs `f` on the kept plan of `sql` (which `ensure` prepared).
+fn kept<R>(sql: &str, f: impl FnOnce(&OwnedPreparedStatement) -> Result<R>) -> Result<R> {
+    PLANS.with(|plans| {
+        let plans = plans.borrow();
+        let plan = plans
+            .get(sql)
+            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+        f(plan)
+    })
+}
+
 /// Runs a read-only statement through its kept plan.
 pub fn select<'conn>(
     client: &SpiClient<'conn>,
@@ -45,11 +56,7 @@ pub fn select<'conn>(
     args: &[DatumWithOid<'_>],
 ) -> Result<SpiTupleTable<'conn>> {
     ensure(client, sql, types, false)?;
-    PLANS.with(|plans| {
-        let plans = plans.borrow();
-        let plan = plans
-            .get(sql)
-            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+    kept(sql, |plan| {
         client.select(plan, None, args).ctx("running a kept plan")
     })
 }
@@ -62,11 +69,7 @@ pub fn update<'conn>(
     args: &[DatumWithOid<'_>],
 ) -> Result<SpiTupleTable<'conn>> {
     ensure(client, sql, types, true)?;
-    PLANS.with(|plans| {
-        let plans = plans.borrow();
-        let plan = plans
-            .get(sql)
-            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+    kept(sql, |plan| {
         client.update(plan, None, args).ctx("running a kept plan")
     })
 }
@@ -79,11 +82,7 @@ pub fn cursor<'conn>(
     args: &[DatumWithOid<'_>],
 ) -> Result<SpiCursor<'conn>> {
     ensure(client, sql, types, false)?;
-    PLANS.with(|plans| {
-        let plans = plans.borrow();
-        let plan = plans
-            .get(sql)
-            .ok_or_else(|| error::internal("running a kept plan", "plan missing"))?;
+    kept(sql, |plan| {
         client
             .try_open_cursor(plan, args)
             .ctx("opening a cursor on a kept plan")

@@ -145,38 +145,41 @@ pub struct Sources {
 
 /// Whether relation `oid` has a usable index that starts with its `user_id` column.
 fn indexed_by_user(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<bool> {
-    Ok(client
-        .select(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i \
-             JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
-             JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-             WHERE i.indrelid = $1 AND i.indisvalid AND i.indpred IS NULL \
-               AND am.amname IN ('btree', 'hash') AND a.attname = 'user_id')",
-            Some(1),
-            &[oid.into()],
-        )
-        .ctx("reading pg_index")?
+    catalog_says(
+        client,
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_index i \
+         JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+         JOIN pg_catalog.pg_am am ON am.oid = ic.relam \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = $1 AND i.indisvalid AND i.indpred IS NULL \
+           AND am.amname IN ('btree', 'hash') AND a.attname = 'user_id')",
+        oid,
+    )
+}
+
+/// A yes-or-no question to the catalog about relation `oid` (`$1`); no row is a no.
+fn catalog_says(client: &SpiClient<'_>, sql: &str, oid: pg_sys::Oid) -> Result<bool> {
+    let rows = client
+        .select(sql, Some(1), &[oid.into()])
+        .ctx("reading the catalog")?;
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    Ok(rows
         .first()
         .get_one::<bool>()
-        .ctx("reading pg_index")?
+        .ctx("reading the catalog")?
         .unwrap_or(false))
 }
 
 /// Whether relation `oid` keeps its own rows (a table, partitioned table or
 /// materialized view), which have an xmin.
 fn stores_rows(client: &SpiClient<'_>, oid: pg_sys::Oid) -> Result<bool> {
-    Ok(client
-        .select(
-            "SELECT relkind IN ('r', 'p', 'm') FROM pg_catalog.pg_class WHERE oid = $1",
-            Some(1),
-            &[oid.into()],
-        )
-        .ctx("reading pg_class")?
-        .first()
-        .get_one::<bool>()
-        .ctx("reading pg_class")?
-        .unwrap_or(false))
+    catalog_says(
+        client,
+        "SELECT relkind IN ('r', 'p', 'm') FROM pg_catalog.pg_class WHERE oid = $1",
+        oid,
+    )
 }
 
 /// A relation's quoted qualified name, or None when the oid names no table-like relation.

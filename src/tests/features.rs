@@ -35,14 +35,7 @@ mod tests {
             let s = format!("agree_{seed}");
             load_shop(&s, &shop);
             let with_products = seed % 3 != 2;
-            let products = if with_products {
-                format!("'{s}.products'")
-            } else {
-                "NULL".into()
-            };
-            run(&format!(
-                "SELECT customer_analyzer.configure('{s}.users', '{s}.events', {products})"
-            ));
+            configure_shop(&s, with_products);
             for as_of in [
                 shop.as_of,
                 shop.as_of - 3 * 86_400_000_000 - 12_345,
@@ -70,14 +63,7 @@ mod tests {
             let s = format!("some_{seed}");
             load_shop(&s, &shop);
             let with_products = seed % 2 == 0;
-            let products = if with_products {
-                format!("'{s}.products'")
-            } else {
-                "NULL".into()
-            };
-            run(&format!(
-                "SELECT customer_analyzer.configure('{s}.users', '{s}.events', {products})"
-            ));
+            configure_shop(&s, with_products);
             if seed >= 2 {
                 run(&format!("DROP INDEX {s}.events_user_id_created_at_idx"));
             }
@@ -96,13 +82,7 @@ mod tests {
                     "seed {seed}: {} users prove little",
                     want.len()
                 );
-                let got = Spi::connect(|client| {
-                    let sources = crate::source::load(client)?;
-                    let t = crate::time::from_unix_micros(as_of)
-                        .ok_or_else(|| crate::error::internal("test", "time"))?;
-                    crate::feature_store::compute_users(client, &sources, &asked, t)
-                })
-                .unwrap_or_else(|e| panic!("computing some users: {}", e.message()));
+                let got = features_from_histories(&asked, as_of);
                 assert_agree(&got, &want, &format!("seed {seed}, as_of {as_of}"));
             }
         }
@@ -117,15 +97,7 @@ mod tests {
         run("CREATE VIEW kept.products_view AS SELECT * FROM kept.products");
         let as_of = shop.as_of;
         let asked: Vec<i64> = (1..=60).collect();
-        let core = || {
-            Spi::connect(|client| {
-                let sources = crate::source::load(client)?;
-                let t = crate::time::from_unix_micros(as_of)
-                    .ok_or_else(|| crate::error::internal("test", "time"))?;
-                crate::feature_store::compute_users(client, &sources, &asked, t)
-            })
-            .unwrap_or_else(|e| panic!("computing users: {}", e.message()))
-        };
+        let core = || features_from_histories(&asked, as_of);
         for source in ["kept.products", "kept.products_view"] {
             run(&format!(
                 "SELECT customer_analyzer.configure('kept.users', 'kept.events', '{source}')"

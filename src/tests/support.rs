@@ -117,6 +117,30 @@ pub(crate) fn load_shop(s: &str, shop: &RawShop) {
     }
 }
 
+/// Configures the shop loaded into schema `s`, with or without its products table.
+pub(crate) fn configure_shop(s: &str, with_products: bool) {
+    let products = if with_products {
+        format!("'{s}.products'")
+    } else {
+        "NULL".into()
+    };
+    run(&format!(
+        "SELECT customer_analyzer.configure('{s}.users', '{s}.events', {products})"
+    ));
+}
+
+/// The features of `users` as of `as_of` by the path of the one-user refresh and the
+/// real-time worker: their histories read and computed by the core.
+pub(crate) fn features_from_histories(users: &[i64], as_of: i64) -> Vec<FeatureVector> {
+    Spi::connect(|client| {
+        let sources = crate::source::load(client)?;
+        let t = crate::time::from_unix_micros(as_of)
+            .ok_or_else(|| crate::error::internal("test", "time"))?;
+        crate::feature_store::compute_users(client, &sources, users, t)
+    })
+    .unwrap_or_else(|e| panic!("computing users from their histories: {}", e.message()))
+}
+
 /// user_features(as_of) read back into the core's representation.
 pub(crate) fn sql_features(as_of: i64) -> Vec<FeatureVector> {
     let sql = format!(

@@ -253,8 +253,9 @@ fn redeploy_churn(c: &mut Client) -> i64 {
 }
 
 /// Waits for a retrain_log row of `trigger` since `since`, checking on the way that no
-/// more than one retraining worker ever runs; returns how many such rows there are.
-fn wait_for_retrain(c: &mut Client, trigger: &str, since: &str) -> i64 {
+/// more than one retraining worker ever runs; returns how many such rows there are and
+/// the first one's reason.
+fn wait_for_retrain(c: &mut Client, trigger: &str, since: &str) -> (i64, String) {
     let rows = format!(
         "SELECT count(*) FROM customer_analyzer.retrain_log
          WHERE task = 'churn' AND trigger = '{trigger}' AND sqlstate IS NULL AND started_at > '{since}'"
@@ -269,7 +270,15 @@ fn wait_for_retrain(c: &mut Client, trigger: &str, since: &str) -> i64 {
         assert!(retraining_workers(c) <= 1, "two retraining workers at once");
         std::thread::sleep(Duration::from_millis(200));
     }
-    value(c, &rows)
+    let reason = value(
+        c,
+        &format!(
+            "SELECT reason FROM customer_analyzer.retrain_log
+             WHERE task = 'churn' AND trigger = '{trigger}' AND started_at > '{since}'
+             ORDER BY id LIMIT 1"
+        ),
+    );
+    (value(c, &rows), reason)
 }
 
 fn the_retraining_worker_retrains_on_drift_and_on_live_auc_once_each(c: &mut Client) {
@@ -299,14 +308,8 @@ fn the_retraining_worker_retrains_on_drift_and_on_live_auc_once_each(c: &mut Cli
         "major",
         "the test's change should move the scores a major amount"
     );
-    assert_eq!(wait_for_retrain(c, "drift", &since), 1);
-    let reason: String = value(
-        c,
-        &format!(
-            "SELECT reason FROM customer_analyzer.retrain_log
-             WHERE trigger = 'drift' AND started_at > '{since}'"
-        ),
-    );
+    let (retrains, reason) = wait_for_retrain(c, "drift", &since);
+    assert_eq!(retrains, 1);
     assert!(reason.contains("drifted"), "{reason}");
 
     // the store back as the events say; then a serving model whose matured predictions
@@ -324,14 +327,8 @@ fn the_retraining_worker_retrains_on_drift_and_on_live_auc_once_each(c: &mut Cli
              FROM generate_series(1, 3000) g"
         ),
     );
-    assert_eq!(wait_for_retrain(c, "live_auc", &since), 1);
-    let reason: String = value(
-        c,
-        &format!(
-            "SELECT reason FROM customer_analyzer.retrain_log
-             WHERE trigger = 'live_auc' AND started_at > '{since}'"
-        ),
-    );
+    let (retrains, reason) = wait_for_retrain(c, "live_auc", &since);
+    assert_eq!(retrains, 1);
     assert!(reason.contains("below the holdout AUC"), "{reason}");
     exec(
         c,
