@@ -293,7 +293,8 @@ fn ab_report(
     >,
 > {
     let task = models::task(task)?;
-    let rows = Spi::connect(|client| -> Result<Vec<ArmRow>> {
+    let work = work()?;
+    let rows = crate::work::finish(Spi::connect(|client| -> Result<Vec<ArmRow>> {
         let test = client
             .select(
                 "SELECT id, champion_id, challenger_id FROM customer_analyzer.experiments
@@ -346,7 +347,7 @@ fn ab_report(
                     row.get::<bool>(2).ctx("reading outcomes")?.unwrap_or(false),
                 )));
             }
-            Ok(arm_report(&y, &p))
+            arm_report(&y, &p, &|| work.checkpoint()).map_err(error::from_core)
         };
         let a = arm(champion, "champion")?;
         let b = arm(challenger, "challenger")?;
@@ -383,6 +384,6 @@ fn ab_report(
             row("champion", champion, &a),
             row("challenger", challenger, &b),
         ])
-    })?;
+    }))?;
     Ok(TableIterator::new(rows))
 }

@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics;
+use crate::Error;
 
 /// The arm of a running test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +138,13 @@ fn top_decile_lift(y: &[f64], scores: &[f64]) -> f64 {
 /// Bootstrap resamples for the lift's interval; seeded, so a report is reproducible.
 const BOOTSTRAP: usize = 200;
 
-/// One arm's report from its users' outcomes (1.0 or 0.0) and scores.
-pub fn arm_report(y: &[f64], scores: &[f64]) -> ArmReport {
+/// One arm's report from its users' outcomes (1.0 or 0.0) and scores; `checkpoint` runs
+/// between bootstrap draws, and its error stops the report.
+pub fn arm_report(
+    y: &[f64],
+    scores: &[f64],
+    checkpoint: &dyn Fn() -> Result<(), Error>,
+) -> Result<ArmReport, Error> {
     let n = y.len();
     let positives = y.iter().filter(|&&v| v > 0.5).count();
     let auc = metrics::auc(y, scores);
@@ -159,17 +165,25 @@ pub fn arm_report(y: &[f64], scores: &[f64]) -> ArmReport {
     let lift = top_decile_lift(y, scores);
     let top_decile_lift = if lift.is_finite() {
         let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
-        let mut draws: Vec<f64> = (0..BOOTSTRAP)
-            .filter_map(|_| {
-                let (mut by, mut bs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-                for _ in 0..n {
-                    let i = rng.gen_range(0..n);
-                    by.push(y[i]);
-                    bs.push(scores[i]);
-                }
-                Some(top_decile_lift(&by, &bs)).filter(|l| l.is_finite())
-            })
-            .collect();
+        let mut draws: Vec<f64> = Vec::with_capacity(BOOTSTRAP);
+        let (mut by, mut bs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for draw in 0..BOOTSTRAP {
+            // each draw reads the whole arm: a big one takes a while
+            if draw % 10 == 0 {
+                checkpoint()?;
+            }
+            by.clear();
+            bs.clear();
+            for _ in 0..n {
+                let i = rng.gen_range(0..n);
+                by.push(y[i]);
+                bs.push(scores[i]);
+            }
+            let l = top_decile_lift(&by, &bs);
+            if l.is_finite() {
+                draws.push(l);
+            }
+        }
         draws.sort_by(f64::total_cmp);
         let at = |q: f64| draws[((draws.len() - 1) as f64 * q).round() as usize];
         if draws.is_empty() {
@@ -184,7 +198,7 @@ pub fn arm_report(y: &[f64], scores: &[f64]) -> ArmReport {
     } else {
         Estimate::UNKNOWN
     };
-    ArmReport {
+    Ok(ArmReport {
         users: n,
         positives,
         auc: if auc_se.is_finite() {
@@ -196,7 +210,7 @@ pub fn arm_report(y: &[f64], scores: &[f64]) -> ArmReport {
         brier,
         positive_rate: wilson(positives, n),
         top_decile_lift,
-    }
+    })
 }
 
 /// The challenger's AUC minus the champion's, with the two-sided p-value of a z test for
@@ -260,7 +274,7 @@ mod tests {
                 y.push(if label { 1.0 } else { 0.0 });
                 p.push((s * x + (1.0 - s) * rng.gen_range(0.0..1.0)).clamp(0.0, 1.0));
             }
-            arm_report(&y, &p)
+            arm_report(&y, &p, &|| Ok(())).unwrap()
         };
         let champion = arm(&mut rng, 4000, 0.3);
         let better = arm(&mut rng, 4000, 0.9);
@@ -282,12 +296,30 @@ mod tests {
 
     #[test]
     fn one_class_or_no_users_give_unknowns_not_panics() {
-        let r = arm_report(&[0.0, 0.0], &[0.2, 0.9]);
+        let r = arm_report(&[0.0, 0.0], &[0.2, 0.9], &|| Ok(())).unwrap();
         assert!(r.auc.value.is_nan() && r.top_decile_lift.value.is_nan());
-        let r = arm_report(&[], &[]);
+        let r = arm_report(&[], &[], &|| Ok(())).unwrap();
         assert_eq!(r.users, 0);
         assert!(r.positive_rate.value.is_nan() && r.brier.value.is_nan());
         let (_, p) = auc_difference(&r, &r);
         assert!(p.is_nan());
+    }
+
+    #[test]
+    fn the_bootstrap_stops_at_an_interrupt() {
+        let y: Vec<f64> = (0..500).map(|i| f64::from(u8::from(i % 4 == 0))).collect();
+        let p: Vec<f64> = (0..500).map(|i| f64::from(i % 7) / 7.0).collect();
+        assert!(arm_report(&y, &p, &|| Ok(())).is_ok());
+        let checks = std::cell::Cell::new(0);
+        let stopped = arm_report(&y, &p, &|| {
+            checks.set(checks.get() + 1);
+            if checks.get() > 3 {
+                Err(Error::Cancelled)
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(stopped, Err(Error::Cancelled)));
+        assert_eq!(checks.get(), 4);
     }
 }
