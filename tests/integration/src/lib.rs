@@ -156,3 +156,13 @@ pub fn run_and_cancel(db: &str, c: &mut Client, sql: &str, after: Duration) -> (
     assert!(sent, "pg_cancel_backend found no backend {pid}");
     (sqlstate(&r), took)
 }
+
+/// Polls `done` every 100 ms until it holds; fails after `bound` (generous: it only
+/// catches a hang).
+pub fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < bound, "waited {bound:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -24,14 +24,6 @@ fn exec(c: &mut Client, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
 }
 
-fn wait_until(what: &str, bound: Duration, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < bound, "waited {bound:?} for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn lifecycle() {
     fresh_shop(DB, 1500, 240);

@@ -6,7 +6,7 @@
 //! are not held up; the worker follows a renamed events table and waits, the queue
 //! kept, while the configured one is dropped; and `DROP EXTENSION` takes the triggers off the shop's table.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use customer_analyzer_integration::*;
 use postgres::fallible_iterator::FallibleIterator;
@@ -43,14 +43,6 @@ fn worker_pid(c: &mut Client) -> Option<i32> {
     )
     .unwrap_or_else(|e| panic!("finding the worker: {}", describe(&e)))
     .map(|r| r.get(0))
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < WAIT, "waited {WAIT:?} for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -92,7 +84,7 @@ fn users(c: &mut Client, offset: i64, n: i64) -> Vec<i64> {
 }
 
 fn queue_empties(c: &mut Client) {
-    wait_until("the queue to empty", || {
+    wait_until("the queue to empty", WAIT, || {
         value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
     });
 }
@@ -138,7 +130,7 @@ fn a_server_restart_mid_queue_rescores_each_user_once(mut c: Client) -> Client {
     )
     .unwrap_or_else(|e| panic!("queueing: {}", describe(&e)));
     let pid = worker_pid(&mut c).expect("the worker runs");
-    wait_until("the worker to wait on the log", || {
+    wait_until("the worker to wait on the log", WAIT, || {
         value::<bool>(
             &mut c,
             &format!("SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = {pid}), false)"),
@@ -194,7 +186,7 @@ fn the_events_table_renamed_or_dropped_under_the_worker(c: &mut Client) {
     )
     .unwrap_or_else(|e| panic!("dropping the configured table: {}", describe(&e)));
     queue_up(c, &dropped);
-    wait_until("the worker to report the missing table", || {
+    wait_until("the worker to report the missing table", WAIT, || {
         value::<bool>(
             c,
             &format!(
@@ -286,7 +278,7 @@ fn an_inserted_event_comes_back_as_a_fresh_score(c: &mut Client) {
         (served - score).abs() < 1e-12,
         "logged {score}, served {served}"
     );
-    wait_until("the queue to empty", || {
+    wait_until("the queue to empty", WAIT, || {
         value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
     });
     assert!(value::<bool>(
@@ -313,7 +305,7 @@ fn a_killed_worker_comes_back_and_rescores_each_user_once(c: &mut Client) {
     )
     .unwrap_or_else(|e| panic!("queueing: {}", describe(&e)));
     let old = worker_pid(c).expect("the worker runs");
-    wait_until("the worker to wait on the log", || {
+    wait_until("the worker to wait on the log", WAIT, || {
         value::<bool>(
             c,
             &format!("SELECT coalesce((SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = {old}), false)"),
@@ -321,13 +313,13 @@ fn a_killed_worker_comes_back_and_rescores_each_user_once(c: &mut Client) {
     });
     let killed: bool = value(c, &format!("SELECT pg_terminate_backend({old})"));
     assert!(killed);
-    wait_until("the worker to come back", || {
+    wait_until("the worker to come back", WAIT, || {
         worker_pid(c).is_some_and(|p| p != old)
     });
     locker
         .batch_execute("COMMIT")
         .unwrap_or_else(|e| panic!("unlocking: {}", describe(&e)));
-    wait_until("the queue to empty", || {
+    wait_until("the queue to empty", WAIT, || {
         value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
     });
     let counts: Vec<(i64, i64)> = c
