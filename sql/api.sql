@@ -421,17 +421,22 @@ BEGIN
         RETURN NULL;
     END IF;
     BEGIN
+        -- earliest_event_at tells the worker which of the user's events it may already
+        -- hold: an insert's earliest created_at (NULL times are never read: 'infinity'),
+        -- and '-infinity' for an update or delete, after which it reads them all
         IF TG_OP = 'INSERT' THEN
-            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at)
-            SELECT e.user_id::bigint, max(e.created_at::timestamptz)
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at, earliest_event_at)
+            SELECT e.user_id::bigint, max(e.created_at::timestamptz),
+                   coalesce(min(e.created_at::timestamptz), 'infinity')
             FROM customer_analyzer_new e WHERE e.user_id IS NOT NULL
             GROUP BY 1 ORDER BY 1
             ON CONFLICT (user_id) DO UPDATE
             SET generation = q.generation + 1,
-                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at);
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at),
+                earliest_event_at = least(q.earliest_event_at, EXCLUDED.earliest_event_at);
         ELSIF TG_OP = 'UPDATE' THEN
-            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at)
-            SELECT e.user_id, max(e.at)
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at, earliest_event_at)
+            SELECT e.user_id, max(e.at), '-infinity'
             FROM (SELECT user_id::bigint, created_at::timestamptz AS at FROM customer_analyzer_new
                   UNION ALL
                   SELECT user_id::bigint, created_at::timestamptz FROM customer_analyzer_old) e
@@ -439,15 +444,17 @@ BEGIN
             GROUP BY 1 ORDER BY 1
             ON CONFLICT (user_id) DO UPDATE
             SET generation = q.generation + 1,
-                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at);
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at),
+                earliest_event_at = '-infinity';
         ELSE
-            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at)
-            SELECT e.user_id::bigint, max(e.created_at::timestamptz)
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at, earliest_event_at)
+            SELECT e.user_id::bigint, max(e.created_at::timestamptz), '-infinity'
             FROM customer_analyzer_old e WHERE e.user_id IS NOT NULL
             GROUP BY 1 ORDER BY 1
             ON CONFLICT (user_id) DO UPDATE
             SET generation = q.generation + 1,
-                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at);
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at),
+                earliest_event_at = '-infinity';
         END IF;
     EXCEPTION WHEN OTHERS THEN
         BEGIN
@@ -464,7 +471,7 @@ $$;
 COMMENT ON FUNCTION customer_analyzer._enqueue_changed_users() IS
     'Internal: the real-time trigger on the events table; queues the users whose events changed into rescore_queue.';
 COMMENT ON TABLE customer_analyzer.rescore_queue IS
-    'Users whose events changed, waiting for the rescoring worker (one row per user; generation counts the changes since it was queued).';
+    'Users whose events changed, waiting for the rescoring worker (one row per user; generation counts the changes since it was queued; earliest_event_at is the earliest inserted event''s time, -infinity after an update or delete).';
 COMMENT ON TABLE customer_analyzer.worker_errors IS
     'Failures of the real-time path: the trigger''s (swallowed so the shop''s write succeeds) and the worker''s, per user, with the SQLSTATE.';
 COMMENT ON TABLE customer_analyzer.experiments IS

@@ -370,7 +370,10 @@ CREATE TABLE customer_analyzer.rescore_queue (
     user_id bigint PRIMARY KEY,
     generation bigint NOT NULL DEFAULT 1,
     first_enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    last_event_at timestamptz
+    last_event_at timestamptz,
+    -- the earliest created_at of the events inserted since the user was queued;
+    -- '-infinity' once an UPDATE or DELETE touched the user's events (read them all)
+    earliest_event_at timestamptz NOT NULL DEFAULT '-infinity'
 );
 CREATE INDEX rescore_queue_first_enqueued_at_idx ON customer_analyzer.rescore_queue (first_enqueued_at);
 

@@ -6,10 +6,12 @@ use customer_analyzer_core::catalog::{Kind, FEATURES};
 use customer_analyzer_core::events::sql;
 use customer_analyzer_core::features::{compute_features, FeatureValue, FeatureVector};
 use customer_analyzer_core::frame::Frame;
+use customer_analyzer_core::history_cache::HistoryCache;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use crate::cursor::fetch_each_in_place;
@@ -18,7 +20,7 @@ use crate::features_sql::{feature_query, history_query, Scope};
 use crate::plans;
 use crate::products;
 use crate::source::{self, Sources};
-use crate::time::to_unix_micros;
+use crate::time::{from_unix_micros, to_unix_micros};
 use crate::training_set;
 
 /// The feature query over the configured tables; `user_features()` executes it.
@@ -79,6 +81,7 @@ pub fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<
 const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
 const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
 
 /// The feature store's rows: `user_id`, the features, then `as_of` (and `refreshed_at`),
 /// the layout every feature row read here has.
@@ -176,19 +179,30 @@ pub fn refresh_one(client: &mut SpiClient<'_>, s: &Sources, user_id: i64) -> Res
     if !user_exists(client, s, user_id)? {
         return Err(error::unknown_user(user_id, &s.users));
     }
-    Ok(!refresh_users(client, s, &[user_id])?.user_ids.is_empty())
+    Ok(!refresh_users(client, s, &[user_id], None)?
+        .user_ids
+        .is_empty())
+}
+
+/// The rescoring worker's kept histories, and what the queue says of the batch's users.
+pub struct Kept<'a> {
+    pub cache: &'a mut HistoryCache,
+    /// Per user of the batch, the earliest `created_at` queued since (Unix microseconds).
+    pub earliest: &'a [i64],
 }
 
 /// Recomputes the features of `user_ids` (distinct) as of now into user_metrics, the
 /// real-time worker's batch, and returns the rows written, in user id order (a user
-/// registered after now, or missing from the users table, has none).
+/// registered after now, or missing from the users table, has none). With `kept`, the
+/// histories it holds are read only from their newest event on.
 pub fn refresh_users(
     client: &mut SpiClient<'_>,
     s: &Sources,
     user_ids: &[i64],
+    kept: Option<Kept<'_>>,
 ) -> Result<StoredRows> {
     let as_of = pgrx::datum::now();
-    let rows = compute_users(client, s, user_ids, as_of)?;
+    let rows = features_of(client, s, user_ids, as_of, kept)?;
     let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(FEATURES.len() + 2);
     let mut types: Vec<PgOid> = Vec::with_capacity(FEATURES.len() + 2);
     args.push(as_of.into());
@@ -251,24 +265,63 @@ pub fn compute_users(
     user_ids: &[i64],
     as_of: TimestampWithTimeZone,
 ) -> Result<Vec<FeatureVector>> {
+    features_of(client, s, user_ids, as_of, None)
+}
+
+/// [`compute_users`], reading after the newest kept event of the users `kept` holds
+/// (only with an index on the events' user_id: the query without one reads them all).
+fn features_of(
+    client: &SpiClient<'_>,
+    s: &Sources,
+    user_ids: &[i64],
+    as_of: TimestampWithTimeZone,
+    mut kept: Option<Kept<'_>>,
+) -> Result<Vec<FeatureVector>> {
     let products = products::table(client, s)?;
     let t = to_unix_micros(as_of);
+    let after: HashMap<i64, i64> = match &kept {
+        Some(k) if s.events_by_user => user_ids
+            .iter()
+            .zip(k.earliest)
+            .filter_map(|(&u, &earliest)| Some((u, k.cache.read_after(u, earliest, t)?)))
+            .filter(|(_, a)| from_unix_micros(*a).is_some())
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let bounds: Vec<TimestampWithTimeZone> = user_ids
+        .iter()
+        .map(|u| {
+            after
+                .get(u)
+                .and_then(|&a| from_unix_micros(a))
+                .unwrap_or_else(TimestampWithTimeZone::negative_infinity)
+        })
+        .collect();
     let mut cursor = plans::cursor(
         client,
         &history_query(s, Scope::SomeUsers),
-        &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY],
-        &[as_of.into(), as_of.into(), user_ids.to_vec().into()],
+        &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY, TIMESTAMPTZ_ARRAY],
+        &[
+            as_of.into(),
+            as_of.into(),
+            user_ids.to_vec().into(),
+            bounds.into(),
+        ],
     )?;
     let mut out: Vec<FeatureVector> = Vec::with_capacity(user_ids.len());
+    let mut seen: HashSet<i64> = HashSet::new();
     while fetch_each_in_place(&mut cursor, FETCH_USERS, training_set::READING, |row| {
         check_for_interrupts!();
-        let h = training_set::history(row)?;
+        let mut h = training_set::history(row)?;
         // a users table without a unique id may hold a user twice: keep the first row
-        if out
-            .last()
-            .is_some_and(|last| last.user_id == h.user.user_id)
-        {
+        if !seen.insert(h.user.user_id) {
             return Ok(());
+        }
+        if let Some(k) = kept.as_mut() {
+            let from = after.get(&h.user.user_id).copied();
+            h.events = k
+                .cache
+                .merge(h.user.user_id, from, std::mem::take(&mut h.events), t);
         }
         if let Some(f) = compute_features(t, &h.user, &h.events, (*products).as_ref()) {
             out.push(f);
@@ -276,6 +329,11 @@ pub fn compute_users(
         Ok(())
     })? > 0
     {}
+    if let Some(k) = kept.as_mut() {
+        for u in user_ids.iter().filter(|u| !seen.contains(u)) {
+            k.cache.forget(*u);
+        }
+    }
     Ok(out)
 }
 

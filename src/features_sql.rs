@@ -118,7 +118,9 @@ pub fn product_rows(s: &Sources) -> String {
 }
 
 /// Every user registered before `$1` (with [`Scope::SomeUsers`], only those in the
-/// bigint[] `$3`) with their events up to `$2`, one row per user:
+/// bigint[] `$3`, and with an index on the events' user_id only their events after the
+/// matching time of the timestamptz[] `$4`, '-infinity' for all) with their events up to
+/// `$2`, one row per user:
 /// user_id, registered_at, status, has_username, then the events as parallel arrays
 /// (at, kind code, amount text, product id text, command; NULL arrays for a user
 /// without events). Each event's kind is worked out once and only the `event_data`
@@ -146,17 +148,20 @@ pub fn history_query(s: &Sources, scope: Scope) -> String {
     .map(|k| k.code().to_string())
     .join(", ");
     let (users, events) = (&s.users, &s.events);
-    let some_users = match scope {
-        Scope::AllUsers => "",
-        Scope::SomeUsers => " AND src.id = ANY($3)",
+    let (from, after) = match scope {
+        Scope::AllUsers => (format!("{users} src"), "'-infinity'::timestamptz"),
+        Scope::SomeUsers => (
+            format!("unnest($3::bigint[], $4::timestamptz[]) AS b(id, after) JOIN {users} src ON src.id = b.id"),
+            "b.after",
+        ),
     };
     let users_cte = format!(
         "WITH u AS (
     SELECT src.id::bigint AS user_id, src.registered_at::timestamptz AS registered_at,
-           {status} AS status, {has_username} AS has_username
-    FROM {users} src
+           {status} AS status, {has_username} AS has_username, {after} AS after
+    FROM {from}
     WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
-      AND src.registered_at::timestamptz > '-infinity'{some_users}
+      AND src.registered_at::timestamptz > '-infinity'
 )"
     );
     // OFFSET 0 keeps the kind computed once per event instead of once per use
@@ -180,7 +185,7 @@ pub fn history_query(s: &Sources, scope: Scope) -> String {
     let outputs = "u.user_id, u.registered_at, u.status, u.has_username,
        h.at, h.kind, h.amount, h.product_id, h.command";
     if s.events_by_user {
-        let scan = events_where("e.user_id = u.user_id");
+        let scan = events_where("e.user_id = u.user_id AND e.created_at::timestamptz > u.after");
         format!(
             "{users_cte}
 SELECT {outputs}

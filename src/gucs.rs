@@ -15,6 +15,7 @@ static WORKER_DATABASE: GucSetting<Option<std::ffi::CString>> =
     GucSetting::<Option<std::ffi::CString>>::new(Some(c"postgres"));
 static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
+static WORKER_HISTORIES_MB: GucSetting<i32> = GucSetting::<i32>::new(128);
 static REALTIME: GucSetting<bool> = GucSetting::<bool>::new(true);
 static PREDICTION_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(180 * 24 * 60);
 static MONITOR_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
@@ -102,6 +103,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"customer_analyzer.worker_histories_mb",
+        c"Memory the rescoring worker keeps users' event histories in, so that a user's next event reads only the new events (0: read every history in full).",
+        c"The least recently rescored users go first; a history is read in full again after an update or delete of its events, a late event, a change of the events table's storage, or ten minutes.",
+        &WORKER_HISTORIES_MB,
+        0,
+        65_536,
+        GucContext::Sighup,
+        GucFlags::UNIT_MB,
+    );
     GucRegistry::define_bool_guc(
         c"customer_analyzer.realtime",
         c"Whether events are queued for rescoring and the worker drains the queue.",
@@ -176,6 +187,11 @@ pub fn naptime() -> std::time::Duration {
 /// Users per worker transaction.
 pub fn batch_size() -> i64 {
     i64::from(BATCH_SIZE.get().max(1))
+}
+
+/// The rescoring worker's budget for kept histories, in bytes (0: none).
+pub fn worker_histories_bytes() -> usize {
+    usize::try_from(WORKER_HISTORIES_MB.get().max(0)).unwrap_or(0) * 1024 * 1024
 }
 
 /// The real-time kill switch.

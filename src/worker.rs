@@ -17,6 +17,10 @@
 //! and leaves every claimed row queued, so each user is rescored exactly once after
 //! recovery.
 //!
+//! The worker keeps the event histories it read (`customer_analyzer.worker_histories_mb`,
+//! core `history_cache`): when the queue says a user's new events all come after the
+//! newest kept one, only those are read.
+//!
 //! Every few minutes it also prunes the logs to `customer_analyzer.prediction_retention`,
 //! and every `customer_analyzer.monitor_interval` it starts the retraining worker
 //! (`retraining.rs`), a dynamic worker of its own, so that no training ever holds up the
@@ -27,8 +31,10 @@
 //! and the postmaster starts it again five seconds later (not on a standby: it starts only
 //! once recovery has finished).
 
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
+use customer_analyzer_core::history_cache::HistoryCache;
 use customer_analyzer_core::task::Task;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -38,6 +44,8 @@ use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{Result, SpiContext};
+use crate::feature_store::Kept;
+use crate::time::to_unix_micros;
 use crate::{feature_store, gucs, plans, segments, serving, source};
 
 /// The channel every fresh score is announced on.
@@ -116,6 +124,77 @@ struct Claimed {
     user_id: i64,
     generation: i64,
     event_at: Option<TimestampWithTimeZone>,
+    /// The earliest `created_at` of the events queued since (Unix microseconds; the
+    /// smallest value after an update or delete).
+    earliest: i64,
+}
+
+/// How long a kept history serves before it is read in full again, whatever the queue
+/// says (it bounds what a change the queue never saw can cost: a session that turned
+/// real time off while it backfilled events).
+const HISTORIES_MAX_AGE: Duration = Duration::from_secs(600);
+
+thread_local! {
+    /// The histories this worker read, kept for the same users' next events, with the
+    /// sources and the events' storage they were read from (a change of either, such as
+    /// a TRUNCATE or a partition dropped, empties it).
+    static HISTORIES: RefCell<Option<(source::Sources, String, HistoryCache)>> =
+        const { RefCell::new(None) };
+}
+
+/// The events' storage as the kept histories depend on it: the file nodes of the
+/// table and its partitions.
+fn events_storage(client: &SpiClient<'_>, s: &source::Sources) -> Result<String> {
+    Ok(plans::select(
+        client,
+        "SELECT coalesce(string_agg(pg_catalog.pg_relation_filenode(t.relid)::text, ','
+                                    ORDER BY t.relid), '')
+         FROM pg_catalog.pg_partition_tree($1::regclass) t",
+        &[TEXT],
+        &[s.events.as_str().into()],
+    )?
+    .first()
+    .get_one::<String>()
+    .ctx("reading the events' storage")?
+    .unwrap_or_default())
+}
+
+/// Refreshes the features of `ids` with the kept histories, when the worker keeps any.
+fn refresh_with_histories(
+    client: &mut SpiClient<'_>,
+    s: &source::Sources,
+    ids: &[i64],
+    earliest: &[i64],
+) -> Result<feature_store::StoredRows> {
+    let budget = gucs::worker_histories_bytes();
+    if budget == 0 {
+        HISTORIES.with(|h| *h.borrow_mut() = None);
+        return feature_store::refresh_users(client, s, ids, None);
+    }
+    let storage = events_storage(client, s)?;
+    HISTORIES.with(|h| {
+        let mut h = h.borrow_mut();
+        let fresh = match &*h {
+            Some((src, st, cache)) => src != s || *st != storage || cache.budget() != budget,
+            None => true,
+        };
+        if fresh {
+            let max_age = HISTORIES_MAX_AGE.as_micros() as i64;
+            *h = Some((s.clone(), storage, HistoryCache::new(budget, max_age)));
+        }
+        match h.as_mut() {
+            Some((_, _, cache)) => {
+                feature_store::refresh_users(client, s, ids, Some(Kept { cache, earliest }))
+            }
+            None => feature_store::refresh_users(client, s, ids, None),
+        }
+    })
+}
+
+/// Forgets the kept histories (real time is off: the trigger no longer says what
+/// changed).
+fn forget_histories() {
+    HISTORIES.with(|h| *h.borrow_mut() = None);
 }
 
 /// The worker's entry point (named in `register`).
@@ -142,6 +221,7 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
         }
         monitor.tick();
         if !gucs::realtime() {
+            forget_histories();
             continue;
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
@@ -291,7 +371,8 @@ fn claim() -> Result<Vec<Claimed>> {
     Spi::connect_mut(|client| {
         let rows = plans::update(
             client,
-            "SELECT user_id, generation, last_event_at FROM customer_analyzer.rescore_queue
+            "SELECT user_id, generation, last_event_at, earliest_event_at
+             FROM customer_analyzer.rescore_queue
              ORDER BY first_enqueued_at, user_id LIMIT $1 FOR UPDATE SKIP LOCKED",
             &[INT8],
             &[gucs::batch_size().into()],
@@ -301,6 +382,10 @@ fn claim() -> Result<Vec<Claimed>> {
                 user_id: r.get::<i64>(1).ctx("claiming")?.unwrap_or_default(),
                 generation: r.get::<i64>(2).ctx("claiming")?.unwrap_or_default(),
                 event_at: r.get::<TimestampWithTimeZone>(3).ctx("claiming")?,
+                earliest: r
+                    .get::<TimestampWithTimeZone>(4)
+                    .ctx("claiming")?
+                    .map_or(i64::MIN, to_unix_micros),
             })
         })
         .collect()
@@ -401,7 +486,8 @@ fn record_error(
 /// a few statements for the whole batch. Errors when one of them is unknown.
 fn rescore_users(client: &mut SpiClient<'_>, s: &source::Sources, users: &[Claimed]) -> Result<()> {
     let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
-    let rows = feature_store::refresh_users(client, s, &ids)?;
+    let earliest: Vec<i64> = users.iter().map(|u| u.earliest).collect();
+    let rows = refresh_with_histories(client, s, &ids, &earliest)?;
     if rows.user_ids.len() < ids.len() {
         // a user registered after now has no features yet and is simply skipped; one
         // missing from the users table is an error, recorded for that user

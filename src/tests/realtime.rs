@@ -76,6 +76,12 @@ mod tests {
             one::<bool>("SELECT last_event_at > now() - interval '1 second' FROM customer_analyzer.rescore_queue WHERE user_id = 2"),
             Some(true)
         );
+        // the earliest inserted event stays, so that the worker knows which of the
+        // user's events it may already hold
+        assert_eq!(
+            one::<bool>("SELECT earliest_event_at = now() - interval '5 minutes' FROM customer_analyzer.rescore_queue WHERE user_id = 2"),
+            Some(true)
+        );
         // updates and deletes queue their users too (both sides of a moved event)
         run("DELETE FROM customer_analyzer.rescore_queue");
         let a = one::<i64>("SELECT min(user_id) FROM rt.events WHERE user_id > 2").unwrap_or(-1);
@@ -87,6 +93,11 @@ mod tests {
         assert_eq!(queue(), vec![(a, 1), (1000, 1)]);
         run(&format!("DELETE FROM rt.events WHERE user_id = {b}"));
         assert_eq!(queue(), vec![(a, 1), (b, 1), (1000, 1)]);
+        // after an update or delete the worker reads the users' whole histories
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.rescore_queue WHERE earliest_event_at = '-infinity'"),
+            Some(3)
+        );
         // a statement that changes nothing queues nobody
         run("DELETE FROM rt.events WHERE false");
         assert_eq!(queue().len(), 3);

@@ -11,6 +11,7 @@ pub mod drift;
 pub mod events;
 pub mod features;
 pub mod frame;
+pub mod history_cache;
 pub mod metrics;
 pub mod model;
 pub mod outcomes;

@@ -3,7 +3,8 @@
 //! (`scripts/test-cluster.sh`): an inserted event comes back as a NOTIFY with a fresh
 //! score; a killed worker and a server restarted with `-m immediate` leave every queued
 //! user rescored exactly once; a user who cannot be rescored is recorded and the others
-//! are not held up; the worker follows a renamed events table and waits, the queue
+//! are not held up; the histories the worker keeps give the features a full read gives,
+//! after new, late, updated and deleted events; the worker follows a renamed events table and waits, the queue
 //! kept, while the configured one is dropped; and `DROP EXTENSION` takes the triggers off the shop's table.
 
 use std::time::Duration;
@@ -49,6 +50,7 @@ fn worker_pid(c: &mut Client) -> Option<i32> {
 fn real_time() {
     let mut c = shop();
     an_inserted_event_comes_back_as_a_fresh_score(&mut c);
+    kept_histories_follow_new_late_updated_and_deleted_events(&mut c);
     a_killed_worker_comes_back_and_rescores_each_user_once(&mut c);
     one_failing_user_is_recorded_and_the_others_are_rescored(&mut c);
     let mut c = a_server_restart_mid_queue_rescores_each_user_once(c);
@@ -87,6 +89,100 @@ fn queue_empties(c: &mut Client) {
     wait_until("the queue to empty", WAIT, || {
         value::<i64>(c, "SELECT count(*) FROM customer_analyzer.rescore_queue") == 0
     });
+}
+
+/// The catalogued features of `user` where the stored row (written by the worker)
+/// differs from `user_features()` at the row's as_of (floats within 1e-9, relative).
+fn differing_features(c: &mut Client, user: i64) -> Vec<String> {
+    let columns: Vec<(String, String)> = c
+        .query(
+            "SELECT name, sql_type FROM customer_analyzer.feature_catalog ORDER BY position",
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("reading the catalog: {}", describe(&e)))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let checks: Vec<String> = columns
+        .iter()
+        .map(|(name, ty)| {
+            let same = if ty == "double precision" {
+                format!(
+                    "(s.{name} IS NULL AND f.{name} IS NULL)
+                     OR abs(s.{name} - f.{name}) <= 1e-9 * greatest(1, abs(f.{name}))"
+                )
+            } else {
+                format!("s.{name} IS NOT DISTINCT FROM f.{name}")
+            };
+            format!("CASE WHEN coalesce({same}, false) THEN NULL ELSE '{name}' END")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT coalesce(array_remove(ARRAY[{}], NULL), '{{}}')::text[]
+         FROM customer_analyzer.user_metrics s
+         JOIN customer_analyzer.user_features((SELECT as_of FROM customer_analyzer.user_metrics
+                                               WHERE user_id = $1)) f USING (user_id)
+         WHERE s.user_id = $1",
+        checks.join(", ")
+    );
+    c.query_one(&sql, &[&user])
+        .unwrap_or_else(|e| panic!("comparing user {user}: {}", describe(&e)))
+        .get(0)
+}
+
+/// Runs `change`, waits for the worker, and checks every one of `users` against a full
+/// read of their histories.
+fn after_change_features_are_right(c: &mut Client, users: &[i64], change: &str) {
+    let since: String = value(c, "SELECT clock_timestamp()::text");
+    c.batch_execute(change)
+        .unwrap_or_else(|e| panic!("{change}: {}", describe(&e)));
+    queue_empties(c);
+    for (user, n) in rescored(c, users, &since) {
+        assert!(n >= 1, "{change}: user {user} was not rescored");
+        let differ = differing_features(c, user);
+        assert!(
+            differ.is_empty(),
+            "{change}: user {user}: {differ:?} differ from a full read"
+        );
+    }
+}
+
+fn kept_histories_follow_new_late_updated_and_deleted_events(c: &mut Client) {
+    let u = users(c, 300, 5);
+    let list = u.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    let new_events = format!(
+        "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+         SELECT id, 'purchase', now(), '{{\"amount\": 12.5, \"product_id\": 3}}'
+         FROM unnest(ARRAY[{list}]::bigint[]) AS id"
+    );
+    // the first read of each user is a full one, the next ones read only what is new
+    after_change_features_are_right(c, &u, &new_events);
+    after_change_features_are_right(c, &u, &new_events);
+    // a late event, an updated one, a deleted one, and a new one, one user each
+    let oldest = |user: i64| {
+        format!(
+            "(SELECT ctid FROM public.events WHERE user_id = {user} ORDER BY created_at LIMIT 1)"
+        )
+    };
+    after_change_features_are_right(
+        c,
+        &u[..4],
+        &format!(
+            "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES ({}, 'purchase', now() - interval '3 days', '{{\"amount\": 77}}');
+             UPDATE public.events SET event_type = 'purchase', event_data = '{{\"amount\": 55}}'
+             WHERE ctid = {};
+             DELETE FROM public.events WHERE ctid = {};
+             INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES ({}, 'page_view', now(), '{{}}');",
+            u[0],
+            oldest(u[1]),
+            oldest(u[2]),
+            u[3],
+        ),
+    );
+    // and new events again after those full reads
+    after_change_features_are_right(c, &u, &new_events);
 }
 
 fn one_failing_user_is_recorded_and_the_others_are_rescored(c: &mut Client) {
