@@ -321,7 +321,12 @@ fn features_of(
             let from = after.get(&h.user.user_id).copied();
             h.events = k
                 .cache
-                .merge(h.user.user_id, from, std::mem::take(&mut h.events), t);
+                .merge(h.user.user_id, from, std::mem::take(&mut h.events), t)
+                // cannot happen (nothing is evicted during a batch); should it, the
+                // batch fails and the worker's per-user retry reads the user in full
+                .ok_or_else(|| {
+                    error::internal("reading kept histories", "a kept history went mid-batch")
+                })?;
         }
         if let Some(f) = compute_features(t, &h.user, &h.events, (*products).as_ref()) {
             out.push(f);
@@ -333,6 +338,7 @@ fn features_of(
         for u in user_ids.iter().filter(|u| !seen.contains(u)) {
             k.cache.forget(*u);
         }
+        k.cache.trim();
     }
     Ok(out)
 }

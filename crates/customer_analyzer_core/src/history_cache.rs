@@ -63,26 +63,27 @@ impl HistoryCache {
     }
 
     /// The user's whole history, given what was read: `events` after `after` (as
-    /// [`read_after`](Self::read_after) said), or all of them when `after` is None. The
-    /// result is kept for next time (at `now`, for a full read).
+    /// [`read_after`](Self::read_after) said), or all of them when `after` is None; None
+    /// when the kept part is gone (only [`clear`](Self::clear) or
+    /// [`forget`](Self::forget) between the two calls can do that: nothing is evicted
+    /// before [`trim`](Self::trim)), and the user must be read in full. The result is
+    /// kept for next time (as read in full at `now`, for a full read).
     pub fn merge(
         &mut self,
         user_id: i64,
         after: Option<i64>,
         events: Vec<Event>,
         now: i64,
-    ) -> Vec<Event> {
+    ) -> Option<Vec<Event>> {
         self.clock += 1;
         let (mut all, read_in_full_at) = match (after, self.take(user_id)) {
             (Some(t), Some(k)) if k.newest == t => (k.events, k.read_in_full_at),
-            // the kept history went meanwhile: the caller read only part of the events,
-            // so keep nothing (the next read is a full one)
-            (Some(_), _) => return events,
+            (Some(_), _) => return None,
             (None, _) => (Vec::new(), now),
         };
         all.extend(events);
         let Some(newest) = all.iter().map(|e| e.at).max() else {
-            return all;
+            return Some(all);
         };
         let bytes = all.iter().map(event_bytes).sum::<usize>() + std::mem::size_of::<Kept>();
         if bytes <= self.budget / 4 {
@@ -97,9 +98,8 @@ impl HistoryCache {
                     last_used: self.clock,
                 },
             );
-            self.evict();
         }
-        all
+        Some(all)
     }
 
     /// Forgets a user (no longer in the users table, or not registered yet).
@@ -138,8 +138,9 @@ impl HistoryCache {
         Some(k)
     }
 
-    /// Over budget: drops the least recently used down to three quarters of it.
-    fn evict(&mut self) {
+    /// Over budget: drops the least recently used down to three quarters of it. Called
+    /// after a batch, so that no history a batch is reading goes in the middle of it.
+    pub fn trim(&mut self) {
         if self.bytes <= self.budget {
             return;
         }
@@ -176,11 +177,11 @@ mod tests {
     fn only_events_after_the_kept_ones_are_read_while_the_queue_allows() {
         let mut c = HistoryCache::new(1 << 20, 10 * MINUTE);
         assert_eq!(c.read_after(1, 100, 0), None, "nothing kept: read all");
-        let all = c.merge(1, None, vec![ev(10), ev(30), ev(20)], 0);
+        let all = c.merge(1, None, vec![ev(10), ev(30), ev(20)], 0).unwrap();
         assert_eq!(all.len(), 3);
         // a new event after the newest kept one: read from 30 on
         assert_eq!(c.read_after(1, 31, MINUTE), Some(30));
-        let all = c.merge(1, Some(30), vec![ev(31)], MINUTE);
+        let all = c.merge(1, Some(30), vec![ev(31)], MINUTE).unwrap();
         assert_eq!(
             all.iter().map(|e| e.at).collect::<Vec<_>>(),
             [10, 30, 20, 31]
@@ -191,7 +192,7 @@ mod tests {
         assert_eq!(c.read_after(1, 5, MINUTE), None);
         assert_eq!(c.read_after(1, i64::MIN, MINUTE), None);
         // a full read replaces the kept history
-        let all = c.merge(1, None, vec![ev(10)], 2 * MINUTE);
+        let all = c.merge(1, None, vec![ev(10)], 2 * MINUTE).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(c.read_after(1, 11, 2 * MINUTE), Some(10));
         // too old: a full read whatever the queue says
@@ -202,13 +203,12 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_read_without_its_kept_part_is_not_kept() {
+    fn a_partial_read_without_its_kept_part_is_refused() {
         let mut c = HistoryCache::new(1 << 20, 10 * MINUTE);
         c.merge(1, None, vec![ev(10)], 0);
         c.clear();
         assert!(c.is_empty());
-        let got = c.merge(1, Some(10), vec![ev(11)], 0);
-        assert_eq!(got.len(), 1);
+        assert_eq!(c.merge(1, Some(10), vec![ev(11)], 0), None);
         assert_eq!(c.read_after(1, 12, 0), None);
         // no events: nothing to keep
         c.merge(2, None, vec![], 0);
@@ -225,8 +225,23 @@ mod tests {
         let mut c = HistoryCache::new(per_user * 8, 10 * MINUTE);
         for u in 0..20 {
             c.merge(u, None, (0..10).map(ev).collect(), 0);
+            c.trim();
             assert!(c.bytes() <= per_user * 8);
         }
+        // nothing goes before trim(): a batch's histories stay while it is read
+        let before = c.len();
+        let kept: Vec<i64> = (0..20)
+            .filter(|&u| c.read_after(u, 100, 0).is_some())
+            .collect();
+        for u in 100..110 {
+            c.merge(u, None, (0..10).map(ev).collect(), 0);
+        }
+        assert_eq!(c.len(), before + 10);
+        for u in kept {
+            assert!(c.merge(u, Some(9), vec![ev(10)], 0).is_some());
+        }
+        c.trim();
+        assert!(c.bytes() <= per_user * 8);
         // the newest users are kept, the oldest went
         assert!(c.read_after(19, 100, 0).is_some());
         assert!(c.read_after(0, 100, 0).is_none());
