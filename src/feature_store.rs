@@ -297,17 +297,26 @@ fn features_of(
                 .unwrap_or_else(TimestampWithTimeZone::negative_infinity)
         })
         .collect();
-    let mut cursor = plans::cursor(
-        client,
-        &history_query(s, Scope::SomeUsers),
-        &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY, TIMESTAMPTZ_ARRAY],
-        &[
-            as_of.into(),
-            as_of.into(),
-            user_ids.to_vec().into(),
-            bounds.into(),
-        ],
-    )?;
+    let mut cursor = if kept.is_some() && s.events_by_user {
+        plans::cursor(
+            client,
+            &history_query(s, Scope::SomeUsers, true),
+            &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY, TIMESTAMPTZ_ARRAY],
+            &[
+                as_of.into(),
+                as_of.into(),
+                user_ids.to_vec().into(),
+                bounds.into(),
+            ],
+        )?
+    } else {
+        plans::cursor(
+            client,
+            &history_query(s, Scope::SomeUsers, false),
+            &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY],
+            &[as_of.into(), as_of.into(), user_ids.to_vec().into()],
+        )?
+    };
     let mut out: Vec<FeatureVector> = Vec::with_capacity(user_ids.len());
     let mut seen: HashSet<i64> = HashSet::new();
     while fetch_each_in_place(&mut cursor, FETCH_USERS, training_set::READING, |row| {

@@ -115,7 +115,7 @@ pub fn read_rows(
     let times: Arc<[i64]> = times.into();
     let newest = times.iter().copied().max().unwrap_or(end);
     let as_time = |t: i64| from_unix_micros(t).ok_or_else(|| error::internal("snapshot time", t));
-    let sql = history_query(s, Scope::AllUsers);
+    let sql = history_query(s, Scope::AllUsers, false);
     let mut cursor = client
         .try_open_cursor(
             sql.as_str(),
