@@ -4,7 +4,8 @@
 # customer_analyzer_scores, and prints the delay from an insert's commit returning to the
 # worker's NOTIFY for that event arriving (p50/p95/p99, client clocks on one machine),
 # the queue depth over the run and the users rescored per second. Then the insert rate
-# the shop sustains (pgbench, 4 clients, single-row inserts) with real time on and off.
+# the shop sustains (pgbench, 4 clients, single-row inserts) with real time on and off,
+# alternated INSERT_ROUNDS times (default 5) after INSERT_WARMUP seconds (default 40).
 # The client is Python (psycopg) in a throwaway virtualenv, not a dependency.
 # Usage: benches/realtime_bench.sh [database] [seconds per rate]  (default shop, 20;
 # after scripts/demo.sh, whose cluster runs the worker for that database)
@@ -89,8 +90,8 @@ for rate in (200, 500, 1000):
           f"queue depth per second {depth}; users rescored {rescored} ({rescored / (sent_for + 3):.0f}/s)")
 PY
 
-# the insert rate the shop sustains: real time on (the worker drains meanwhile), the
-# trigger alone, and off
+# the insert rate the shop sustains: real time on (the worker drains meanwhile) and off,
+# alternated, then the trigger alone
 script=$(mktemp); chmod 0644 "$script"
 cat > "$script" <<'SQL'
 \set uid random(1, 100000)
@@ -104,17 +105,45 @@ worker_serves() {
           -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring'" >/dev/null
   sleep 7   # the postmaster starts it again after 5 s
 }
-for mode in on trigger-only off; do
-  case $mode in
-    on) setting=on ;;
-    trigger-only) setting=on; worker_serves postgres ;;
-    off) setting=off; worker_serves "$DB" ;;
-  esac
-  psql_db -c "ALTER SYSTEM SET customer_analyzer.realtime = $setting" -c "SELECT pg_reload_conf()" >/dev/null
-  sleep 1
-  tps=$(runuser -u postgres -- pgbench -n -c 4 -j 2 -T "$SECONDS_PER_RATE" -f "$script" "$DB" 2>/dev/null | awk '/^tps/ {print $3; exit}')
-  echo "pgbench single-row inserts, 4 clients, real time $mode: $tps tps"
+realtime() {
+  psql_db -c "ALTER SYSTEM SET customer_analyzer.realtime = $1" -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 2
+}
+inserts() {
+  runuser -u postgres -- pgbench -n -c 4 -j 2 -T "$1" -f "$script" "$DB" 2>/dev/null | awk '/^tps/ {print $3; exit}'
+}
+worker_ticks() {
+  local pid
+  pid=$(psql_db -At -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring'")
+  if [ -n "$pid" ]; then awk '{print $14 + $15}' "/proc/$pid/stat"; else echo 0; fi
+}
+# On and off alternate (the machine's rate drifts by 10% between runs). Turning real time
+# off empties the worker's kept histories, so each "on" run first inserts unmeasured for
+# WARM seconds: what is measured is the steady state, as a shop that leaves it on sees.
+echo "server: shared_buffers $(psql_db -At -c 'SHOW shared_buffers'), $(nproc) cores"
+ROUNDS=${INSERT_ROUNDS:-5}
+WARM=${INSERT_WARMUP:-40}
+ticks_per_s=$(getconf CLK_TCK)
+on_sum=0; off_sum=0
+for round in $(seq 1 "$ROUNDS"); do
+  realtime on
+  inserts "$WARM" >/dev/null
+  t0=$(worker_ticks)
+  on=$(inserts "$SECONDS_PER_RATE")
+  t1=$(worker_ticks)
+  queued=$(psql_db -At -c "SELECT count(*) FROM customer_analyzer.rescore_queue")
+  realtime off
+  off=$(inserts "$SECONDS_PER_RATE")
+  cpu=$(( (t1 - t0) * 100 / (ticks_per_s * SECONDS_PER_RATE) ))
+  echo "pgbench single-row inserts, 4 clients, round $round: real time on $on tps (worker ${cpu}% of a core, $queued queued at the end), off $off tps"
+  on_sum=$(awk -v a="$on_sum" -v b="$on" 'BEGIN {print a + b}')
+  off_sum=$(awk -v a="$off_sum" -v b="$off" 'BEGIN {print a + b}')
 done
+echo "$on_sum $off_sum $ROUNDS" | awk '{printf "insert rate, mean of %d rounds: on %.0f tps, off %.0f tps: %.1f%% lower with real time on\n", $3, $1 / $3, $2 / $3, 100 * (1 - $1 / $2)}'
+realtime on
+worker_serves postgres
+echo "pgbench single-row inserts, 4 clients, trigger only (the worker serves another database): $(inserts "$SECONDS_PER_RATE") tps"
+worker_serves "$DB"
 psql_db -c "ALTER SYSTEM RESET customer_analyzer.realtime" -c "ALTER SYSTEM RESET customer_analyzer.database" \
         -c "SELECT pg_reload_conf()" >/dev/null
 rm -f "$script"

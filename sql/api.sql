@@ -245,9 +245,9 @@ JOIN customer_analyzer.models m ON m.id = d.model_id,
      jsonb_array_elements(m.metrics -> 'importance') WITH ORDINALITY AS i(item, rank);
 
 CREATE VIEW customer_analyzer.latest_predictions AS
-SELECT DISTINCT ON (p.task, p.user_id) p.*
-FROM customer_analyzer.predictions p
-ORDER BY p.task, p.user_id, p.predicted_at DESC, p.as_of DESC;
+SELECT p.*
+FROM customer_analyzer.latest_scores l
+JOIN customer_analyzer.predictions p ON p.id = l.prediction_id;
 
 CREATE VIEW customer_analyzer.ab_tests AS
 SELECT x.id AS test_id, x.task, x.champion_id, x.challenger_id, x.share,
@@ -325,6 +325,8 @@ COMMENT ON TABLE customer_analyzer.deployments IS
     'Deployment history, append-only; the newest row per task names the model that serves it, previous_id the deployment it replaced. Written by train(), deploy(), rollback(), retire_model() and segment_users() inside the caller''s transaction.';
 COMMENT ON TABLE customer_analyzer.predictions IS
     'The prediction log, append-only: every score the rescoring worker and score_all() wrote, with model, A/B arm and the features'' as_of. predict_*() never writes. prune() trims it to customer_analyzer.prediction_retention, forget_user() erases a user.';
+COMMENT ON TABLE customer_analyzer.latest_scores IS
+    'Each user''s newest prediction log row per task (its id and score), written with the log; latest_predictions reads the rows through it.';
 COMMENT ON TABLE customer_analyzer.retired_models IS
     'Models taken out of service by retire_model(): never deployed again, kept for history. Append-only.';
 COMMENT ON FUNCTION customer_analyzer._append_only() IS
@@ -344,7 +346,7 @@ COMMENT ON VIEW customer_analyzer.model_candidates IS
 COMMENT ON VIEW customer_analyzer.feature_importance IS
     'Global importance of the features of each deployed model: gain share for trees, coefficient for the linear model (scaled inputs).';
 COMMENT ON VIEW customer_analyzer.latest_predictions IS
-    'Each user''s newest logged score per task, from the prediction log (the rescoring worker and score_all() write it; each row keeps the as_of of the features it used).';
+    'Each user''s newest logged score per task: the prediction log''s row that latest_scores names (the rescoring worker and score_all() write both; each row keeps the as_of of the features it used).';
 COMMENT ON FUNCTION customer_analyzer.train(text, text, jsonb, timestamptz) IS
     'Trains a churn (no event in 60 days) or purchase (a purchase within 30 days) model on point-in-time snapshots: algorithm auto (the default) fits gbm, random forest and logistic and keeps the best on a validation snapshot; scores are calibrated there, measured on a holdout a horizon later, and the serving model is refitted on the newest matured snapshots. Stores it and deploys it when it beats the deployed one. Returns id, chosen algorithm and holdout metrics.';
 COMMENT ON FUNCTION customer_analyzer.tune(text, text, timestamptz) IS

@@ -221,13 +221,26 @@ CREATE TABLE customer_analyzer.predictions (
     id bigserial PRIMARY KEY
 );
 CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions (model_id);
-CREATE INDEX predictions_task_user_idx ON customer_analyzer.predictions (task, user_id, predicted_at DESC);
 -- appended in time order: a block range index finds what prune() deletes for almost nothing
 CREATE INDEX predictions_predicted_at_idx ON customer_analyzer.predictions USING brin (predicted_at);
 CREATE TRIGGER predictions_are_append_only BEFORE UPDATE ON customer_analyzer.predictions
     FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions_id_seq', '');
+
+-- Each user's newest row of the log per task, written with it: latest_predictions and the
+-- worker's previous score read it. The log has no index by user: every new score would
+-- land on a random page of one (the log grows for the whole retention, its user index
+-- beyond memory), and the rescoring worker's writes of those pages were most of what it
+-- cost the shop's own inserts. forget_user() and prune() keep it in step with the log.
+CREATE TABLE customer_analyzer.latest_scores (
+    task text NOT NULL,
+    user_id bigint NOT NULL,
+    prediction_id bigint NOT NULL,
+    score double precision NOT NULL,
+    PRIMARY KEY (task, user_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.latest_scores', '');
 
 -- What each churn or purchase model was trained on, for drift_report(): a profile of every
 -- feature and of the model's scores over the task's population at the end of its training

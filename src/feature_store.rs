@@ -288,16 +288,16 @@ fn features_of(
             .collect(),
         _ => HashMap::new(),
     };
-    let bounds: Vec<TimestampWithTimeZone> = user_ids
-        .iter()
-        .map(|u| {
-            after
-                .get(u)
-                .and_then(|&a| from_unix_micros(a))
-                .unwrap_or_else(TimestampWithTimeZone::negative_infinity)
-        })
-        .collect();
     let mut cursor = if kept.is_some() && s.events_by_user {
+        let bounds: Vec<TimestampWithTimeZone> = user_ids
+            .iter()
+            .map(|u| {
+                after
+                    .get(u)
+                    .and_then(|&a| from_unix_micros(a))
+                    .unwrap_or_else(TimestampWithTimeZone::negative_infinity)
+            })
+            .collect();
         plans::cursor(
             client,
             &history_query(s, Scope::SomeUsers, true),

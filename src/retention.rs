@@ -20,6 +20,7 @@ const LOGS: &[(&str, &str)] = &[
 /// Every table that holds rows about a user, by its user column.
 const USER_TABLES: &[&str] = &[
     "user_metrics",
+    "latest_scores",
     "predictions",
     "matured_predictions",
     "user_segments",
@@ -52,7 +53,8 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
     let Some(minutes) = gucs::prediction_retention_minutes() else {
         return Ok(Vec::new());
     };
-    LOGS.iter()
+    let pruned = LOGS
+        .iter()
         .map(|(table, at)| {
             let n = delete_where(
                 client,
@@ -62,7 +64,21 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
             )?;
             Ok((table.to_string(), n))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    if pruned
+        .iter()
+        .any(|(table, n)| table == "predictions" && *n > 0)
+    {
+        // a user whose newest row went has no latest score any more, as the log says
+        plans::update(
+            client,
+            "DELETE FROM customer_analyzer.latest_scores l
+             WHERE NOT EXISTS (SELECT FROM customer_analyzer.predictions p WHERE p.id = l.prediction_id)",
+            &[],
+            &[],
+        )?;
+    }
+    Ok(pruned)
 }
 
 /// Deletes the rows of the prediction log, the rescoring queue, worker_errors and

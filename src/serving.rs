@@ -101,7 +101,8 @@ pub fn score_routed(
     }))
 }
 
-/// Appends `scored` rows of `task` to the prediction log.
+/// Appends `scored` rows of `task` to the prediction log and makes them the users' latest
+/// (`latest_scores`, locked in user order, as every writer of it does).
 fn log_scores(
     client: &mut SpiClient<'_>,
     task: Task,
@@ -111,10 +112,16 @@ fn log_scores(
 ) -> Result<()> {
     plans::update(
         client,
-        "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of, arm)
-         SELECT u, $2, m, s, l, t, a
-         FROM unnest($1::bigint[], $3::bigint[], $4::float8[], $5::bool[], $6::timestamptz[], $7::text[])
-              AS x(u, m, s, l, t, a)",
+        "WITH logged AS (
+             INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of, arm)
+             SELECT u, $2, m, s, l, t, a
+             FROM unnest($1::bigint[], $3::bigint[], $4::float8[], $5::bool[], $6::timestamptz[], $7::text[])
+                  AS x(u, m, s, l, t, a)
+             RETURNING id, user_id, score)
+         INSERT INTO customer_analyzer.latest_scores AS k (task, user_id, prediction_id, score)
+         SELECT DISTINCT ON (user_id) $2, user_id, id, score FROM logged ORDER BY user_id, id DESC
+         ON CONFLICT (task, user_id) DO UPDATE
+         SET prediction_id = EXCLUDED.prediction_id, score = EXCLUDED.score",
         &[
             INT8_ARRAY,
             TEXT,
@@ -178,12 +185,8 @@ pub fn score_and_log(
     let mut previous: HashMap<i64, f64> = HashMap::new();
     for row in plans::select(
         client,
-        // the newest row of each user, one index probe each (a DISTINCT ON over
-        // `user_id = ANY` read every logged prediction of the users, more as the log grew)
-        "SELECT u.user_id, p.score FROM unnest($2::bigint[]) AS u(user_id)
-         CROSS JOIN LATERAL (SELECT score FROM customer_analyzer.predictions
-                             WHERE task = $1 AND user_id = u.user_id
-                             ORDER BY predicted_at DESC LIMIT 1) p",
+        "SELECT user_id, score FROM customer_analyzer.latest_scores
+         WHERE task = $1 AND user_id = ANY($2)",
         &[TEXT, INT8_ARRAY],
         &[task.name().into(), rows.user_ids.clone().into()],
     )? {
@@ -346,8 +349,10 @@ fn score_all_body(
 ) -> Result<i64> {
     // 55000 up front when nothing serves the task
     models::deployed_model_id(client, task.name())?;
+    // in user order, as the worker writes latest_scores: the two wait on each other's
+    // rows, never deadlock
     let mut cursor = match as_of {
-        None => client.try_open_cursor(STORE_ROWS, &[]),
+        None => client.try_open_cursor(&format!("{STORE_ROWS} ORDER BY m.user_id"), &[]),
         Some(t) => client.try_open_cursor(
             "SELECT f.*, $1 FROM customer_analyzer.user_features($1) f",
             &[t.into()],

@@ -32,6 +32,15 @@ mod tests {
             one::<i64>("SELECT count(*) FROM customer_analyzer.latest_predictions"),
             Some(n)
         );
+        // ... and the latest are the second batch's rows
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM customer_analyzer.latest_predictions l
+                 WHERE l.id = (SELECT max(id) FROM customer_analyzer.predictions p
+                               WHERE p.task = l.task AND p.user_id = l.user_id)"
+            ),
+            Some(n)
+        );
         assert_eq!(
             one::<String>(
                 "SELECT string_agg(DISTINCT arm, ',') FROM customer_analyzer.predictions"
@@ -72,6 +81,18 @@ mod tests {
             one::<i64>("SELECT count(*) FROM customer_analyzer.predictions WHERE predicted_at < now() - interval '7 days'"),
             Some(0)
         );
+        // the users whose rows went have no latest score; the others keep theirs
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM customer_analyzer.latest_scores l
+                 WHERE NOT EXISTS (SELECT FROM customer_analyzer.predictions p WHERE p.id = l.prediction_id)"
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM customer_analyzer.latest_predictions"),
+            one::<i64>("SELECT count(DISTINCT (task, user_id)) FROM customer_analyzer.predictions")
+        );
         // 0 keeps everything
         run(
             "INSERT INTO customer_analyzer.worker_errors (source, sqlstate, message, occurred_at)
@@ -93,6 +114,7 @@ mod tests {
         ));
         let tables = [
             "user_metrics",
+            "latest_scores",
             "predictions",
             "user_segments",
             "rescore_queue",
@@ -107,7 +129,7 @@ mod tests {
             "SELECT sum(rows_deleted)::bigint FROM customer_analyzer.forget_user({user})"
         ))
         .unwrap_or(0);
-        assert!(erased >= 4, "{erased}");
+        assert!(erased >= 5, "{erased}");
         for t in tables {
             assert_eq!(rows_of(t, user), 0, "{t} still holds user {user}");
         }

@@ -93,7 +93,6 @@ impl EventKind {
         EventKind::BotCommand,
     ];
 
-    /// The kind [`sql::kind_code`] gave `code`.
     /// The small integer `sql::kind_code` gives this kind (0 for Other).
     pub fn code(self) -> i16 {
         EventKind::KNOWN
@@ -102,6 +101,7 @@ impl EventKind {
             .map_or(0, |i| i as i16 + 1)
     }
 
+    /// The kind [`sql::kind_code`] gave `code`.
     pub fn from_code(code: i16) -> EventKind {
         usize::try_from(code)
             .ok()

@@ -254,7 +254,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
             &mut c,
             "SELECT extversion FROM pg_extension WHERE extname = 'customer_analyzer'"
         ),
-        "0.7.0"
+        "0.8.0"
     );
     // object for object what a fresh install makes
     let fresh: String = value(&mut src, FINGERPRINT);
@@ -272,6 +272,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
         "deployments",
         "user_metrics",
         "predictions",
+        "latest_predictions",
         "segments",
         "user_segments",
     ] {
@@ -317,6 +318,7 @@ fn a_dump_restored_into_a_new_database_predicts_the_same() {
         "deployments",
         "user_metrics",
         "predictions",
+        "latest_predictions",
         "segments",
         "user_segments",
         "config",

@@ -53,6 +53,7 @@ SELECT * FROM customer_analyzer.prune() ORDER BY table_name;
 SELECT * FROM customer_analyzer.forget_user(5) ORDER BY table_name;
 SELECT count(*) AS rows_left_about_user_5
 FROM (SELECT user_id FROM customer_analyzer.predictions UNION ALL
+      SELECT user_id FROM customer_analyzer.latest_scores UNION ALL
       SELECT user_id FROM customer_analyzer.matured_predictions UNION ALL
       SELECT user_id FROM customer_analyzer.user_metrics) x
 WHERE user_id = 5;
