@@ -174,20 +174,16 @@ fn refresh_with_histories(
     let storage = events_storage(client, s)?;
     HISTORIES.with(|h| {
         let mut h = h.borrow_mut();
-        let fresh = match &*h {
-            Some((src, st, cache)) => src != s || *st != storage || cache.budget() != budget,
-            None => true,
-        };
-        if fresh {
-            let max_age = HISTORIES_MAX_AGE.as_micros() as i64;
-            *h = Some((s.clone(), storage, HistoryCache::new(budget, max_age)));
-        }
-        match h.as_mut() {
-            Some((_, _, cache)) => {
-                feature_store::refresh_users(client, s, ids, Some(Kept { cache, earliest }))
+        let max_age = HISTORIES_MAX_AGE.as_micros() as i64;
+        // kept while the sources, the events' storage and the budget stay as they were
+        let kept = match h.take() {
+            Some((src, st, cache)) if src == *s && st == storage && cache.budget() == budget => {
+                (src, st, cache)
             }
-            None => feature_store::refresh_users(client, s, ids, None),
-        }
+            _ => (s.clone(), storage, HistoryCache::new(budget, max_age)),
+        };
+        let (_, _, cache) = h.insert(kept);
+        feature_store::refresh_users(client, s, ids, Some(Kept { cache, earliest }))
     })
 }
 
