@@ -168,7 +168,7 @@ fn refresh_with_histories(
 ) -> Result<feature_store::StoredRows> {
     let budget = gucs::worker_histories_bytes();
     if budget == 0 {
-        HISTORIES.with(|h| *h.borrow_mut() = None);
+        forget_histories();
         return feature_store::refresh_users(client, s, ids, None);
     }
     let storage = events_storage(client, s)?;
