@@ -30,6 +30,7 @@ import random, statistics, sys, threading, time
 import psycopg
 
 db, seconds = sys.argv[1], float(sys.argv[2])
+TAG = '{"source": "realtime_bench"}'   # deleted at the end
 conninfo = f"dbname={db}"
 with psycopg.connect(conninfo, autocommit=True) as c:
     users = [r[0] for r in c.execute("SELECT user_id FROM customer_analyzer.user_metrics")]
@@ -71,8 +72,8 @@ for rate in (200, 500, 1000):
                 time.sleep(due - now)
             at = w.execute(
                 "INSERT INTO public.events (user_id, event_type, created_at, event_data) "
-                "VALUES (%s, 'page_view', clock_timestamp(), '{}') RETURNING created_at::text",
-                (random.choice(users),)).fetchone()[0]
+                "VALUES (%s, 'page_view', clock_timestamp(), %s) RETURNING created_at::text",
+                (random.choice(users), TAG)).fetchone()[0]
             committed[at] = time.monotonic()
         sent_for = time.monotonic() - start
         time.sleep(3)   # let the queue drain
@@ -96,7 +97,7 @@ script=$(mktemp); chmod 0644 "$script"
 cat > "$script" <<'SQL'
 \set uid random(1, 100000)
 INSERT INTO public.events (user_id, event_type, created_at, event_data)
-SELECT id, 'page_view', now(), '{}' FROM public.users WHERE id = (SELECT min(id) FROM public.users) + :uid % (SELECT count(*) FROM public.users);
+SELECT id, 'page_view', now(), '{"source": "realtime_bench"}' FROM public.users WHERE id = (SELECT min(id) FROM public.users) + :uid % (SELECT count(*) FROM public.users);
 SQL
 # the worker is pointed at another database (and restarted) for "trigger only": the
 # trigger's own cost on each insert, without the worker's share of the cores
@@ -117,25 +118,34 @@ worker_ticks() {
   pid=$(psql_db -At -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'customer_analyzer rescoring'")
   if [ -n "$pid" ]; then awk '{print $14 + $15}' "/proc/$pid/stat"; else echo 0; fi
 }
-# On and off alternate (the machine's rate drifts by 10% between runs). Turning real time
-# off empties the worker's kept histories, so each "on" run first inserts unmeasured for
-# WARM seconds: what is measured is the steady state, as a shop that leaves it on sees.
+# On and off alternate (the machine's rate drifts by 10% between runs). Turning real
+# time off empties the worker's kept histories, so each "on" run first inserts unmeasured
+# for WARM seconds: what is measured is the steady state, as a shop that leaves it on sees.
 echo "server: shared_buffers $(psql_db -At -c 'SHOW shared_buffers'), $(nproc) cores"
 ROUNDS=${INSERT_ROUNDS:-5}
 WARM=${INSERT_WARMUP:-40}
 ticks_per_s=$(getconf CLK_TCK)
 on_sum=0; off_sum=0
-for round in $(seq 1 "$ROUNDS"); do
+measure_on() {
   realtime on
   inserts "$WARM" >/dev/null
+  local t0 t1
   t0=$(worker_ticks)
   on=$(inserts "$SECONDS_PER_RATE")
   t1=$(worker_ticks)
   queued=$(psql_db -At -c "SELECT count(*) FROM customer_analyzer.rescore_queue")
+  cpu=$(( (t1 - t0) * 100 / (ticks_per_s * SECONDS_PER_RATE) ))
+}
+measure_off() {
   realtime off
   off=$(inserts "$SECONDS_PER_RATE")
-  cpu=$(( (t1 - t0) * 100 / (ticks_per_s * SECONDS_PER_RATE) ))
-  echo "pgbench single-row inserts, 4 clients, round $round: real time on $on tps (worker ${cpu}% of a core, $queued queued at the end), off $off tps"
+}
+# the order turns every round (on-off, off-on, ...): the machine's rate drifts during a
+# run, and a fixed order would hand the drift to one side
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then measure_on; measure_off; else measure_off; measure_on; fi
+  echo "pgbench single-row inserts, 4 clients, round $round: real time on $on tps (worker ${cpu}% of a core, $queued queued at the end), off $off tps" \
+       "($(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.1f", 100 * (1 - a / b)}')% lower)"
   on_sum=$(awk -v a="$on_sum" -v b="$on" 'BEGIN {print a + b}')
   off_sum=$(awk -v a="$off_sum" -v b="$off" 'BEGIN {print a + b}')
 done
@@ -147,3 +157,7 @@ worker_serves "$DB"
 psql_db -c "ALTER SYSTEM RESET customer_analyzer.realtime" -c "ALTER SYSTEM RESET customer_analyzer.database" \
         -c "SELECT pg_reload_conf()" >/dev/null
 rm -f "$script"
+# leave the shop as it was: a run inserts over half a million events, and a shop that
+# grows from run to run makes the next run's figures incomparable
+psql_db -c "DELETE FROM public.events WHERE event_data @> '{\"source\": \"realtime_bench\"}'" \
+        -c "VACUUM public.events"

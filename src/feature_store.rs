@@ -40,8 +40,11 @@ fn _feature_query(one_user: bool) -> Result<String> {
     })
 }
 
-/// Upsert into user_metrics of rows given as arrays: `$1` the as_of, `$2` the user ids
-/// (bigint[]), then one array per catalogued feature in its column's type.
+/// Upsert into user_metrics of rows given as arrays, in user id order: `$1` the as_of,
+/// `$2` the user ids (bigint[]), then one array per catalogued feature in its column's
+/// type. Stored users are updated in place and only new ones inserted: an update writes
+/// one WAL record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row first),
+/// and the real-time worker's WAL is what the shop's commits wait on.
 fn store_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -52,14 +55,24 @@ fn store_sql() -> &'static str {
             .map(|(i, f)| format!("${}::{}[]", i + 3, f.kind.sql_type()))
             .collect();
         let set: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
+        let from_r: Vec<String> = cols.iter().map(|c| format!("r.{c}")).collect();
         format!(
-            "INSERT INTO customer_analyzer.user_metrics AS m (user_id, {cols}, as_of, refreshed_at)
-             SELECT r.*, $1, clock_timestamp() FROM unnest($2::bigint[], {arrays}) AS r
+            "WITH r AS (SELECT * FROM unnest($2::bigint[], {arrays}) AS r(user_id, {cols})),
+                  updated AS (
+                      UPDATE customer_analyzer.user_metrics AS m
+                      SET ({cols}, as_of, refreshed_at) = ROW({from_r}, $1, clock_timestamp())
+                      FROM r WHERE m.user_id = r.user_id
+                      RETURNING m.user_id)
+             INSERT INTO customer_analyzer.user_metrics AS m (user_id, {cols}, as_of, refreshed_at)
+             SELECT r.*, $1, clock_timestamp() FROM r
+             WHERE NOT EXISTS (SELECT FROM updated u WHERE u.user_id = r.user_id)
+             ORDER BY r.user_id
              ON CONFLICT (user_id) DO UPDATE
              SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)",
             cols = cols.join(", "),
             arrays = arrays.join(", "),
             set = set.join(", "),
+            from_r = from_r.join(", "),
         )
     })
 }

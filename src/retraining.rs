@@ -13,9 +13,7 @@ use std::time::Instant;
 use customer_analyzer_core::params::{Algorithm, TrainParams};
 use customer_analyzer_core::retrain::{self, Watch};
 use customer_analyzer_core::task::Task;
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker,
-};
+use pgrx::bgworkers::{BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::json;
@@ -275,11 +273,11 @@ fn record_failure(
 #[allow(unsafe_code)] // the postmaster finds the entry point by its unmangled name
 pub extern "C-unwind" fn customer_analyzer_retrain_main(_arg: pg_sys::Datum) {
     worker::start_session();
-    if !BackgroundWorker::transaction(worker::installed) {
+    if !worker::transaction(worker::installed) {
         return;
     }
     for task in Task::ALL {
-        BackgroundWorker::transaction(|| {
+        worker::transaction(|| {
             worker::logged("recording matured outcomes", || {
                 Spi::connect_mut(|client| {
                     if models::serving_model(client, task.name())?.is_some() {
@@ -290,12 +288,12 @@ pub extern "C-unwind" fn customer_analyzer_retrain_main(_arg: pg_sys::Datum) {
             })
         });
         let decision =
-            BackgroundWorker::transaction(|| worker::logged("checking the models", || watch(task)));
+            worker::transaction(|| worker::logged("checking the models", || watch(task)));
         let Some(Some((trigger, reason))) = decision else {
             continue;
         };
         log!("customer_analyzer retraining worker: retraining {task}: {reason}");
-        BackgroundWorker::transaction(|| {
+        worker::transaction(|| {
             match worker::attempt(|| retrain_task(task, trigger.as_str(), &reason)) {
                 Ok(r) => {
                     log!(

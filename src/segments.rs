@@ -289,7 +289,9 @@ fn assign(client: &SpiClient<'_>, id: i64, user_id: i64) -> Result<(i32, String,
 }
 
 /// Moves the users of `rows` to their segments in the serving segmentation (the
-/// real-time worker's step after a refresh); nothing when no segmentation serves.
+/// real-time worker's step after a refresh); nothing when no segmentation serves. Users
+/// already assigned are updated in place and only new ones inserted (one WAL record a
+/// row, as in `serving::log_scores`).
 pub fn reassign_users(client: &mut SpiClient<'_>, rows: &StoredRows) -> Result<()> {
     let Some(id) = models::serving_model(client, SEGMENTATION)? else {
         return Ok(());
@@ -307,11 +309,20 @@ pub fn reassign_users(client: &mut SpiClient<'_>, rows: &StoredRows) -> Result<(
         .unzip();
     crate::plans::update(
         client,
-        "INSERT INTO customer_analyzer.user_segments
+        "WITH x AS (
+             SELECT x.u, x.s, g.name, x.d
+             FROM unnest($1::bigint[], $3::int[], $4::float8[]) AS x(u, s, d)
+             JOIN customer_analyzer.segments g ON g.segmentation_id = $2 AND g.segment_id = x.s),
+              updated AS (
+             UPDATE customer_analyzer.user_segments AS a
+             SET segment_id = x.s, segment_name = x.name, distance = x.d
+             FROM x WHERE a.segmentation_id = $2 AND a.user_id = x.u
+             RETURNING a.user_id)
+         INSERT INTO customer_analyzer.user_segments
              (user_id, segmentation_id, segment_id, segment_name, distance)
-         SELECT x.u, $2, x.s, g.name, x.d
-         FROM unnest($1::bigint[], $3::int[], $4::float8[]) AS x(u, s, d)
-         JOIN customer_analyzer.segments g ON g.segmentation_id = $2 AND g.segment_id = x.s
+         SELECT x.u, $2, x.s, x.name, x.d FROM x
+         WHERE NOT EXISTS (SELECT FROM updated u WHERE u.user_id = x.u)
+         ORDER BY x.u
          ON CONFLICT (segmentation_id, user_id) DO UPDATE
          SET segment_id = EXCLUDED.segment_id, segment_name = EXCLUDED.segment_name,
              distance = EXCLUDED.distance",

@@ -102,7 +102,10 @@ pub fn score_routed(
 }
 
 /// Appends `scored` rows of `task` to the prediction log and makes them the users' latest
-/// (`latest_scores`, locked in user order, as every writer of it does).
+/// (`latest_scores`): users already there are updated in place, which writes one WAL
+/// record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row first); only
+/// new users are inserted. The update's row order follows the plan, so the one bulk
+/// writer, `score_all`, takes the table for its writes instead of racing the worker.
 fn log_scores(
     client: &mut SpiClient<'_>,
     task: Task,
@@ -117,9 +120,17 @@ fn log_scores(
              SELECT u, $2, m, s, l, t, a
              FROM unnest($1::bigint[], $3::bigint[], $4::float8[], $5::bool[], $6::timestamptz[], $7::text[])
                   AS x(u, m, s, l, t, a)
-             RETURNING id, user_id, score)
+             RETURNING id, user_id, score),
+              newest AS (
+             SELECT DISTINCT ON (user_id) user_id, id, score FROM logged ORDER BY user_id, id DESC),
+              updated AS (
+             UPDATE customer_analyzer.latest_scores AS k SET prediction_id = n.id, score = n.score
+             FROM newest n WHERE k.task = $2 AND k.user_id = n.user_id
+             RETURNING k.user_id)
          INSERT INTO customer_analyzer.latest_scores AS k (task, user_id, prediction_id, score)
-         SELECT DISTINCT ON (user_id) $2, user_id, id, score FROM logged ORDER BY user_id, id DESC
+         SELECT $2, user_id, id, score FROM newest n
+         WHERE NOT EXISTS (SELECT FROM updated u WHERE u.user_id = n.user_id)
+         ORDER BY user_id
          ON CONFLICT (task, user_id) DO UPDATE
          SET prediction_id = EXCLUDED.prediction_id, score = EXCLUDED.score",
         &[
@@ -349,8 +360,15 @@ fn score_all_body(
 ) -> Result<i64> {
     // 55000 up front when nothing serves the task
     models::deployed_model_id(client, task.name())?;
-    // in user order, as the worker writes latest_scores: the two wait on each other's
-    // rows, never deadlock
+    // the rescoring worker writes latest_scores too, in an order its plan chooses: it
+    // waits for this transaction instead of deadlocking with it row by row
+    client
+        .update(
+            "LOCK TABLE customer_analyzer.latest_scores IN SHARE ROW EXCLUSIVE MODE",
+            None,
+            &[],
+        )
+        .ctx("taking latest_scores for scoring")?;
     let mut cursor = match as_of {
         None => client.try_open_cursor(&format!("{STORE_ROWS} ORDER BY m.user_id"), &[]),
         Some(t) => client.try_open_cursor(

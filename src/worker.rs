@@ -4,10 +4,11 @@
 //! features, rescores every deployed task into the prediction log, reassigns the user's
 //! segment and sends `pg_notify('customer_analyzer_scores', …)`.
 //!
-//! A batch is two transactions. The first claims up to `customer_analyzer.batch_size`
-//! users with `FOR UPDATE SKIP LOCKED` and commits at once, so the shop's trigger, which
-//! bumps a queued user's generation, never waits on the work. The second rescores the
-//! batch in a few statements (features, scores and segments of all its users at once);
+//! A batch is two transactions. The first reads up to `customer_analyzer.batch_size`
+//! queued users with their generations and locks nothing (the worker is the queue's only
+//! consumer), so the shop's trigger, which bumps a queued user's generation, never waits
+//! on the work, and the read needs no commit record. The second rescores the batch in a
+//! few statements (features, scores and segments of all its users at once);
 //! when that fails, it goes user by user, each in its own subtransaction (a failing user
 //! is recorded in `worker_errors` and the others go on). An error that is no user's own
 //! (the configured events table dropped, a broken configuration) leaves the batch queued
@@ -15,7 +16,15 @@
 //! claimed, again skipping rows the shop holds: an event that arrived meanwhile keeps
 //! its user queued for another pass. A crash anywhere rolls the second transaction back
 //! and leaves every claimed row queued, so each user is rescored exactly once after
-//! recovery.
+//! recovery. The worker commits without waiting for its WAL to reach the disk
+//! (`synchronous_commit = off` for its session): everything it writes is derived from the
+//! shop's events, and a crash that loses a batch's commit loses the queue's deletions with
+//! it, so those users are simply rescored again; meanwhile the shop's commits do not
+//! queue behind the flush of a whole batch's writes.
+//!
+//! After each transaction the worker reports its statistics, as PostgreSQL's own workers
+//! do: without that its writes never reach `pg_stat_user_tables`, and autovacuum would
+//! not see the tables it churns.
 //!
 //! The worker keeps the event histories it read (`customer_analyzer.worker_histories_mb`,
 //! core `history_cache`): when the queue says a user's new events all come after the
@@ -97,6 +106,21 @@ extern "C-unwind" {
     fn postgres_die(signal: std::ffi::c_int);
 }
 
+/// Runs `f` in a transaction of its own, then reports the transaction's statistics
+/// (table counts, WAL) as a backend does when it goes idle, which a background worker
+/// must do itself.
+#[allow(unsafe_code)] // pgstat_report_stat, between transactions on the worker's thread
+pub(crate) fn transaction<R, F>(f: F) -> R
+where
+    F: FnOnce() -> R + std::panic::UnwindSafe + std::panic::RefUnwindSafe,
+{
+    let r = BackgroundWorker::transaction(f);
+    // SAFETY: called outside any transaction, on the worker's own thread, as worker_spi
+    // does after its commit; `false` lets PostgreSQL rate-limit the flush to once a second.
+    unsafe { pg_sys::pgstat_report_stat(false) };
+    r
+}
+
 /// Sets a worker up the way a backend is: PostgreSQL's SIGTERM handling, a connection to
 /// `customer_analyzer.database` and a pinned search_path. Returns the database's name.
 #[allow(unsafe_code)] // installs PostgreSQL's own SIGTERM handler, on the worker's thread
@@ -112,7 +136,7 @@ pub(crate) fn start_session() -> String {
     // the workers run as the bootstrap superuser: pin the path for the whole session, as
     // every function of the extension pins it, so that nothing planted in a schema on the
     // default path (public) is ever called
-    BackgroundWorker::transaction(|| {
+    transaction(|| {
         Spi::run("SET search_path = pg_catalog, pg_temp")
             .unwrap_or_else(|e| panic!("pinning search_path: {e}"))
     });
@@ -199,6 +223,11 @@ fn forget_histories() {
 #[allow(unsafe_code)] // re-reads the configuration on SIGHUP
 pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
     let database = start_session();
+    // see the module comment: derived data, recomputed after a crash
+    transaction(|| {
+        Spi::run("SET synchronous_commit = off")
+            .unwrap_or_else(|e| panic!("committing without waiting: {e}"))
+    });
     log!("customer_analyzer rescoring worker started in database {database}");
     let mut monitor = crate::retraining::Monitor::default();
     let mut last_heartbeat: Option<Instant> = None;
@@ -211,7 +240,7 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         nap = gucs::naptime();
-        if !BackgroundWorker::transaction(installed) {
+        if !transaction(installed) {
             nap = NOT_INSTALLED_NAP;
             continue;
         }
@@ -221,10 +250,10 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             continue;
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            BackgroundWorker::transaction(|| logged("pruning logs", prune_logs));
+            transaction(|| logged("pruning logs", prune_logs));
             last_prune = Some(Instant::now());
         }
-        let claimed = BackgroundWorker::transaction(|| logged("claiming queued users", claim));
+        let claimed = transaction(|| logged("claiming queued users", claim));
         let idle = claimed.as_ref().is_none_or(Vec::is_empty);
         let full = claimed
             .as_ref()
@@ -234,9 +263,8 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
             continue;
         }
         let users = claimed.unwrap_or_default();
-        let outcome = BackgroundWorker::transaction(move || {
-            logged("rescoring queued users", || rescore_batch(&users))
-        });
+        let outcome =
+            transaction(move || logged("rescoring queued users", || rescore_batch(&users)));
         last_heartbeat = Some(Instant::now());
         match outcome {
             Some(Batch::Stalled { state, message }) => {
@@ -248,7 +276,7 @@ pub extern "C-unwind" fn customer_analyzer_rescore_main(_arg: pg_sys::Datum) {
                     warning!(
                         "customer_analyzer rescoring worker: waiting, the queue is kept: {message} (SQLSTATE {state})"
                     );
-                    BackgroundWorker::transaction(|| {
+                    transaction(|| {
                         logged("recording an error", || {
                             Spi::connect_mut(|c| record_error(c, None, &state, &message))
                         })
@@ -364,12 +392,12 @@ pub(crate) fn installed() -> bool {
 
 /// Claims the oldest queued users (see the module comment).
 fn claim() -> Result<Vec<Claimed>> {
-    Spi::connect_mut(|client| {
-        let rows = plans::update(
+    Spi::connect(|client| {
+        let rows = plans::select(
             client,
             "SELECT user_id, generation, last_event_at, earliest_event_at
              FROM customer_analyzer.rescore_queue
-             ORDER BY first_enqueued_at, user_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+             ORDER BY first_enqueued_at, user_id LIMIT $1",
             &[INT8],
             &[gucs::batch_size().into()],
         )?;

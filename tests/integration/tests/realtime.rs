@@ -5,7 +5,8 @@
 //! user rescored exactly once; a user who cannot be rescored is recorded and the others
 //! are not held up; the histories the worker keeps give the features a full read gives,
 //! after new, late, updated and deleted events; the worker follows a renamed events table and waits, the queue
-//! kept, while the configured one is dropped; and `DROP EXTENSION` takes the triggers off the shop's table.
+//! kept, while the configured one is dropped; the worker's writes reach the statistics views;
+//! and `DROP EXTENSION` takes the triggers off the shop's table.
 
 use std::time::Duration;
 
@@ -324,6 +325,9 @@ fn an_inserted_event_comes_back_as_a_fresh_score(c: &mut Client) {
         c,
         "SELECT model_id FROM customer_analyzer.deployed_models WHERE task = 'churn'",
     );
+    let feature_writes = "SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables
+                          WHERE relid = 'customer_analyzer.user_metrics'::regclass";
+    let written_before: i64 = value(c, feature_writes);
     c.execute(
         "INSERT INTO public.events (user_id, event_type, created_at, event_data)
          VALUES ($1, 'page_view', now(), '{}')",
@@ -381,6 +385,11 @@ fn an_inserted_event_comes_back_as_a_fresh_score(c: &mut Client) {
         c,
         "SELECT last_seen > now() - interval '1 minute' AND users_rescored >= 1 FROM customer_analyzer.worker_status"
     ));
+    // the worker reports its statistics as a backend does, so that autovacuum sees the
+    // tables it writes
+    wait_until("the worker's writes in pg_stat_user_tables", WAIT, || {
+        value::<i64>(c, feature_writes) > written_before
+    });
 }
 
 fn a_killed_worker_comes_back_and_rescores_each_user_once(c: &mut Client) {
