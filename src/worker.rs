@@ -13,7 +13,7 @@
 //! is recorded in `worker_errors` and the others go on). An error that is no user's own
 //! (the configured events table dropped, a broken configuration) leaves the batch queued
 //! and the worker waits and tries again. It deletes each row only at the generation it
-//! claimed, again skipping rows the shop holds: an event that arrived meanwhile keeps
+//! claimed, skipping rows the shop holds: an event that arrived meanwhile keeps
 //! its user queued for another pass. A crash anywhere rolls the second transaction back
 //! and leaves every claimed row queued, so each user is rescored exactly once after
 //! recovery. The worker commits without waiting for its WAL to reach the disk
