@@ -222,7 +222,7 @@ CREATE TABLE customer_analyzer.predictions (
 );
 -- appended in time order, and models follow each other in time: block range indexes
 -- find what prune() deletes and a model's rows (for the foreign key and the A/B counts)
--- for almost nothing, where a B-tree would take two index writes for every logged score
+-- for almost nothing, where a B-tree took an index entry (and its WAL) for every score
 CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions USING brin (model_id);
 CREATE INDEX predictions_predicted_at_idx ON customer_analyzer.predictions USING brin (predicted_at);
 CREATE TRIGGER predictions_are_append_only BEFORE UPDATE ON customer_analyzer.predictions
