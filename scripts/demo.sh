@@ -24,3 +24,26 @@ echo "==> running the demo in database $DB"
 # fed on standard input: the postgres user may not read the checkout (a root-only clone)
 runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" \
   -v n_users="$N_USERS" -v days="$DAYS" < scripts/demo.sql
+
+echo "==> the dashboard: login role customer_analyzer_web (reader rights) and its connection string"
+WEB_DIR=/var/lib/customer_analyzer/web
+install -d -m 0755 "$WEB_DIR"
+# a fresh password on every run, kept only in a root-only file
+password=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -d "$DB" >/dev/null <<SQL
+SET client_min_messages = warning;
+DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'customer_analyzer_web') THEN
+        CREATE ROLE customer_analyzer_web LOGIN;
+    END IF;
+END \$\$;
+ALTER ROLE customer_analyzer_web PASSWORD '$password';
+SELECT customer_analyzer.grant_reader('customer_analyzer_web');
+SQL
+(umask 077 && printf "CUSTOMER_ANALYZER_WEB_DSN='host=127.0.0.1 port=%s dbname=%s user=customer_analyzer_web password=%s'\n" \
+  "${CA_PORT:-5432}" "$DB" "$password" > "$WEB_DIR/web.env")
+echo "==> building the dashboard (release)"
+cargo build --release -q -p customer_analyzer_web
+bash scripts/dashboard.sh start
+echo
+echo "Dashboard: http://127.0.0.1:8080   (scripts/dashboard.sh stop|start|status; log $WEB_DIR/dashboard.log)"

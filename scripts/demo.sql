@@ -155,3 +155,8 @@ CREATE EXTENSION IF NOT EXISTS pg_cron;
 SELECT cron.schedule('customer_analyzer-retrain-churn', '0 3 * * 0',
                      'SELECT * FROM customer_analyzer.retrain(''churn'')') AS cron_job;
 SELECT task, trigger, reason, previous_model_id, new_model_id, deployed FROM customer_analyzer.retrain_log ORDER BY id;
+
+\echo
+\echo '== Segments again, as a nightly pg_cron job would, and who moved where (customer_analyzer.segment_transitions)'
+SELECT count(*) AS segments FROM customer_analyzer.segment_users('kmeans', 6);
+SELECT from_segment, to_segment, users FROM customer_analyzer.segment_transitions ORDER BY users DESC LIMIT 8;

@@ -6,8 +6,11 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 PGRX_VERSION=0.18.1
+# curl, ca-certificates and openssl fetch and check the dashboard's chart library
+# (scripts/fetch-assets.sh); chromium, chromium-driver and a font drive the browser test
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron clang libclang-dev
-          pkg-config libssl-dev sudo build-essential)
+          pkg-config libssl-dev sudo build-essential curl ca-certificates openssl
+          chromium chromium-driver fonts-dejavu-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -32,3 +35,5 @@ if ! grep -qsF "$CA_PG_CONFIG" "$PGRX_HOME/config.toml"; then
   mkdir -p "$PGRX_HOME"
   cargo pgrx init --pg15="$CA_PG_CONFIG" >/dev/null
 fi
+
+bash scripts/fetch-assets.sh

@@ -6,6 +6,7 @@
 #   4. SQL regression tests (tests/pg_regress, PostgreSQL's pg_regress)
 #   5. client-side integration tests (several sessions, cancels, timeouts, upgrades,
 #      dump and restore)
+#   6. the dashboard: its API against SQL, and every page in headless Chromium
 # The extension is built once, in release mode, and installed only into the project's
 # build and test tree (scripts/env.sh); a last check proves that Debian's installation,
 # which the demo cluster runs, is exactly as it was.
@@ -56,6 +57,11 @@ against_test_cluster() {
   if [ $rc = 0 ]; then
     CA_IT_DSN="$dsn" tier "integration (several sessions, cancels, timeouts, upgrades)" \
       cargo test --release -p customer_analyzer_integration -- --test-threads=1 || rc=$?
+  fi
+  if [ $rc = 0 ]; then
+    # on ports the system picks, so a running demo dashboard (8080) is never in the way
+    CA_IT_DSN="$dsn" tier "dashboard (the HTTP API, and every page in headless Chromium)" \
+      cargo test --release -p customer_analyzer_web -- --test-threads=1 || rc=$?
   fi
   bash scripts/test-cluster.sh stop
   return $rc

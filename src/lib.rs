@@ -26,6 +26,7 @@ mod outcomes;
 mod plans;
 mod products;
 mod realtime;
+mod recent_events;
 mod retention;
 mod retraining;
 mod segments;

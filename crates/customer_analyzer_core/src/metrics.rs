@@ -127,6 +127,45 @@ pub fn best_f1_threshold(y: &[f64], p: &[f64]) -> f64 {
     best_t
 }
 
+/// The ROC curve as (false positive rate, true positive rate) points, from (0, 0) at the
+/// highest threshold to (1, 1): one point per distinct score (tied scores move both
+/// rates at once, which is how `auc` counts ties), thinned to at most `max_points`
+/// (at least 2) evenly along the list, both ends kept. Its trapezoid area before thinning
+/// is `auc`. Empty when only one class is present.
+pub fn roc_curve(y: &[f64], p: &[f64], max_points: usize) -> Vec<(f64, f64)> {
+    let n_pos = y.iter().filter(|&&v| v > 0.5).count() as f64;
+    let n_neg = y.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    let mut points = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j < idx.len() && p[idx[j]] == p[idx[i]] {
+            if y[idx[j]] > 0.5 {
+                tp += 1.0
+            } else {
+                fp += 1.0
+            }
+            j += 1;
+        }
+        points.push((fp / n_neg, tp / n_pos));
+        i = j;
+    }
+    let max_points = max_points.max(2);
+    if points.len() <= max_points {
+        return points;
+    }
+    let last = points.len() - 1;
+    (0..max_points)
+        .map(|k| points[k * last / (max_points - 1)])
+        .collect()
+}
+
 /// All metrics, at `threshold` or (None) at the F1-maximising threshold.
 pub fn evaluate(y: &[f64], p: &[f64], threshold: Option<f64>) -> Metrics {
     let threshold = threshold.unwrap_or_else(|| best_f1_threshold(y, p));
@@ -217,6 +256,44 @@ pub fn cluster_agreement<A: Eq + std::hash::Hash, B: Eq + std::hash::Hash>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_roc_curve_runs_from_corner_to_corner_and_its_area_is_the_auc() {
+        let mut rng = 7u64;
+        let mut next = || {
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (rng >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut y, mut p) = (Vec::new(), Vec::new());
+        for _ in 0..2000 {
+            let label = if next() < 0.3 { 1.0 } else { 0.0 };
+            // rounded scores, so that ties occur
+            p.push(((next() + label * 0.4) * 20.0).round() / 20.0);
+            y.push(label);
+        }
+        let full = roc_curve(&y, &p, usize::MAX);
+        assert_eq!(full.first(), Some(&(0.0, 0.0)));
+        assert_eq!(full.last(), Some(&(1.0, 1.0)));
+        assert!(full
+            .windows(2)
+            .all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
+        let area: f64 = full
+            .windows(2)
+            .map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0)
+            .sum();
+        assert!(
+            (area - auc(&y, &p)).abs() < 1e-12,
+            "{area} vs {}",
+            auc(&y, &p)
+        );
+        let thin = roc_curve(&y, &p, 5);
+        assert_eq!(thin.len(), 5);
+        assert_eq!(thin.first(), full.first());
+        assert_eq!(thin.last(), full.last());
+        assert!(roc_curve(&[1.0, 1.0], &[0.2, 0.3], 10).is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calibration::{reliability, Bin, Calibrator};
 use crate::frame::Frame;
-use crate::metrics::{best_f1_threshold, brier, evaluate, Metrics};
+use crate::metrics::{best_f1_threshold, brier, evaluate, roc_curve, Metrics};
 use crate::params::{self, Algorithm, TrainParams, Validation};
 use crate::preprocess::{PreprocessOptions, Preprocessor};
 use crate::trees::{self, column_major, Growth};
@@ -173,6 +173,10 @@ pub struct Report {
     pub holdout_brier_uncalibrated: f64,
     /// Predicted against observed rates by decile on the holdout (calibrated).
     pub reliability: Vec<Bin>,
+    /// The holdout's ROC curve (false positive rate, true positive rate), at most 101
+    /// points; empty in models trained before 0.10.0.
+    #[serde(default)]
+    pub roc: Vec<(f64, f64)>,
     /// Every algorithm tried, with its validation AUC; the best one was chosen.
     pub candidates: Vec<Candidate>,
     pub cross_validation: Option<Vec<Metrics>>,
@@ -712,6 +716,7 @@ pub fn train(
     let (_, raw_hold) = score(work, &honest, data, &split.holdout)?;
     let holdout_brier_uncalibrated = brier(&y_hold, &raw_hold);
     let reliability = reliability(&cal_hold, &y_hold);
+    let roc = roc_curve(&y_hold, &cal_hold, 101);
 
     lap("calibration and holdout");
     let refit_params = for_refit(&chosen, honest_growth.as_ref());
@@ -754,6 +759,7 @@ pub fn train(
         holdout,
         holdout_brier_uncalibrated,
         reliability,
+        roc,
         candidates,
         cross_validation,
         split: split_metrics,
