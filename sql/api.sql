@@ -421,27 +421,6 @@ LEFT JOIN customer_analyzer.user_segments s
       AND s.segmentation_id = (SELECT d.model_id FROM customer_analyzer.deployed_models d
                                WHERE d.task = 'segmentation');
 
-CREATE FUNCTION customer_analyzer.user_predictions(user_id bigint, reasons integer DEFAULT 3)
-RETURNS TABLE (task text, score double precision, label boolean, model_id bigint, arm text,
-               as_of timestamptz, reasons jsonb)
-LANGUAGE sql STABLE PARALLEL RESTRICTED
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT d.task, p.score, p.label, p.model_id,
-           CASE WHEN p.model_id = (SELECT a.challenger_id FROM customer_analyzer.ab_tests a
-                                   WHERE a.task = d.task AND a.running)
-                THEN 'challenger' ELSE 'champion' END,
-           p.as_of,
-           (SELECT coalesce(jsonb_agg(jsonb_build_object('feature', e.feature, 'value', e.value,
-                                                         'contribution', e.contribution,
-                                                         'direction', e.direction)), '[]')
-            FROM customer_analyzer.explain(d.task, user_predictions.user_id, reasons) e)
-    FROM customer_analyzer.deployed_models d
-    CROSS JOIN LATERAL customer_analyzer.predict(d.task, user_predictions.user_id) p
-    WHERE d.task IN ('churn', 'purchase')
-    ORDER BY d.task
-$$;
-
 CREATE FUNCTION customer_analyzer.segment_map(max_users integer DEFAULT 2000)
 RETURNS TABLE (user_id bigint, segment_id integer, segment_name text,
                recency_days double precision, monetary double precision)
@@ -509,7 +488,7 @@ JOIN customer_analyzer.models m ON m.id = l.model_id;
 COMMENT ON VIEW customer_analyzer.user_overview IS
     'One row per user of the feature store, for lists and BI tools: segment in the serving segmentation, newest logged churn and purchase scores, when last seen, spend, purchases and events.';
 COMMENT ON FUNCTION customer_analyzer.user_predictions(bigint, integer) IS
-    'Both scores of one user from the serving models (label, model, A/B arm, features'' as_of) with the top reasons of each; one row per deployed task.';
+    'Both scores of one user, each from the model that serves the user (label, model, A/B arm, the features'' as_of), with the top reasons of each as JSON; one row per deployed task.';
 COMMENT ON FUNCTION customer_analyzer.recent_events(bigint, integer) IS
     'A user''s newest events (at most n, up to 1,000) from the configured events table, newest first; future and infinite timestamps are left out as the features leave them out.';
 COMMENT ON FUNCTION customer_analyzer.segment_map(integer) IS

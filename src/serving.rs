@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use customer_analyzer_core::features::FeatureValue;
 use customer_analyzer_core::frame::Frame;
+use customer_analyzer_core::model::Scorer;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{PgBuiltInOids, PgOid};
@@ -279,6 +280,37 @@ fn show(v: &FeatureValue) -> Option<String> {
     }
 }
 
+/// `top` checked: how many reasons to give.
+fn top_of(top: Option<i32>) -> Result<usize> {
+    let top = top.ok_or_else(|| error::null_argument("top"))?;
+    if !(1..=1000).contains(&top) {
+        return Err(error::invalid_parameter(
+            format!("top must be between 1 and 1000, got {top}"),
+            "Ask for the few features that matter, e.g. top => 5.",
+        ));
+    }
+    Ok(top as usize)
+}
+
+/// One reason behind a score: feature, its value, contribution and direction.
+type Reason = (String, Option<String>, f64, String);
+
+/// The `top` features that pushed `scorer`'s score of `values` up or down most.
+fn reasons_of(scorer: &Scorer, values: &[FeatureValue], top: usize) -> Vec<Reason> {
+    let f = frame_of(values);
+    scorer
+        .explain(f.numeric_row(0), f.categorical_row(0))
+        .into_iter()
+        .take(top)
+        .map(|(name, c)| {
+            let value =
+                customer_analyzer_core::catalog::index_of(&name).and_then(|i| show(&values[i]));
+            let direction = if c >= 0.0 { "raises" } else { "lowers" };
+            (name, value, c, direction.to_string())
+        })
+        .collect()
+}
+
 /// The features that pushed this user's score up (positive) or down (negative) most.
 #[pg_extern(stable, parallel_restricted, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
@@ -300,33 +332,79 @@ fn explain(
 > {
     let task = models::task(task)?;
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
-    let top = top.ok_or_else(|| error::null_argument("top"))?;
-    if !(1..=1000).contains(&top) {
-        return Err(error::invalid_parameter(
-            format!("top must be between 1 and 1000, got {top}"),
-            "Ask for the few features that matter, e.g. top => 5.",
-        ));
-    }
-    let rows = Spi::connect(
-        |client| -> Result<Vec<(String, Option<String>, f64, String)>> {
-            let model_id = routed_model(client, task, user_id)?;
+    let top = top_of(top)?;
+    let rows = Spi::connect(|client| -> Result<Vec<Reason>> {
+        let model_id = routed_model(client, task, user_id)?;
+        let loaded = models::loaded(client, model_id)?;
+        let (values, _) = features_for_user(client, user_id)?;
+        Ok(reasons_of(loaded.classifier()?, &values, top))
+    })?;
+    Ok(TableIterator::new(rows))
+}
+
+/// Both tasks' scores of one user, each from the model that serves the user (the A/B
+/// arm said), with the label, the features' as_of and the `top` reasons as JSON: one row
+/// per deployed task, from one read of the features. What the dashboard's API serves in
+/// one call; the same routing and scores as predict() and explain().
+#[pg_extern(stable, parallel_restricted, security_definer)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn user_predictions(
+    user_id: Option<i64>,
+    top: default!(Option<i32>, 3),
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(task, String),
+            name!(score, f64),
+            name!(label, bool),
+            name!(model_id, i64),
+            name!(arm, String),
+            name!(as_of, TimestampWithTimeZone),
+            name!(reasons, pgrx::JsonB),
+        ),
+    >,
+> {
+    let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
+    let top = top_of(top)?;
+    let rows = Spi::connect(|client| -> Result<Vec<_>> {
+        // first: an unknown user is refused even when no model serves
+        let (values, as_of) = features_for_user(client, user_id)?;
+        let mut rows = Vec::new();
+        for task in [Task::Churn, Task::Purchase] {
+            let Some(champion) = models::serving_model(client, task.name())? else {
+                continue;
+            };
+            let model_id = abtests::route(client, task, user_id)?.unwrap_or(champion);
             let loaded = models::loaded(client, model_id)?;
             let scorer = loaded.classifier()?;
-            let (values, _) = features_for_user(client, user_id)?;
             let f = frame_of(&values);
-            let contributions = scorer.explain(f.numeric_row(0), f.categorical_row(0));
-            Ok(contributions
+            let score = scorer.predict_one(f.numeric_row(0), f.categorical_row(0));
+            let reasons = reasons_of(scorer, &values, top)
                 .into_iter()
-                .take(top as usize)
-                .map(|(name, c)| {
-                    let value = customer_analyzer_core::catalog::index_of(&name)
-                        .and_then(|i| show(&values[i]));
-                    let direction = if c >= 0.0 { "raises" } else { "lowers" };
-                    (name, value, c, direction.to_string())
+                .map(|(feature, value, contribution, direction)| {
+                    serde_json::json!({"feature": feature, "value": value,
+                                       "contribution": contribution, "direction": direction})
                 })
-                .collect())
-        },
-    )?;
+                .collect();
+            rows.push((
+                task.name().to_string(),
+                score,
+                score >= scorer.model.threshold,
+                model_id,
+                if model_id == champion {
+                    "champion"
+                } else {
+                    "challenger"
+                }
+                .to_string(),
+                as_of,
+                pgrx::JsonB(serde_json::Value::Array(reasons)),
+            ));
+        }
+        Ok(rows)
+    })?;
     Ok(TableIterator::new(rows))
 }
 

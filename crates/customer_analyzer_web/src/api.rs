@@ -56,13 +56,14 @@ pub fn user_id(text: &str) -> Result<i64, Failure> {
         .map_err(|_| Failure::bad_request(format!("user id '{text}' is not a whole number")))
 }
 
-/// Timestamps as RFC 3339 in UTC, whatever the session's time zone.
+/// Timestamps as RFC 3339 in UTC to the second, whatever the session's time zone
+/// (JSON's ISO 8601 form: no colon in the SQL, which pgbench would take for a variable).
 macro_rules! utc {
     ($e:literal) => {
         concat!(
-            "to_char(",
+            "((to_json(date_trunc('second', ",
             $e,
-            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+            " AT TIME ZONE 'UTC')) #>> '{}') || 'Z')"
         )
     };
 }
@@ -114,9 +115,9 @@ pub const PREDICTIONS_SQL: &str = concat!(
     "SELECT p.task, p.score, p.label, p.model_id, p.arm, ",
     utc!("p.as_of"),
     ", p.reasons, s.segment_id, s.segment_name
-     FROM customer_analyzer.user_predictions($1, $2) p
+     FROM customer_analyzer.user_predictions($1::bigint, $2::integer) p
      LEFT JOIN LATERAL (
-         SELECT o.segment_id, o.segment_name FROM customer_analyzer.segment_of($1) o
+         SELECT o.segment_id, o.segment_name FROM customer_analyzer.segment_of($1::bigint) o
          WHERE EXISTS (SELECT FROM customer_analyzer.deployed_models d WHERE d.task = 'segmentation')
      ) s ON true"
 );
@@ -189,14 +190,10 @@ async fn one_task(s: &AppState, id: &str, task: &str) -> ApiResult<TaskScore> {
     let p = predictions_of(&s.pool, user, 5).await?;
     let score = if task == "churn" { p.churn } else { p.purchase };
     score.map(Json).ok_or_else(|| {
-        JsonFailure(Failure {
-            status: StatusCode::CONFLICT,
-            message: format!("no {task} model is deployed"),
-            sqlstate: Some("55000".into()),
-            hint: Some(format!(
-                "Train one: SELECT * FROM customer_analyzer.train('{task}');"
-            )),
-        })
+        JsonFailure(Failure::not_ready(
+            format!("no {task} model is deployed"),
+            format!("Train one: SELECT * FROM customer_analyzer.train('{task}');"),
+        ))
     })
 }
 
@@ -408,20 +405,24 @@ pub async fn segmentation_of(
     }))
 }
 
+/// The answer when segment_users() never ran.
+pub fn no_segmentation() -> Failure {
+    Failure::not_ready(
+        "no segmentation serves yet",
+        "Run SELECT * FROM customer_analyzer.segment_users();",
+    )
+}
+
 #[utoipa::path(get, path = "/api/segmentation",
     responses(
         (status = 200, body = Segmentation, description = "the serving segmentation's segments with sizes and profiles"),
         (status = 409, body = ApiError, description = "no segmentation yet (55000)"),
         (status = 503, body = ApiError)))]
 pub async fn segmentation(State(s): State<AppState>) -> ApiResult<Segmentation> {
-    segmentation_of(&s.pool).await?.map(Json).ok_or_else(|| {
-        JsonFailure(Failure {
-            status: StatusCode::CONFLICT,
-            message: "no segmentation serves yet".into(),
-            sqlstate: Some("55000".into()),
-            hint: Some("Run SELECT * FROM customer_analyzer.segment_users();".into()),
-        })
-    })
+    segmentation_of(&s.pool)
+        .await?
+        .map(Json)
+        .ok_or_else(|| JsonFailure(no_segmentation()))
 }
 
 /// A serving model (or a running test's challenger) with holdout and live figures.
@@ -504,17 +505,23 @@ pub const QUEUE_SQL: &str = concat!(
         (status = 503, body = Health, description = "the database does not answer")))]
 pub async fn health(State(s): State<AppState>) -> Response {
     let live = s.live.connected();
-    match db::query_one(&s.pool, QUEUE_SQL, &[]).await {
-        Ok(r) => Json(Health {
-            database: "ok".into(),
-            worker_last_seen: r.get(0),
-            worker_silent_seconds: r.get(1),
-            queue_depth: r.get(2),
-            rescored_last_minute: r.get(3),
-            errors_last_hour: r.get(4),
-            live,
-        })
-        .into_response(),
+    let answer = match db::query_one(&s.pool, QUEUE_SQL, &[]).await {
+        Ok(r) => (|| -> Result<Health, tokio_postgres::Error> {
+            Ok(Health {
+                database: "ok".into(),
+                worker_last_seen: r.try_get(0)?,
+                worker_silent_seconds: r.try_get(1)?,
+                queue_depth: r.try_get(2)?,
+                rescored_last_minute: r.try_get(3)?,
+                errors_last_hour: r.try_get(4)?,
+                live,
+            })
+        })()
+        .map_err(Failure::from),
+        Err(f) => Err(f),
+    };
+    match answer {
+        Ok(h) => Json(h).into_response(),
         Err(f) if f.status == StatusCode::SERVICE_UNAVAILABLE => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {

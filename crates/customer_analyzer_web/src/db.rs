@@ -69,6 +69,16 @@ impl Failure {
         }
     }
 
+    /// What the extension would answer with 55000: nothing to show yet.
+    pub fn not_ready(message: impl Into<String>, hint: impl Into<String>) -> Failure {
+        Failure {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            sqlstate: Some("55000".into()),
+            hint: Some(hint.into()),
+        }
+    }
+
     fn unavailable(message: String) -> Failure {
         Failure {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -91,6 +91,17 @@ fn num(v: Option<f64>, decimals: usize) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// An RFC 3339 UTC time as the pages show it: `2026-11-27 13:09:32` (the columns say UTC).
+trait ShownTime {
+    fn shown_time(&self) -> String;
+}
+
+impl ShownTime for str {
+    fn shown_time(&self) -> String {
+        self.replace('T', " ").trim_end_matches('Z').to_owned()
+    }
+}
+
 pub async fn root() -> Redirect {
     Redirect::to("/users")
 }
@@ -201,7 +212,7 @@ pub async fn users(
                 purchase: score_text(r.try_get(3)?),
                 last_seen: r
                     .try_get::<_, Option<String>>(4)?
-                    .map(|t| t.replace('T', " ").trim_end_matches('Z').to_owned())
+                    .map(|t| t.shown_time())
                     .unwrap_or_else(|| "never".into()),
                 spend: num(r.try_get(5)?, 2),
             })
@@ -283,7 +294,7 @@ impl TaskView {
             },
             model_id: t.model_id,
             arm: t.arm,
-            as_of: t.as_of.replace('T', " ").trim_end_matches('Z').to_owned(),
+            as_of: t.as_of.shown_time(),
             bars: t
                 .reasons
                 .iter()
@@ -372,11 +383,7 @@ pub async fn user(State(s): State<AppState>, Path(id): Path<String>) -> PageResu
         .iter()
         .map(|r| {
             Ok(EventRow {
-                at: r
-                    .try_get::<_, String>(0)?
-                    .replace('T', " ")
-                    .trim_end_matches('Z')
-                    .to_owned(),
+                at: r.try_get::<_, String>(0)?.shown_time(),
                 kind: r.try_get(1)?,
                 data: r.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
             })
@@ -387,11 +394,7 @@ pub async fn user(State(s): State<AppState>, Path(id): Path<String>) -> PageResu
     let mut features_as_of = String::new();
     for r in db::query(&s.pool, FEATURES_SQL, &[&user]).await? {
         let group: String = r.try_get(0)?;
-        features_as_of = r
-            .try_get::<_, String>(4)?
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .to_owned();
+        features_as_of = r.try_get::<_, String>(4)?.shown_time();
         let f = Feature {
             name: r.try_get(1)?,
             unit: r.try_get(2)?,
@@ -624,11 +627,7 @@ pub async fn analytics(State(s): State<AppState>) -> PageResult {
                 champion_id: r.try_get(2)?,
                 challenger_id: r.try_get(3)?,
                 share: num(r.try_get(4)?, 2),
-                started_at: r
-                    .try_get::<_, String>(5)?
-                    .replace('T', " ")
-                    .trim_end_matches('Z')
-                    .to_owned(),
+                started_at: r.try_get::<_, String>(5)?.shown_time(),
                 champion_predictions: r.try_get(6)?,
                 challenger_predictions: r.try_get(7)?,
             })
@@ -638,7 +637,7 @@ pub async fn analytics(State(s): State<AppState>) -> PageResult {
     let queue = Queue {
         worker_last_seen: q
             .try_get::<_, Option<String>>(0)?
-            .map(|t| t.replace('T', " ").trim_end_matches('Z').to_owned())
+            .map(|t| t.shown_time())
             .unwrap_or_else(|| "never".into()),
         worker_silent: num(q.try_get(1)?, 1),
         depth: q.try_get::<_, Option<i64>>(2)?.unwrap_or(0).to_string(),
@@ -699,12 +698,7 @@ pub async fn segmentation(State(s): State<AppState>) -> PageResult {
     let pool = &s.pool;
     let seg: Option<Segmentation> = api::segmentation_of(pool).await?;
     let Some(seg) = seg else {
-        return Err(PageFailure(Failure {
-            status: StatusCode::CONFLICT,
-            message: "no segmentation serves yet".into(),
-            sqlstate: Some("55000".into()),
-            hint: Some("Run SELECT * FROM customer_analyzer.segment_users();".into()),
-        }));
+        return Err(PageFailure(api::no_segmentation()));
     };
     let mut map = serde_json::Map::new();
     for r in db::query(pool, MAP_SQL, &[]).await? {
@@ -748,7 +742,7 @@ pub async fn segmentation(State(s): State<AppState>) -> PageResult {
             seg.algorithm,
             seg.view,
             num(seg.silhouette, 3),
-            seg.created_at.replace('T', " ").trim_end_matches('Z')
+            seg.created_at.shown_time()
         ),
         segments: seg
             .segments

@@ -28,6 +28,7 @@ JOIN customer_analyzer.deployed_models d ON d.task = p.task
 CROSS JOIN LATERAL customer_analyzer.predict(p.task, 5) s
 ORDER BY p.task;
 SELECT * FROM customer_analyzer.user_predictions(99999999);
+SELECT * FROM customer_analyzer.user_predictions(5, 0);
 
 -- a user's newest events, newest first; never the future or infinity
 SELECT user_id AS busy FROM public.events GROUP BY user_id HAVING count(*) > 60 ORDER BY user_id LIMIT 1 \gset

@@ -11,6 +11,14 @@ SELECT task, share, running, end_reason, challenger_algorithm
 FROM customer_analyzer.ab_tests WHERE test_id = :test_id;
 -- one test per task at a time
 SELECT customer_analyzer.start_ab_test('churn', :challenger, 0.5);
+-- user_predictions() (the dashboard's call) names the arm of the model that scored each
+-- user, as predict() routes them
+SELECT count(DISTINCT p.arm) AS arms,
+       bool_and((p.arm = 'challenger') = (p.model_id = :challenger) AND p.model_id = s.model_id) AS arm_names_the_model
+FROM generate_series(1, 60) u
+CROSS JOIN LATERAL customer_analyzer.user_predictions(u, 1) p
+CROSS JOIN LATERAL customer_analyzer.predict(p.task, u) s
+WHERE p.task = 'churn';
 
 -- the history scored as it was on 1 March: each user by the model of their arm
 SELECT customer_analyzer.score_all('churn', '2026-03-01 00:00:00+00') AS scored;
