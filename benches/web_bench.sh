@@ -16,6 +16,7 @@ ENVFILE=/var/lib/customer_analyzer/web/web.env
 source scripts/env.sh
 
 if ! command -v wrk >/dev/null; then
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
 cargo build --release -q -p customer_analyzer_web
@@ -27,13 +28,16 @@ export CUSTOMER_ANALYZER_WEB_LISTEN=127.0.0.1:$PORT
 
 tmp=$(mktemp -d)
 chmod 755 "$tmp"
-trap 'kill $web 2>/dev/null || true; rm -rf "$tmp"' EXIT
+web=
+trap '[ -n "$web" ] && kill "$web" 2>/dev/null; rm -rf "$tmp"' EXIT
 "$BIN" > "$tmp/web.log" 2>&1 &
 web=$!
 for _ in $(seq 1 50); do grep -q '^listening' "$tmp/web.log" && break; sleep 0.1; done
+grep -q '^listening' "$tmp/web.log" || { cat "$tmp/web.log" >&2; echo "the service did not start" >&2; exit 1; }
 
 psql_db() { runuser -u postgres -- psql -X -qAt -d "$DB" "$@"; }
 read -r lo hi users <<<"$(psql_db -F' ' -c "SELECT min(user_id), max(user_id), count(*) FROM customer_analyzer.user_metrics")"
+[ "${users:-0}" -gt 0 ] || { echo "the feature store of $DB is empty: run scripts/demo.sh first" >&2; exit 1; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; database $DB, $users users in the feature store (ids $lo to $hi); $(date -u +%FT%TZ)"
 
 cat > "$tmp/random.lua" <<LUA

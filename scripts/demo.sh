@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 N_USERS=${1:-10000}
 DAYS=${2:-240}
 DB=${CA_DATABASE:-shop}
+case "$DB" in
+  *[!A-Za-z0-9_]* | "") echo "CA_DATABASE must be a plain name (letters, digits, _), not '$DB'" >&2; exit 2 ;;
+esac
 
 source scripts/env.sh
 bash scripts/install-deps.sh
@@ -40,10 +43,11 @@ END \$\$;
 ALTER ROLE customer_analyzer_web PASSWORD '$password';
 SELECT customer_analyzer.grant_reader('customer_analyzer_web');
 SQL
+# the port the cluster really listens on (it may predate CA_PORT)
+port=$(pg_lsclusters -h | awk '$1 == 15 && $2 == "main" {print $3}')
 (umask 077 && printf "CUSTOMER_ANALYZER_WEB_DSN='host=127.0.0.1 port=%s dbname=%s user=customer_analyzer_web password=%s'\n" \
-  "${CA_PORT:-5432}" "$DB" "$password" > "$WEB_DIR/web.env")
-echo "==> building the dashboard (release)"
-cargo build --release -q -p customer_analyzer_web
+  "$port" "$DB" "$password" > "$WEB_DIR/web.env")
+echo "==> building and starting the dashboard"
 bash scripts/dashboard.sh start
 echo
-echo "Dashboard: http://127.0.0.1:8080   (scripts/dashboard.sh stop|start|status; log $WEB_DIR/dashboard.log)"
+echo "Dashboard: $(sed -n 's/^listening on //p' "$WEB_DIR/dashboard.log" | head -1)   (scripts/dashboard.sh stop|start|status; log $WEB_DIR/dashboard.log)"

@@ -144,8 +144,9 @@ pub fn roc_curve(y: &[f64], p: &[f64], max_points: usize) -> Vec<(f64, f64)> {
     let (mut tp, mut fp) = (0.0, 0.0);
     let mut i = 0;
     while i < idx.len() {
+        // a group of equal scores (total_cmp: a NaN equals itself, so every group ends)
         let mut j = i;
-        while j < idx.len() && p[idx[j]] == p[idx[i]] {
+        while j < idx.len() && p[idx[j]].total_cmp(&p[idx[i]]).is_eq() {
             if y[idx[j]] > 0.5 {
                 tp += 1.0
             } else {
@@ -292,6 +293,10 @@ mod tests {
         assert_eq!(thin.first(), full.first());
         assert_eq!(thin.last(), full.last());
         assert!(roc_curve(&[1.0, 1.0], &[0.2, 0.3], 10).is_empty());
+        // a NaN score is a group of its own, never a loop without end
+        let with_nan = roc_curve(&[1.0, 0.0, 1.0], &[f64::NAN, 0.2, 0.7], 10);
+        assert_eq!(with_nan.last(), Some(&(1.0, 1.0)));
+        assert_eq!(with_nan.len(), 4);
     }
 
     use super::*;

@@ -15,6 +15,7 @@
     source.addEventListener('score', function (e) {
       var d;
       try { d = JSON.parse(e.data); } catch (_) { return; }
+      if (typeof d.score !== 'number') { return; }
       received += 1;
       status.textContent = 'live: on (' + received + ')';
       var selector = '[data-live-user="' + Number(d.user_id) + '"][data-live-task="' + String(d.task).replace(/[^a-z_]/g, '') + '"]';
@@ -69,8 +70,11 @@
     },
     weekly: function (d) {
       if (!Object.keys(d).length) { return empty('No matured predictions yet: live AUC appears once a horizon has passed'); }
+      // one sorted axis of weeks for every task (tasks may cover different weeks)
+      var weeks = {};
+      Object.keys(d).forEach(function (t) { d[t].forEach(function (p) { weeks[p[0]] = true; }); });
       return { legend: {}, tooltip: { trigger: 'axis' }, grid: { containLabel: true, left: 30, right: 20 },
-               xAxis: { type: 'category' }, yAxis: { type: 'value', min: 0.5, max: 1, name: 'AUC', nameLocation: 'middle', nameGap: 40 },
+               xAxis: { type: 'category', data: Object.keys(weeks).sort() }, yAxis: { type: 'value', min: 0, max: 1, name: 'AUC', nameLocation: 'middle', nameGap: 40 },
                series: lines(d).map(function (s) { s.showSymbol = true; return s; }) };
     },
     sizes: function (d) {

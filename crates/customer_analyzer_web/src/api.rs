@@ -109,22 +109,20 @@ pub struct UserPredictions {
     pub segment: Option<SegmentRef>,
 }
 
-/// Both tasks through `user_predictions()` and the segment through `segment_of()` (when
-/// a segmentation serves), in one statement.
+/// Both tasks through `user_predictions()` (which refuses an unknown user with P0002,
+/// models or not) and the segment through `segment_of()` when a segmentation serves,
+/// in one statement: one row a deployed task, or one row of the segment alone.
 pub const PREDICTIONS_SQL: &str = concat!(
     "SELECT p.task, p.score, p.label, p.model_id, p.arm, ",
     utc!("p.as_of"),
     ", p.reasons, s.segment_id, s.segment_name
-     FROM customer_analyzer.user_predictions($1::bigint, $2::integer) p
+     FROM (SELECT) one
+     LEFT JOIN customer_analyzer.user_predictions($1::bigint, $2::integer) p ON true
      LEFT JOIN LATERAL (
          SELECT o.segment_id, o.segment_name FROM customer_analyzer.segment_of($1::bigint) o
          WHERE EXISTS (SELECT FROM customer_analyzer.deployed_models d WHERE d.task = 'segmentation')
      ) s ON true"
 );
-
-/// Checks that a user exists when no model answered for it (recent_events() raises
-/// P0002 for an unknown user).
-const USER_EXISTS_SQL: &str = "SELECT count(*) FROM customer_analyzer.recent_events($1, 1)";
 
 pub async fn predictions_of(
     pool: &deadpool_postgres::Pool,
@@ -132,9 +130,6 @@ pub async fn predictions_of(
     reasons: i32,
 ) -> Result<UserPredictions, Failure> {
     let rows = db::query(pool, PREDICTIONS_SQL, &[&user, &reasons]).await?;
-    if rows.is_empty() {
-        db::query(pool, USER_EXISTS_SQL, &[&user]).await?;
-    }
     let mut out = UserPredictions {
         user_id: user,
         churn: None,
@@ -142,16 +137,6 @@ pub async fn predictions_of(
         segment: None,
     };
     for r in rows {
-        let reasons: serde_json::Value = r.try_get(6).map_err(Failure::from)?;
-        let score = TaskScore {
-            task: r.try_get(0)?,
-            score: r.try_get(1)?,
-            label: r.try_get(2)?,
-            model_id: r.try_get(3)?,
-            arm: r.try_get(4)?,
-            as_of: r.try_get(5)?,
-            reasons: serde_json::from_value(reasons).unwrap_or_default(),
-        };
         if let (Some(id), Some(name)) = (
             r.try_get::<_, Option<i32>>(7)?,
             r.try_get::<_, Option<String>>(8)?,
@@ -161,6 +146,24 @@ pub async fn predictions_of(
                 segment_name: name,
             });
         }
+        let Some(task) = r.try_get::<_, Option<String>>(0)? else {
+            continue;
+        };
+        let reasons: serde_json::Value = r.try_get(6)?;
+        let score = TaskScore {
+            score: r.try_get(1)?,
+            label: r.try_get(2)?,
+            model_id: r.try_get(3)?,
+            arm: r.try_get(4)?,
+            as_of: r.try_get(5)?,
+            reasons: serde_json::from_value(reasons).map_err(|e| Failure {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("reading the reasons of a {task} score: {e}"),
+                sqlstate: None,
+                hint: None,
+            })?,
+            task,
+        };
         match score.task.as_str() {
             "churn" => out.churn = Some(score),
             "purchase" => out.purchase = Some(score),

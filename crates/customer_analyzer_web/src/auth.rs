@@ -45,9 +45,36 @@ fn from_headers(req: &Request) -> Vec<String> {
     found
 }
 
+/// Whether the request names this machine as its host. Without a token the service
+/// answers only such requests: a web page elsewhere that points its own name at
+/// 127.0.0.1 (DNS rebinding) would otherwise read customer data through the browser.
+fn for_this_machine(req: &Request) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
 pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = s.token.clone() else {
-        return next.run(req).await;
+        if for_this_machine(&req) {
+            return next.run(req).await;
+        }
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            axum::Json(crate::api::ApiError {
+                error: "this service answers requests for localhost only".into(),
+                sqlstate: None,
+                hint: Some("Open it as http://127.0.0.1:<port>/, or set CUSTOMER_ANALYZER_WEB_TOKEN to serve other names.".into()),
+            }),
+        )
+            .into_response();
     };
     let ok = |t: &str| same(t.as_bytes(), token.as_bytes());
     if from_headers(&req).iter().any(|t| ok(t)) {
@@ -75,7 +102,34 @@ pub async fn require_token(State(s): State<AppState>, req: Request, next: Next) 
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{for_this_machine, same};
+    use axum::extract::Request;
+
+    fn with_host(host: &str) -> Request {
+        Request::builder()
+            .header("host", host)
+            .body(axum::body::Body::empty())
+            .expect("a request")
+    }
+
+    #[test]
+    fn without_a_token_only_this_machine_is_served() {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "localhost",
+        ] {
+            assert!(for_this_machine(&with_host(ok)), "{ok}");
+        }
+        for no in [
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:8080",
+        ] {
+            assert!(!for_this_machine(&with_host(no)), "{no}");
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -25,7 +25,7 @@ impl Config {
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             format!("CUSTOMER_ANALYZER_WEB_LISTEN is '{listen_text}', not an address such as 127.0.0.1:8080")
         })?;
-        let token = var("CUSTOMER_ANALYZER_WEB_TOKEN");
+        let token = var("CUSTOMER_ANALYZER_WEB_TOKEN").map(|t| t.trim().to_owned());
         check_binding(&listen, token.as_deref())?;
         let pool_size = match var("CUSTOMER_ANALYZER_WEB_POOL") {
             None => 16,
@@ -50,6 +50,14 @@ impl Config {
 /// because every page shows customer data.
 pub fn check_binding(listen: &SocketAddr, token: Option<&str>) -> Result<(), String> {
     match token {
+        // it travels in a header, a cookie and a query string unescaped
+        Some(t)
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b)) =>
+        {
+            Err("CUSTOMER_ANALYZER_WEB_TOKEN may hold only letters, digits and . _ ~ -".into())
+        }
         Some(t) if t.len() < 16 => Err(
             "CUSTOMER_ANALYZER_WEB_TOKEN is shorter than 16 characters: use a long random value"
                 .into(),
@@ -78,5 +86,6 @@ mod tests {
         assert!(check_binding(&addr("192.168.1.5:8080"), None).is_err());
         assert!(check_binding(&addr("0.0.0.0:8080"), Some("0123456789abcdef")).is_ok());
         assert!(check_binding(&addr("127.0.0.1:8080"), Some("short")).is_err());
+        assert!(check_binding(&addr("0.0.0.0:8080"), Some("0123456789abcdef;x=1")).is_err());
     }
 }

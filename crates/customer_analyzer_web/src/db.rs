@@ -17,6 +17,9 @@ pub fn connection_config(dsn: &str) -> Result<tokio_postgres::Config, String> {
         .map_err(|e| format!("CUSTOMER_ANALYZER_WEB_DSN does not parse: {e}"))?;
     pg.application_name("customer-analyzer-web");
     pg.connect_timeout(Duration::from_secs(5));
+    // a peer that vanished without closing (failover, NAT) is noticed within a minute,
+    // not after the system's two hours: the live-scores connection only ever reads
+    pg.keepalives_idle(Duration::from_secs(30));
     if pg.get_options().is_none() {
         pg.options("-c statement_timeout=10s -c TimeZone=UTC");
     }
@@ -99,7 +102,11 @@ pub fn status_of(sqlstate: &str) -> StatusCode {
         "42501" => StatusCode::FORBIDDEN,
         "55000" | "55P03" => StatusCode::CONFLICT,
         s if s.starts_with("22") => StatusCode::BAD_REQUEST,
+        // worth trying again: serialisation failure, deadlock, resources, shutdown; and
+        // a database this service cannot log into or find is, to its clients, down
+        "40001" | "40P01" | "3D000" => StatusCode::SERVICE_UNAVAILABLE,
         s if s.starts_with("08")
+            || s.starts_with("28")
             || s.starts_with("53")
             || s.starts_with("54")
             || s.starts_with("57") =>
@@ -119,10 +126,32 @@ impl From<tokio_postgres::Error> for Failure {
                 sqlstate: Some(db.code().code().to_owned()),
                 hint: db.hint().map(str::to_owned),
             },
-            // no answer from the server: the connection is gone
-            None => Failure::unavailable(format!("database connection failed: {e}")),
+            // no answer from the server: the connection is gone or never came
+            None if e.is_closed() || connection_lost(&e) => {
+                Failure::unavailable(format!("database connection failed: {e}"))
+            }
+            // a row this service could not read: its own bug, not the database's state
+            None => Failure {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("reading the database's answer: {e}"),
+                sqlstate: None,
+                hint: None,
+            },
         }
     }
+}
+
+/// Whether the error came from the network (refused, reset, timed out).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    // tokio-postgres reports a connect timeout without a source
+    e.to_string().contains("timeout")
 }
 
 impl From<deadpool_postgres::PoolError> for Failure {
@@ -169,6 +198,8 @@ mod tests {
         assert_eq!(status_of("55000"), StatusCode::CONFLICT);
         assert_eq!(status_of("57014"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of("57P01"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of("40P01"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of("28P01"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of("XX001"), StatusCode::INTERNAL_SERVER_ERROR);
     }
 

@@ -38,7 +38,7 @@ fn router(state: AppState) -> Router {
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
             ),
         );
         h.insert(
@@ -49,6 +49,10 @@ fn router(state: AppState) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         );
+        // customer data is never kept by a browser or proxy (assets set their own)
+        if !h.contains_key(header::CACHE_CONTROL) {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         r
     };
     Router::new()
@@ -58,6 +62,11 @@ fn router(state: AppState) -> Router {
         .route("/analytics", get(pages::analytics))
         .route("/segmentation", get(pages::segmentation))
         .route("/assets/{name}", get(assets::asset))
+        // browsers ask for it on every page that names none (the JSON ones): no icon
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .route("/api/predictions/{user_id}", get(api::predictions))
         .route("/api/churn", get(api::churn_list))
         .route("/api/churn/{user_id}", get(api::churn_of))
@@ -68,14 +77,15 @@ fn router(state: AppState) -> Router {
         .route("/api/events", get(live::events))
         .route("/api/openapi.json", get(api::openapi))
         .fallback(pages::not_found)
-        .layer(axum::middleware::map_response(move |r| {
-            let r = security(r);
-            async move { r }
-        }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ))
+        // outermost, so that refusals carry the headers too
+        .layer(axum::middleware::map_response(move |r| {
+            let r = security(r);
+            async move { r }
+        }))
         .with_state(state)
 }
 
@@ -136,9 +146,10 @@ async fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let live = live::Live::start(pg, pool.clone());
     let state = AppState {
         pool,
-        live: live::Live::start(pg),
+        live,
         token: cfg.token.map(Arc::from),
         stopping,
     };

@@ -514,7 +514,7 @@ const AB_SQL: &str = concat!(
     utc!("started_at"),
     ", champion_predictions, challenger_predictions FROM customer_analyzer.ab_tests WHERE running ORDER BY task"
 );
-const WEEKLY_SQL: &str = "SELECT w.task, w.week::text, w.auc, w.predictions
+const WEEKLY_SQL: &str = "SELECT w.task, to_char(w.week, 'YYYY-MM-DD'), w.auc, w.predictions
      FROM customer_analyzer.weekly_live_metrics w
      JOIN customer_analyzer.deployed_models d ON d.model_id = w.model_id
      ORDER BY w.task, w.week";

@@ -20,6 +20,8 @@ const DB: &str = "ca_it_realtime";
 const ROLE: &str = "ca_web_reader";
 /// Generous: only catches a hang (the worker naps 100 ms).
 const WAIT: Duration = Duration::from_secs(60);
+/// What the test writes to the browser's console itself, to prove it reads it.
+const CANARY: &str = "customer-analyzer-console-canary";
 
 fn screenshots() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
@@ -80,7 +82,10 @@ fn start(db_dsn: &str, listen: &str, token: Option<&str>) -> Service {
 fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     s.set_read_timeout(Some(WAIT)).expect("a timeout");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -323,6 +328,16 @@ fn a_database_that_is_down_is_a_503_and_nothing_is_served_beyond_loopback_withou
     let (status, _) = get(&web.addr, "/users", &[]);
     assert_eq!(status, 503);
 
+    // without a token, only requests for this machine's names (no DNS rebinding)
+    assert_eq!(
+        get(&web.addr, "/api/health", &[("Host", "evil.example")]).0,
+        421
+    );
+    assert_eq!(
+        get(&web.addr, "/api/health", &[("Host", "localhost")]).0,
+        503
+    );
+
     let out = command(&nowhere, "0.0.0.0:0", None)
         .stderr(Stdio::piped())
         .output()
@@ -437,12 +452,23 @@ fn the_dashboard_in_a_real_browser() {
         let entries = log
             .as_array()
             .unwrap_or_else(|| panic!("chromedriver's log is not a list: {log}"));
+        let mut canaries = 0;
         for entry in entries {
-            if entry["level"] == json!("SEVERE") {
-                console_errors.push(entry["message"].to_string());
+            let message = entry["message"].to_string();
+            if message.contains(CANARY) {
+                canaries += 1;
+            } else if entry["level"] == json!("SEVERE") {
+                console_errors.push(message);
             }
         }
+        canaries
     };
+    // the console is read at all: an error the test writes itself must come back
+    rt.block_on(b.goto(&format!("{base}/assets/style.css")))
+        .unwrap_or_else(|e| panic!("opening a page: {e}"));
+    rt.block_on(b.execute(&format!("console.error('{CANARY}')"), vec![]))
+        .unwrap_or_else(|e| panic!("writing to the console: {e}"));
+    assert_eq!(read_console(&b), 1, "the browser's console cannot be read");
     let find = |sel: &str| {
         rt.block_on(async { b.wait().at_most(WAIT).for_element(Locator::Css(sel)).await })
             .unwrap_or_else(|e| panic!("{sel}: {e}"))
@@ -510,7 +536,14 @@ fn the_dashboard_in_a_real_browser() {
             .await
     })
     .unwrap_or_else(|e| panic!("the search did not load: {e}"));
-    assert_eq!(count("#users tbody tr"), 1);
+    let started = Instant::now();
+    while count("#users tbody tr") != 1 {
+        assert!(
+            started.elapsed() < WAIT,
+            "the search did not narrow the list to one user"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(text("#users tbody tr td:first-child"), user.to_string());
     read_console(&b);
 
@@ -542,18 +575,39 @@ fn the_dashboard_in_a_real_browser() {
         std::thread::sleep(Duration::from_millis(100));
     }
     shot("user.png");
-    c.execute(
-        "INSERT INTO public.events (user_id, event_type, created_at, event_data)
-         VALUES ($1, 'purchase', now(), '{\"product_id\": 1, \"quantity\": 3, \"amount\": 450}')",
-        &[&user],
-    )
-    .unwrap_or_else(|e| panic!("inserting an event: {}", describe(&e)));
+    // the service listens too (its LISTEN connection may lag the page's stream)
+    let started = Instant::now();
+    while get_json(&web.addr, "/api/health").1["live"] != json!(true) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the service never listened for scores"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let inserted: String = c
+        .query_one(
+            "INSERT INTO public.events (user_id, event_type, created_at, event_data)
+             VALUES ($1, 'purchase', now(), '{\"product_id\": 1, \"quantity\": 3, \"amount\": 450}')
+             RETURNING created_at::text",
+            &[&user],
+        )
+        .unwrap_or_else(|e| panic!("inserting an event: {}", describe(&e)))
+        .get(0);
+    // the score of this event, not one the worker sent before it
     let started = Instant::now();
     loop {
         let at = rt
             .block_on(find("#score-churn").attr("data-live-at"))
             .unwrap_or_else(|e| panic!("reading the score: {e}"));
-        if at.is_some() {
+        let ours = at.is_some_and(|at| {
+            c.query_one(
+                "SELECT $1::text::timestamptz = $2::text::timestamptz",
+                &[&at, &inserted],
+            )
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+        });
+        if ours {
             break;
         }
         assert!(
