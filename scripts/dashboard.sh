@@ -57,18 +57,19 @@ case "${1:-}" in
     # a copy the service user can run: the checkout may be readable by root only
     install -m 0755 target/release/customer-analyzer-web "$BIN"
     dsn=$(sed -n "s/^CUSTOMER_ANALYZER_WEB_DSN='\(.*\)'$/\1/p" "$ENVFILE")
+    : > "$LOG"  # so that the wait below never reads an earlier run's address
     (cd "$DIR" && exec env -i PATH=/usr/bin:/bin \
       CUSTOMER_ANALYZER_WEB_DSN="$dsn" CUSTOMER_ANALYZER_WEB_LISTEN="$LISTEN" \
       ${CUSTOMER_ANALYZER_WEB_TOKEN:+CUSTOMER_ANALYZER_WEB_TOKEN="$CUSTOMER_ANALYZER_WEB_TOKEN"} \
       setpriv --reuid="$(id -u "$SERVICE_USER")" --regid="$(id -g "$SERVICE_USER")" --clear-groups \
-      "$BIN" >"$LOG" 2>&1 </dev/null) &
-    pid=$!  # the subshell execs into the binary: same process
+      "$BIN" >>"$LOG" 2>&1 </dev/null) &
+    pid=
     for _ in $(seq 1 50); do
-      [ -n "$(address)" ] && break
-      kill -0 "$pid" 2>/dev/null || break
+      pid=$(pgrep -n -f "^$BIN\$" || true)
+      [ -n "$pid" ] && [ -n "$(address)" ] && break
       sleep 0.1
     done
-    if [ -z "$(address)" ] || ! kill -0 "$pid" 2>/dev/null; then
+    if [ -z "$(address)" ] || [ -z "$pid" ]; then
       cat "$LOG" >&2
       echo "the dashboard did not start" >&2
       exit 1
