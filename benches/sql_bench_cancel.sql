@@ -1,8 +1,7 @@
 -- How fast a cancel lands in long Rust work: each call runs under a 1-second
 -- statement_timeout, and the time from the timeout to the error reaching the session is
--- printed. Run at the end of benches/sql_bench.sql (it needs the shop and a churn model).
-\pset footer off
-CREATE TEMP TABLE IF NOT EXISTS cancel_bench (what text, landed_ms float8);
+-- printed. The last step of benches/sql_bench.sh (it needs the shop and a churn model).
+-- step: cancel
 SET customer_analyzer.max_model_mb = 1024;
 CREATE TEMP TABLE long_calls (what text, call text);
 INSERT INTO long_calls VALUES
