@@ -4,7 +4,7 @@
 #   2. core unit tests (no database)
 #   3. #[pg_test]s inside a throwaway PostgreSQL 15 run as the postgres user
 #   4. SQL regression tests (tests/pg_regress, PostgreSQL's pg_regress)
-#   5. client-side integration tests (several sessions, cancels, timeouts, upgrades,
+#   5. client-side integration tests (several sessions, cancels, timeouts, upgrades, a replica,
 #      dump and restore)
 #   6. the dashboard: its API against SQL, and every page in headless Chromium
 # The extension is built once, in release mode, and installed only into the project's

@@ -52,6 +52,11 @@ DECLARE
     n bigint;
     caller_work_mem text := current_setting('work_mem');
 BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'refresh_features() writes, and this server is a read-only standby'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Run it on the primary; its results reach the standbys by replication. Standbys answer predict_churn(), predict_purchase(), explain(), segment_of() and the views.';
+    END IF;
     -- one bulk refresh at a time: a second waits, then replaces the first one's rows
     PERFORM pg_advisory_xact_lock(17217, 10);
     PERFORM customer_analyzer._notice_data_quality(t);   -- also loads the library and its settings

@@ -154,6 +154,7 @@ fn start_ab_test(
     challenger_model_id: Option<i64>,
     share: default!(Option<f64>, 0.1),
 ) -> Result<i64> {
+    error::require_primary("start_ab_test()")?;
     let task = models::task(task)?;
     let challenger =
         challenger_model_id.ok_or_else(|| error::null_argument("challenger_model_id"))?;
@@ -251,6 +252,7 @@ fn no_test(task: Task) -> pgrx::pg_sys::panic::ErrorReport {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn stop_ab_test(task: Option<&str>) -> Result<i64> {
+    error::require_primary("stop_ab_test()")?;
     let task = models::task(task)?;
     Spi::connect_mut(|client| {
         models::lock_task(client, task.name())?;
@@ -263,6 +265,7 @@ fn stop_ab_test(task: Option<&str>) -> Result<i64> {
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn promote(task: Option<&str>) -> Result<i64> {
+    error::require_primary("promote()")?;
     let task = models::task(task)?;
     Spi::connect_mut(|client| {
         let serving = models::lock_task(client, task.name())?;

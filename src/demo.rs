@@ -195,6 +195,7 @@ fn generate_demo_data(
         ),
     >,
 > {
+    error::require_primary("generate_demo_data()")?;
     let spec = spec(n_users, days, seed, ends_at)?;
     let replace = replace.ok_or_else(|| error::null_argument("replace"))?;
     let ends_at = ends_at.ok_or_else(|| error::null_argument("ends_at"))?;

@@ -83,6 +83,21 @@ pub fn busy(message: impl Into<String>, hint: &str) -> ErrorReport {
     )
 }
 
+/// 25006 when the server is a hot standby: `function` writes, and a standby serves only
+/// reads. Called first, so a refused call costs nothing and leaves nothing behind.
+#[allow(unsafe_code)] // reads the recovery state from shared memory, on the backend's thread
+pub fn require_primary(function: &str) -> Result<()> {
+    // SAFETY: a plain read of shared state PostgreSQL offers to every backend
+    if unsafe { pgrx::pg_sys::RecoveryInProgress() } {
+        return Err(report(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("{function} writes, and this server is a read-only standby"),
+            "Run it on the primary; its results reach the standbys by replication. Standbys answer predict_churn(), predict_purchase(), explain(), segment_of() and the views.",
+        ));
+    }
+    Ok(())
+}
+
 /// A failure inside SPI that is not the caller's fault (XX000).
 pub fn internal(context: &str, e: impl std::fmt::Display) -> ErrorReport {
     report(

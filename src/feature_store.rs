@@ -179,6 +179,7 @@ pub fn features_for_user(
 #[pg_extern(name = "refresh_features", volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
+    error::require_primary("refresh_features(user_id)")?;
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     Spi::connect_mut(|client| {
         let s = source::load(client)?;

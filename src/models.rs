@@ -361,6 +361,7 @@ pub fn model_facts(client: &mut SpiClient<'_>, model_id: i64) -> Result<ModelFac
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn deploy(model_id: Option<i64>) -> Result<String> {
+    error::require_primary("deploy()")?;
     let model_id = model_id.ok_or_else(|| error::null_argument("model_id"))?;
     Spi::connect_mut(|client| {
         let ModelFacts {
@@ -453,6 +454,7 @@ fn step_back(client: &mut SpiClient<'_>, task: &str, reason: &str) -> Result<i64
 #[pg_extern(volatile, security_definer)]
 #[search_path(pg_catalog, pg_temp)]
 fn rollback(task: Option<&str>) -> Result<i64> {
+    error::require_primary("rollback()")?;
     let task = served(task)?;
     Spi::connect_mut(|client| step_back(client, task, "rollback"))
 }
@@ -466,6 +468,7 @@ fn retire_model(
     model_id: Option<i64>,
     reason: default!(Option<&str>, "'retired'"),
 ) -> Result<Option<i64>> {
+    error::require_primary("retire_model()")?;
     let model_id = model_id.ok_or_else(|| error::null_argument("model_id"))?;
     let reason = reason.ok_or_else(|| error::null_argument("reason"))?;
     Spi::connect_mut(|client| {
@@ -531,6 +534,7 @@ fn purge_models(
         ),
     >,
 > {
+    error::require_primary("purge_models()")?;
     let older_than = older_than.ok_or_else(|| error::null_argument("older_than"))?;
     let keep_last = keep_last.ok_or_else(|| error::null_argument("keep_last"))?;
     if keep_last < 0 {

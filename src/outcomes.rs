@@ -222,6 +222,7 @@ fn evaluate_matured(
         ),
     >,
 > {
+    error::require_primary("evaluate_matured()")?;
     let task = models::task(task)?;
     let rows = Spi::connect_mut(|client| evaluate(client, task))?;
     Ok(TableIterator::new(rows))

@@ -87,6 +87,7 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
 #[search_path(pg_catalog, pg_temp)]
 fn prune() -> Result<TableIterator<'static, (name!(table_name, String), name!(rows_deleted, i64))>>
 {
+    error::require_primary("prune()")?;
     let rows = Spi::connect_mut(prune_logs)?;
     Ok(TableIterator::new(rows))
 }
@@ -99,6 +100,7 @@ fn prune() -> Result<TableIterator<'static, (name!(table_name, String), name!(ro
 fn forget_user(
     user_id: Option<i64>,
 ) -> Result<TableIterator<'static, (name!(table_name, String), name!(rows_deleted, i64))>> {
+    error::require_primary("forget_user()")?;
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
     let rows = Spi::connect_mut(|client| -> Result<Vec<(String, i64)>> {
         let rows = USER_TABLES

@@ -155,6 +155,7 @@ fn retrain(
         ),
     >,
 > {
+    error::require_primary("retrain()")?;
     let task = models::task(task)?;
     // who asked: the client's application_name, else a background worker's type (a
     // pg_cron job), else the role

@@ -57,6 +57,7 @@ fn segment_users(
         ),
     >,
 > {
+    error::require_primary("segment_users()")?;
     let algorithm =
         SegAlgorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
             .map_err(error::from_core)?;
@@ -350,6 +351,7 @@ fn rename_segment(
     segment_id: Option<i32>,
     name: Option<&str>,
 ) -> Result<bool> {
+    error::require_primary("rename_segment()")?;
     let segmentation_id = segmentation_id.ok_or_else(|| error::null_argument("segmentation_id"))?;
     let segment_id = segment_id.ok_or_else(|| error::null_argument("segment_id"))?;
     let name = name.ok_or_else(|| error::null_argument("name"))?.trim();

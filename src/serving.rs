@@ -422,6 +422,7 @@ fn score_all(
     task: Option<&str>,
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Result<i64> {
+    error::require_primary("score_all()")?;
     let task = models::task(task)?;
     let work = work()?;
     crate::work::finish(Spi::connect_mut(|client| {

@@ -377,6 +377,7 @@ fn configure(
     events: Option<pg_sys::Oid>,
     products: Option<pg_sys::Oid>,
 ) -> Result<pgrx::JsonB> {
+    error::require_primary("configure()")?;
     Spi::connect_mut(|client| {
         let s = validate(client, users, events, products)?;
         client

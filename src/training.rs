@@ -516,6 +516,7 @@ fn train(
         ),
     >,
 > {
+    error::require_primary("train()")?;
     let task = models::task(task)?;
     let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
         .map_err(error::from_core)?;
@@ -550,6 +551,7 @@ fn tune(
         ),
     >,
 > {
+    error::require_primary("tune()")?;
     let task = models::task(task)?;
     let algorithm = Algorithm::parse(algorithm.ok_or_else(|| error::null_argument("algorithm"))?)
         .map_err(error::from_core)?;
