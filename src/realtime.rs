@@ -40,7 +40,7 @@ pub enum Realtime {
 }
 
 /// Drops the real-time triggers from whichever tables carry them (only from `table`,
-/// a relation oid, when given); returns whether there were any.
+/// a relation oid, and its partitions, when given); returns whether there were any.
 pub fn detach(client: &mut SpiClient<'_>, table: Option<pg_sys::Oid>) -> Result<bool> {
     let names: Vec<String> = TRIGGERS.iter().map(|(n, _, _)| n.to_string()).collect();
     let rows = client
@@ -50,7 +50,9 @@ pub fn detach(client: &mut SpiClient<'_>, table: Option<pg_sys::Oid>) -> Result<
              JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
              JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname = 'customer_analyzer' AND p.proname = '_enqueue_changed_users'
-               AND t.tgname = ANY($1) AND ($2::oid IS NULL OR t.tgrelid = $2::oid)",
+               AND t.tgname = ANY($1)
+               AND ($2::oid IS NULL OR t.tgrelid = $2::oid
+                    OR t.tgrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($2::oid)))",
             None,
             &[names.into(), table.into()],
         )
@@ -72,7 +74,10 @@ pub fn detach(client: &mut SpiClient<'_>, table: Option<pg_sys::Oid>) -> Result<
 
 /// Moves the real-time triggers to `events` (a relation oid): off every other table,
 /// onto this one when it is a base table the caller owns (as triggers need). A view or a
-/// missing privilege leaves real time off and says why.
+/// missing privilege leaves real time off and says why. A partitioned table gets them on
+/// every partition too: a statement fires only the triggers of the table it names, so
+/// rows inserted straight into a partition are queued only by the partition's own
+/// (partitions made later get them from the next `configure()`).
 pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtime> {
     detach(client, None)?;
     let row = client
@@ -109,27 +114,53 @@ pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtim
             ))
         }
     }
-    for (trigger, event, transition) in TRIGGERS {
-        client
-            .update(
-                &format!(
-                    "CREATE TRIGGER {trigger} AFTER {event} ON {name}
-                     REFERENCING {transition}
-                     FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._enqueue_changed_users()"
-                ),
-                None,
-                &[],
-            )
-            .ctx("creating a real-time trigger")?;
-        client
-            .update(
-                &format!(
-                    "ALTER TRIGGER {trigger} ON {name} DEPENDS ON EXTENSION customer_analyzer"
-                ),
-                None,
-                &[],
-            )
-            .ctx("tying a real-time trigger to the extension")?;
+    // the table itself first, then its partitions at every level (pg_partition_tree has
+    // no rows for a plain table; foreign partitions cannot have transition tables, so
+    // rows routed to them are not queued)
+    let tables: Vec<String> = client
+        .select(
+            "SELECT format('%I.%I', n.nspname, c.relname)
+             FROM (SELECT $1::regclass AS relid, 0 AS level
+                   UNION SELECT relid, level FROM pg_catalog.pg_partition_tree($1)) t
+             JOIN pg_catalog.pg_class c ON c.oid = t.relid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p')
+             ORDER BY t.level, c.oid",
+            None,
+            &[events.into()],
+        )
+        .ctx("reading the events table's partitions")?
+        .map(|r| {
+            r.get::<String>(1)
+                .ctx("reading the events table's partitions")
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    for table in &tables {
+        for (trigger, event, transition) in TRIGGERS {
+            client
+                .update(
+                    &format!(
+                        "CREATE TRIGGER {trigger} AFTER {event} ON {table}
+                         REFERENCING {transition}
+                         FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._enqueue_changed_users()"
+                    ),
+                    None,
+                    &[],
+                )
+                .ctx("creating a real-time trigger")?;
+            client
+                .update(
+                    &format!(
+                        "ALTER TRIGGER {trigger} ON {table} DEPENDS ON EXTENSION customer_analyzer"
+                    ),
+                    None,
+                    &[],
+                )
+                .ctx("tying a real-time trigger to the extension")?;
+        }
     }
     Ok(Realtime::On(name))
 }

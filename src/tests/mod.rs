@@ -7,6 +7,7 @@ mod drift;
 mod features;
 mod models;
 mod outcomes;
+mod partitions;
 mod realtime;
 mod retention;
 mod retraining;
