@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Training at scale: a demo shop of n_users (default 1,000,000) over `days` (default 100:
-# the generator stops at 100 million user-days), then train(task, 'gbm') under the
+# Training at scale: a demo shop of n_users (default 1,000,000) over `days` (default 100;
+# the generator stops at 200 million user-days), then train(task, 'gbm') under the
 # default settings (default task purchase: churn's schedule needs about 190 days of
 # history, purchase's 100). Prints the time, how many users the memory cap kept, and the
 # backend's peak resident memory (VmHWM, read from /proc by the server itself).
