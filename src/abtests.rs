@@ -12,9 +12,9 @@ use customer_analyzer_core::catalog::CATALOG_VERSION;
 use customer_analyzer_core::task::Task;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
+use crate::plans::types::TEXT;
 use crate::{models, plans, statement};
 
 /// A running test.
@@ -31,8 +31,6 @@ thread_local! {
     static RUNNING: RefCell<(statement::Key, HashMap<&'static str, Option<Running>>)> =
         RefCell::new((statement::Key::default(), HashMap::new()));
 }
-
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
 /// The running test of `task`, fixed per statement.
 pub fn running(client: &SpiClient<'_>, task: Task) -> Result<Option<Running>> {

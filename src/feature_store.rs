@@ -18,6 +18,7 @@ use crate::cursor::fetch_each_in_place;
 use crate::error::{self, Result, SpiContext};
 use crate::features_sql::{feature_query, history_query, Scope};
 use crate::plans;
+use crate::plans::types::{INT8, INT8_ARRAY, TIMESTAMPTZ, TIMESTAMPTZ_ARRAY};
 use crate::products;
 use crate::source::{self, Sources};
 use crate::time::{from_unix_micros, to_unix_micros};
@@ -90,11 +91,6 @@ pub fn user_exists(client: &SpiClient<'_>, s: &Sources, user_id: i64) -> Result<
     .ctx("looking up the user")?
     .unwrap_or(false))
 }
-
-const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
-const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
-const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
-const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
 
 /// The feature store's rows: `user_id`, the features, then `as_of` (and `refreshed_at`),
 /// the layout every feature row read here has.

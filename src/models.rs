@@ -18,9 +18,10 @@ use customer_analyzer_core::segment::Segmentation;
 use customer_analyzer_core::task::{Task, SEGMENTATION};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{JsonB, PgBuiltInOids, PgOid};
+use pgrx::JsonB;
 
 use crate::error::{self, Result, SpiContext};
+use crate::plans::types::{INT8, TEXT};
 use crate::{gucs, plans, statement};
 
 /// Checks a task argument.
@@ -35,9 +36,6 @@ fn served(task: Option<&str>) -> Result<&'static str> {
         other => Ok(self::task(other)?.name()),
     }
 }
-
-const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
 /// A decoded model row.
 pub enum Loaded {

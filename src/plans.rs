@@ -13,6 +13,21 @@ use crate::error::{self, Result, SpiContext};
 
 const MAX_PLANS: usize = 32;
 
+/// The parameter types the statements here are prepared with: one home for each.
+pub mod types {
+    use pgrx::{PgBuiltInOids, PgOid};
+
+    pub const BOOL_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID);
+    pub const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
+    pub const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
+    pub const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
+    pub const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
+    pub const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
+    pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+    pub const TIMESTAMPTZ: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+    pub const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
+}
+
 thread_local! {
     static PLANS: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }

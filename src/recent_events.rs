@@ -4,13 +4,11 @@
 //! the future or at an infinite time are never read.
 
 use pgrx::prelude::*;
-use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
+use crate::plans::types::{INT4, INT8};
 use crate::{feature_store, plans, source};
 
-const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
-const INT4: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT4OID);
 const MAX_EVENTS: i32 = 1000;
 
 // pgrx reads the column names from the signature, so the type stays spelled out

@@ -4,9 +4,9 @@
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
+use crate::plans::types::INT8;
 use crate::{gucs, plans, source};
 
 /// The logs `prune()` trims, each with the column that dates a row.
@@ -27,8 +27,6 @@ const USER_TABLES: &[&str] = &[
     "rescore_queue",
     "worker_errors",
 ];
-
-const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
 
 /// Deletes `table`'s rows matching `condition` (over `$1`); returns how many.
 fn delete_where(client: &mut SpiClient<'_>, table: &str, condition: &str, arg: i64) -> Result<i64> {

@@ -9,12 +9,14 @@ use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::model::Scorer;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{self, Result, SpiContext};
 use crate::feature_store::{features_for_user, FeatureRow, StoredRows, STORE_ROWS};
 use customer_analyzer_core::task::Task;
 
+use crate::plans::types::{
+    BOOL_ARRAY, FLOAT8_ARRAY, INT8_ARRAY, TEXT, TEXT_ARRAY, TIMESTAMPTZ_ARRAY,
+};
 use crate::work::work;
 use crate::{abtests, models, plans};
 use customer_analyzer_core::abtest::{arm_of, Arm};
@@ -30,6 +32,12 @@ fn frame_of(values: &[FeatureValue]) -> Frame {
     let mut f = Frame::for_catalog();
     f.push_catalog_row(values);
     f
+}
+
+/// `scorer`'s score of the one user in `f`, and whether it reaches the model's threshold.
+fn score_one(scorer: &Scorer, f: &Frame) -> (f64, bool) {
+    let score = scorer.predict_one(f.numeric_row(0), f.categorical_row(0));
+    (score, score >= scorer.model.threshold)
 }
 
 /// One user's score from the model that serves them (the challenger for the share of
@@ -161,11 +169,10 @@ fn score_with(client: &SpiClient<'_>, model_id: i64, user_id: i64) -> Result<Sco
     let loaded = models::loaded(client, model_id)?;
     let scorer = loaded.classifier()?;
     let (values, as_of) = features_for_user(client, user_id)?;
-    let f = frame_of(&values);
-    let score = scorer.predict_one(f.numeric_row(0), f.categorical_row(0));
+    let (score, label) = score_one(scorer, &frame_of(&values));
     Ok(Scored {
         score,
-        label: score >= scorer.model.threshold,
+        label,
         model_id,
         as_of,
     })
@@ -222,13 +229,6 @@ pub fn score_and_log(
         })
         .collect())
 }
-
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
-const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
-const BOOL_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID);
-const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
-const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
 
 fn predict_score(task: Task, user_id: Option<i64>) -> Result<f64> {
     let user_id = user_id.ok_or_else(|| error::null_argument("user_id"))?;
@@ -295,9 +295,9 @@ fn top_of(top: Option<i32>) -> Result<usize> {
 /// One reason behind a score: feature, its value, contribution and direction.
 type Reason = (String, Option<String>, f64, String);
 
-/// The `top` features that pushed `scorer`'s score of `values` up or down most.
-fn reasons_of(scorer: &Scorer, values: &[FeatureValue], top: usize) -> Vec<Reason> {
-    let f = frame_of(values);
+/// The `top` features that pushed `scorer`'s score of `values` (the one row of `f`) up or
+/// down most.
+fn reasons_of(scorer: &Scorer, f: &Frame, values: &[FeatureValue], top: usize) -> Vec<Reason> {
     scorer
         .explain(f.numeric_row(0), f.categorical_row(0))
         .into_iter()
@@ -337,7 +337,12 @@ fn explain(
         let model_id = routed_model(client, task, user_id)?;
         let loaded = models::loaded(client, model_id)?;
         let (values, _) = features_for_user(client, user_id)?;
-        Ok(reasons_of(loaded.classifier()?, &values, top))
+        Ok(reasons_of(
+            loaded.classifier()?,
+            &frame_of(&values),
+            &values,
+            top,
+        ))
     })?;
     Ok(TableIterator::new(rows))
 }
@@ -371,6 +376,7 @@ fn user_predictions(
     let rows = Spi::connect(|client| -> Result<Vec<_>> {
         // first: an unknown user is refused even when no model serves
         let (values, as_of) = features_for_user(client, user_id)?;
+        let f = frame_of(&values);
         let mut rows = Vec::new();
         for task in [Task::Churn, Task::Purchase] {
             let Some(champion) = models::serving_model(client, task.name())? else {
@@ -379,9 +385,8 @@ fn user_predictions(
             let model_id = abtests::route(client, task, user_id)?.unwrap_or(champion);
             let loaded = models::loaded(client, model_id)?;
             let scorer = loaded.classifier()?;
-            let f = frame_of(&values);
-            let score = scorer.predict_one(f.numeric_row(0), f.categorical_row(0));
-            let reasons = reasons_of(scorer, &values, top)
+            let (score, label) = score_one(scorer, &f);
+            let reasons = reasons_of(scorer, &f, &values, top)
                 .into_iter()
                 .map(|(feature, value, contribution, direction)| {
                     serde_json::json!({"feature": feature, "value": value,
@@ -391,7 +396,7 @@ fn user_predictions(
             rows.push((
                 task.name().to_string(),
                 score,
-                score >= scorer.model.threshold,
+                label,
                 model_id,
                 if model_id == champion {
                     "champion"

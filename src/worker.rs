@@ -50,10 +50,10 @@ use pgrx::bgworkers::{
 };
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{PgBuiltInOids, PgOid};
 
 use crate::error::{Result, SpiContext};
 use crate::feature_store::Kept;
+use crate::plans::types::{FLOAT8_ARRAY, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY, TIMESTAMPTZ_ARRAY};
 use crate::time::to_unix_micros;
 use crate::{feature_store, gucs, plans, segments, serving, source};
 
@@ -73,13 +73,6 @@ const STALL_NAP: Duration = Duration::from_secs(5);
 const STALL_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// How long the worker sleeps while the extension is missing from its database.
 const NOT_INSTALLED_NAP: Duration = Duration::from_secs(5);
-
-const INT8: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8OID);
-const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
-const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
-const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
-const FLOAT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::FLOAT8ARRAYOID);
-const TIMESTAMPTZ_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZARRAYOID);
 
 /// Registers the worker; called from `_PG_init`, which only counts while the postmaster
 /// loads `shared_preload_libraries`.
