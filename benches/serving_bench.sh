@@ -52,7 +52,7 @@ bench() {
       -f "$tmp/$script.sql" -l --log-prefix=pgb "$DB" > "$tmp/pgbench.txt" 2>&1) ||
     { cat "$tmp/pgbench.txt" >&2; exit 1; }
   local tps failed
-  tps=$(awk '/^tps/ {print $3; exit}' "$tmp/pgbench.txt")
+  tps=$(awk '/^tps/ {printf "%d", $3; exit}' "$tmp/pgbench.txt")
   failed=$(awk '/number of failed transactions/ {print $5}' "$tmp/pgbench.txt")
   [ "${failed:-0}" = 0 ] || { echo "pgbench: $failed failed transactions" >&2; cat "$tmp/pgbench.txt" >&2; exit 1; }
   echo "$tps $(cat "$tmp"/pgb.* | awk '{print $3}' | sort -n | awk '{v[NR]=$1} END {printf "%.3f %.3f", v[int(NR*0.5)]/1000, v[int(NR*0.99)]/1000}')"

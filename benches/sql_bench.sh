@@ -8,6 +8,7 @@
 # Usage: benches/sql_bench.sh [n_users] [days]   (defaults 100000 users, 180 days)
 #   KEEP_SHOP=1  reuse the shop already generated in database ca_bench (same size), e.g.
 #                to time the steps again on a quiet machine; generation is then skipped.
+#   SKIP_STEPS="a b"  leave out the steps named (e.g. "refresh_features(user_id) cancel").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N_USERS=${1:-100000}
@@ -22,7 +23,8 @@ if [ "${KEEP_SHOP:-0}" = 1 ]; then
     echo "KEEP_SHOP=1, but $DB holds '${have:-no shop}', not $N_USERS users x $DAYS days" >&2
     exit 1
   fi
-  psql_pg -d "$DB" -c "DELETE FROM bench_figures WHERE what <> 'shop size' AND what NOT LIKE 'demo shop%' AND what NOT LIKE 'generate_demo_data%'"
+  # keep the generation's figures; the steps run again add theirs
+  psql_pg -d "$DB" -c "DELETE FROM bench_figures WHERE id > (SELECT min(id) FROM bench_figures WHERE what LIKE '%step generate')"
 else
   # About 0.5 events per user-day at ~180 bytes each with the two indexes, plus the feature
   # store, the models and room for WAL and sorts: refuse early rather than fill the disk.
@@ -51,6 +53,7 @@ run_step() {
   local name=$1 body=$2
   if [ "$name" = preamble ]; then preamble=$body; return 0; fi
   [ "${KEEP_SHOP:-0}" = 1 ] && [ "$name" = generate ] && return 0
+  for skip in ${SKIP_STEPS:-}; do [ "$skip" = "$name" ] && return 0; done
   echo "==> $name ($(date +%T))"
   psql_pg -d "$DB" -v step="$name" <<SQL
 \pset footer off

@@ -85,15 +85,15 @@ FROM single;
 -- models: train on the shop (one read of the events for every snapshot), then serve.
 -- Every single algorithm and the default (auto), with the deploy left to the rules, and
 -- each one's candidates, rows and calibration
--- step: train('churn', 'gbm')
+-- step: train_churn_gbm
 DO $$ BEGIN PERFORM pg_temp.train_figures('churn', 'gbm'); END $$;
--- step: train('churn', 'random_forest')
+-- step: train_churn_random_forest
 DO $$ BEGIN PERFORM pg_temp.train_figures('churn', 'random_forest'); END $$;
--- step: train('churn', 'logistic')
+-- step: train_churn_logistic
 DO $$ BEGIN PERFORM pg_temp.train_figures('churn', 'logistic'); END $$;
--- step: train('churn', 'auto')
+-- step: train_churn_auto
 DO $$ BEGIN PERFORM pg_temp.train_figures('churn', 'auto'); END $$;
--- step: train('purchase', 'auto')
+-- step: train_purchase_auto
 DO $$ BEGIN PERFORM pg_temp.train_figures('purchase', 'auto'); END $$;
 
 -- step: predict_churn
