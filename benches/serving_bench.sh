@@ -4,8 +4,8 @@
 #   1. pgbench -M prepared -c 8 -j 2 -T $SECS: SELECT customer_analyzer.predict_churn(:uid)
 #      over random users, and in the same run the plain index lookup of the same user's
 #      feature row, alternated twice; transactions/s, p50 and p99 of each, and the ratio.
-#   2. the first prediction on a fresh backend (library load, model read and decode,
-#      plans), timed inside the server, over $COLD fresh connections, against the second
+#   2. the first prediction on a fresh backend (the library is preloaded: model read and
+#      decode, plans), timed inside the server, over $COLD fresh connections, against the second
 #      call on the same backend.
 #   3. both loads again through pgbouncer in transaction mode (the simple protocol: it
 #      keeps no prepared statements in that mode), beside the same load direct with the
@@ -74,8 +74,8 @@ done
 echo "== 2. the first prediction on a fresh backend ($COLD connections, a random user each)"
 for i in $(seq 1 "$COLD"); do
   uid=$(( lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1) ))
-  # each statement's own duration, measured by the server: the first call loads the
-  # library, reads and decodes the model; the second finds them in the backend's cache
+  # each statement's own duration, measured by the server: the first call reads and
+  # decodes the model and prepares its plans; the second finds them in the backend's cache
   psql_db -F' ' -c "SELECT customer_analyzer.predict_churn($uid) IS NOT NULL, 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp())" \
                -c "SELECT customer_analyzer.predict_churn($uid + 0) IS NOT NULL, 1000 * extract(epoch FROM clock_timestamp() - statement_timestamp())" |
     awk '{print $2}' | paste -sd' '

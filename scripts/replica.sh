@@ -31,16 +31,18 @@ if [ "${CA_REPLICA_OF:-debian}" = test ]; then
   # primary's), on its own port
   launch() {
     local same
-    same=$(as_pg "$BIN/psql" -X -q -At $PRIMARY -d postgres -c "SELECT string_agg(format('-c %s=%s', name, setting), ' ')
+    same=$(psql_primary -c "SELECT string_agg(format('-c %s=%s', name, setting), ' ')
       FROM pg_settings WHERE source = 'command line'
        AND name NOT IN ('port', 'listen_addresses', 'unix_socket_directories')")
     as_pg "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 120 \
       -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 $same" start >/dev/null
   }
   halt() {
-    if [ -f "$DATA/postmaster.pid" ]; then
-      as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || rm -f "$DATA/postmaster.pid"
-    fi
+    [ -f "$DATA/postmaster.pid" ] || return 0
+    as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 || { rm -f "$DATA/postmaster.pid"; return 0; }
+    as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 ||
+      as_pg "$BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null ||
+      { echo "replica.sh: the replica in $DATA does not stop" >&2; exit 1; }
   }
   remove() { halt; rm -rf "$DATA"; }
   present() { [ -f "$DATA/PG_VERSION" ]; }
@@ -73,14 +75,25 @@ else
 fi
 
 psql_replica() { as_pg "$BIN/psql" -X -q -At $REPLICA -d postgres "$@"; }
+psql_primary() { as_pg "$BIN/psql" -X -q -At $PRIMARY -d postgres "$@"; }
+# The replica's slot keeps on the primary the WAL it has not replayed yet (without one, a
+# standby that falls behind a large write loses the segments it needs and stops for
+# good); removing the replica drops it, or the primary would keep WAL forever.
+SLOT=customer_analyzer_replica
+drop_slot() {
+  psql_primary -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                   WHERE slot_name = '$SLOT' AND NOT active" >/dev/null 2>&1 || true
+}
 
 case "${1:-}" in
   start)
     remove
+    drop_slot
     create
-    # -R writes standby.signal and primary_conninfo; -X stream copies the WAL made during
-    # the copy; -c fast starts at once instead of waiting for a checkpoint
-    as_pg "$BIN/pg_basebackup" $PRIMARY -D "$DATA" -R -X stream -c fast
+    # -R writes standby.signal, primary_conninfo and the slot's name; -C -S makes the
+    # slot; -X stream copies the WAL made during the copy; -c fast starts at once
+    # instead of waiting for a checkpoint
+    as_pg "$BIN/pg_basebackup" $PRIMARY -D "$DATA" -R -C -S "$SLOT" -X stream -c fast
     launch
     for _ in $(seq 1 120); do
       [ "$(psql_replica -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = t ] && break
@@ -91,6 +104,7 @@ case "${1:-}" in
     ;;
   stop)
     remove
+    drop_slot
     echo "replica removed"
     ;;
   status)
@@ -99,8 +113,10 @@ case "${1:-}" in
         'replayed up to ' || coalesce(pg_last_wal_replay_lsn()::text, '-'),
         'last replayed commit ' || coalesce(pg_last_xact_replay_timestamp()::text, '-')" ||
       { echo "replica on port $PORT is not running"; exit 3; }
-    as_pg "$BIN/psql" -X -q -At $PRIMARY -d postgres -F ' ' -c \
-      "SELECT 'primary sees a standby: ' || state || ', replay lag ' || coalesce(replay_lag::text, '0') FROM pg_stat_replication"
+    psql_primary -F ' ' -c \
+      "SELECT 'primary sees a standby: ' || state || ', replay lag ' || coalesce(replay_lag::text, '0') FROM pg_stat_replication;
+       SELECT 'slot $SLOT keeps ' || pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)) || ' of WAL'
+       FROM pg_replication_slots WHERE slot_name = '$SLOT'"
     ;;
   *)
     echo "usage: $0 start|stop|status" >&2

@@ -13,8 +13,12 @@ DATA=${CA_IT_PGDATA:-/var/lib/postgresql/customer_analyzer-it}
 PORT=${CA_IT_PORT:-5499}
 as_pg() { runuser -u postgres -- env -u RUST_BACKTRACE "$@"; }
 
+# a replica of this cluster (scripts/replica.sh, the replica test) goes with it
+stop_replica() { CA_REPLICA_OF=test bash scripts/replica.sh stop >/dev/null 2>&1 || true; }
+
 case "${1:-}" in
   start)
+    stop_replica
     if [ -f "$DATA/postmaster.pid" ]; then
       as_pg "$BIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
     fi
@@ -34,6 +38,7 @@ case "${1:-}" in
     echo "host=127.0.0.1 port=$PORT user=postgres"
     ;;
   stop)
+    stop_replica
     if [ -f "$DATA/postmaster.pid" ]; then
       if as_pg "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
         as_pg "$BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null

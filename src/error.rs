@@ -83,9 +83,10 @@ pub fn busy(message: impl Into<String>, hint: &str) -> ErrorReport {
     )
 }
 
-/// 25006 when the server is a hot standby: `function` writes, and a standby serves only
-/// reads. Called first, so a refused call costs nothing and leaves nothing behind.
-#[allow(unsafe_code)] // reads the recovery state from shared memory, on the backend's thread
+/// 25006 when the server is a hot standby or the transaction is read-only: `function`
+/// writes. Called first, so a refused call costs nothing (not minutes of training before
+/// its first INSERT fails) and leaves nothing behind.
+#[allow(unsafe_code)] // reads the recovery state and this backend's transaction flag
 pub fn require_primary(function: &str) -> Result<()> {
     // SAFETY: a plain read of shared state PostgreSQL offers to every backend
     if unsafe { pgrx::pg_sys::RecoveryInProgress() } {
@@ -93,6 +94,14 @@ pub fn require_primary(function: &str) -> Result<()> {
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             format!("{function} writes, and this server is a read-only standby"),
             "Run it on the primary; its results reach the standbys by replication. Standbys answer predict_churn(), predict_purchase(), explain(), segment_of() and the views.",
+        ));
+    }
+    // SAFETY: the backend's own transaction state, read on its own thread
+    if unsafe { pgrx::pg_sys::XactReadOnly } {
+        return Err(report(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("{function} writes, and this transaction is read-only"),
+            "Call it in a read-write transaction (BEGIN READ WRITE, or SET default_transaction_read_only = off).",
         ));
     }
     Ok(())

@@ -80,10 +80,16 @@ pub fn detach(client: &mut SpiClient<'_>, table: Option<pg_sys::Oid>) -> Result<
 /// (partitions made later get them from the next `configure()`).
 pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtime> {
     detach(client, None)?;
+    // the table and every partition below it (pg_partition_tree has no rows for a plain
+    // table): whether the caller owns them all, and whether any is foreign
     let row = client
         .select(
             "SELECT c.relkind::text, format('%I.%I', n.nspname, c.relname),
-                    pg_catalog.pg_has_role(c.relowner, 'USAGE')
+                    (SELECT bool_and(pg_catalog.pg_has_role(p.relowner, 'USAGE'))
+                     FROM pg_catalog.pg_class p
+                     WHERE p.oid = c.oid OR p.oid IN (SELECT relid FROM pg_catalog.pg_partition_tree(c.oid))),
+                    (SELECT count(*) FROM pg_catalog.pg_partition_tree(c.oid) t
+                     JOIN pg_catalog.pg_class p ON p.oid = t.relid WHERE p.relkind = 'f')
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
              WHERE c.oid = $1",
             Some(1),
@@ -97,6 +103,10 @@ pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtim
         .ctx("reading the events table")?
         .unwrap_or_default();
     let may = row.get::<bool>(3).ctx("reading the events table")?;
+    let foreign = row
+        .get::<i64>(4)
+        .ctx("reading the events table")?
+        .unwrap_or(0);
     let off = |why: String| -> Result<Realtime> {
         pgrx::notice!("customer_analyzer: real time is off: {why}");
         Ok(Realtime::Off(why))
@@ -105,7 +115,7 @@ pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtim
         (Some("r" | "p"), Some(true)) => {}
         (Some("r" | "p"), _) => {
             return off(format!(
-                "only {name}'s owner may put triggers on it; run configure() as its owner to turn real time on"
+                "only the owner of {name} and of its partitions may put triggers on them; run configure() as their owner to turn real time on"
             ))
         }
         _ => {
@@ -114,9 +124,14 @@ pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtim
             ))
         }
     }
-    // the table itself first, then its partitions at every level (pg_partition_tree has
-    // no rows for a plain table; foreign partitions cannot have transition tables, so
-    // rows routed to them are not queued)
+    if foreign > 0 {
+        // with transition tables on the parent, PostgreSQL refuses every write routed to
+        // a foreign partition: the shop's own inserts would fail
+        return off(format!(
+            "{name} has {foreign} foreign partition(s), and statement triggers with transition tables would make PostgreSQL refuse writes routed to them"
+        ));
+    }
+    // the table itself first, then its partitions at every level
     let tables: Vec<String> = client
         .select(
             "SELECT format('%I.%I', n.nspname, c.relname)

@@ -160,13 +160,15 @@ thread_local! {
 }
 
 /// The events' storage as the kept histories depend on it: the file nodes of the
-/// table and its partitions.
+/// table and its partitions (pg_partition_tree has no rows for a plain table, whose
+/// TRUNCATE went unnoticed before it was named on its own).
 fn events_storage(client: &SpiClient<'_>, s: &source::Sources) -> Result<String> {
     Ok(plans::select(
         client,
         "SELECT coalesce(string_agg(pg_catalog.pg_relation_filenode(t.relid)::text, ','
                                     ORDER BY t.relid), '')
-         FROM pg_catalog.pg_partition_tree($1::regclass) t",
+         FROM (SELECT $1::regclass AS relid
+               UNION SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)) t",
         &[TEXT],
         &[s.events.as_str().into()],
     )?

@@ -1,8 +1,9 @@
 //! An events table partitioned by month (native partitioning): configure() accepts it,
 //! the features over it equal those over the same rows in a plain table, training and
 //! scoring read it, the real-time triggers sit on the parent and on every partition (so
-//! rows inserted straight into a partition are queued too), and dropping an old
-//! partition, as retention does, gives the features of the rows that remain.
+//! rows inserted straight into a partition are queued too), dropping an old partition,
+//! as retention does, gives the features of the rows that remain, and a foreign
+//! partition leaves real time off.
 
 #[pgrx::pg_schema]
 mod tests {
@@ -112,5 +113,28 @@ mod tests {
         run(&format!("INSERT INTO {current} (user_id, event_type, created_at) VALUES (7, 'page_view', now() - interval '1 minute')"));
         assert!(queued(7));
         assert!(!queued(9));
+
+        // a foreign partition: PostgreSQL would refuse the writes routed to it once the
+        // parent has triggers with transition tables, so real time stays off
+        run("CREATE FOREIGN DATA WRAPPER ca_test_wrapper;
+             CREATE SERVER ca_test_nowhere FOREIGN DATA WRAPPER ca_test_wrapper;
+             CREATE FOREIGN TABLE public.events_far PARTITION OF public.events_by_month
+                 FOR VALUES FROM ('1990-01-01') TO ('1990-02-01') SERVER ca_test_nowhere;");
+        let answer = one::<pgrx::JsonB>(
+            "SELECT customer_analyzer.configure('public.users', 'public.events_by_month', 'public.products')",
+        )
+        .map(|j| j.0);
+        let realtime = answer
+            .as_ref()
+            .and_then(|j| j.get("realtime"))
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            realtime.starts_with("off: ") && realtime.contains("foreign partition"),
+            "{realtime}"
+        );
+        assert_eq!(triggers_on("public.events_by_month"), 0);
+        assert_eq!(triggers_on(&current), 0);
     }
 }

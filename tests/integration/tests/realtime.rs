@@ -4,7 +4,7 @@
 //! score; a killed worker and a server restarted with `-m immediate` leave every queued
 //! user rescored exactly once; a user who cannot be rescored is recorded and the others
 //! are not held up; the histories the worker keeps give the features a full read gives,
-//! after new, late, updated and deleted events; the worker follows a renamed events table and waits, the queue
+//! after new, late, updated, deleted and truncated events; the worker follows a renamed events table and waits, the queue
 //! kept, while the configured one is dropped; the worker's writes reach the statistics views;
 //! and `DROP EXTENSION` takes the triggers off the shop's table.
 
@@ -51,7 +51,7 @@ fn worker_pid(c: &mut Client) -> Option<i32> {
 fn real_time() {
     let mut c = shop();
     an_inserted_event_comes_back_as_a_fresh_score(&mut c);
-    kept_histories_follow_new_late_updated_and_deleted_events(&mut c);
+    kept_histories_follow_new_late_updated_deleted_and_truncated_events(&mut c);
     a_killed_worker_comes_back_and_rescores_each_user_once(&mut c);
     one_failing_user_is_recorded_and_the_others_are_rescored(&mut c);
     let mut c = a_server_restart_mid_queue_rescores_each_user_once(c);
@@ -148,7 +148,7 @@ fn after_change_features_are_right(c: &mut Client, users: &[i64], change: &str) 
     }
 }
 
-fn kept_histories_follow_new_late_updated_and_deleted_events(c: &mut Client) {
+fn kept_histories_follow_new_late_updated_deleted_and_truncated_events(c: &mut Client) {
     let u = users(c, 300, 5);
     let list = u.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
     let new_events = format!(
@@ -184,6 +184,20 @@ fn kept_histories_follow_new_late_updated_and_deleted_events(c: &mut Client) {
     );
     // and new events again after those full reads
     after_change_features_are_right(c, &u, &new_events);
+    // a TRUNCATE replaces the table's storage: the kept histories go with it, so these
+    // users' old events, gone now, do not come back with their next event
+    after_change_features_are_right(
+        c,
+        &u,
+        &format!(
+            "CREATE TEMP TABLE others AS
+                 SELECT * FROM public.events WHERE user_id <> ALL (ARRAY[{list}]::bigint[]);
+             TRUNCATE public.events;
+             INSERT INTO public.events SELECT * FROM others;
+             DROP TABLE others;
+             {new_events};"
+        ),
+    );
 }
 
 fn one_failing_user_is_recorded_and_the_others_are_rescored(c: &mut Client) {

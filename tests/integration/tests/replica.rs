@@ -4,8 +4,9 @@
 //! exactly as the primary does for users in the feature store; a deploy and a rollback
 //! on the primary are served by the standby once replayed, by a session that stays
 //! connected (its model cache follows); every function that writes refuses with 25006
-//! and a hint to use the primary, every reading one answers; and the extension's worker,
-//! preloaded there too, does not start on the standby.
+//! and a hint to use the primary, every reading one answers; the extension's worker,
+//! preloaded there too, does not start on the standby; and on the primary a read-only
+//! transaction is refused the same way before any work.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,8 +18,8 @@ const DB: &str = "ca_it_replica";
 /// Generous bounds that only catch a hang.
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Runs `scripts/replica.sh` for the test server.
-fn replica_sh(action: &str) {
+/// Runs `scripts/replica.sh` for the test server; whether it succeeded, and its output.
+fn replica_sh(action: &str) -> Result<(), String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/replica.sh");
     let primary_port = dsn()
         .split_whitespace()
@@ -32,24 +33,30 @@ fn replica_sh(action: &str) {
         .env("CA_REPLICA_PORT", replica_port())
         .stdin(std::process::Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "replica.sh {action}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "replica.sh {action}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 fn replica_port() -> String {
     std::env::var("CA_REPLICA_PORT").unwrap_or_else(|_| "5498".into())
 }
 
-/// Removes the replica however the test ends.
+/// Removes the replica however the test ends (without a panic of its own, which during
+/// an unwind would abort the run and hide the first failure).
 struct Replica;
 impl Drop for Replica {
     fn drop(&mut self) {
-        replica_sh("stop");
+        if let Err(e) = replica_sh("stop") {
+            eprintln!("{e}");
+        }
     }
 }
 
@@ -110,8 +117,8 @@ fn a_standby_serves_the_primarys_predictions_and_writes_nothing() {
          SELECT customer_analyzer.train('purchase', 'gbm');
          SELECT customer_analyzer.segment_users('kmeans', 4);",
     );
-    replica_sh("start");
     let _replica = Replica;
+    replica_sh("start").unwrap_or_else(|e| panic!("{e}"));
     let mut standby = connect_replica();
     assert!(value::<bool>(&mut standby, "SELECT pg_is_in_recovery()"));
     wait_for_replay(&mut primary, &mut standby);
@@ -170,6 +177,7 @@ fn a_standby_serves_the_primarys_predictions_and_writes_nothing() {
     assert_eq!(answers(&mut standby, &users), first);
 
     every_write_is_refused_and_every_read_answers(&mut standby);
+    a_read_only_transaction_on_the_primary_is_refused_at_once(&mut primary);
     the_worker_runs_on_the_primary_only(&mut primary, &mut standby);
 }
 
@@ -234,6 +242,36 @@ fn every_write_is_refused_and_every_read_answers(standby: &mut Client) {
             panic!("{call} on the standby: {}", describe(&e));
         }
     }
+}
+
+/// A read-only transaction on the primary is refused before any work, not after minutes
+/// of training at the first INSERT.
+fn a_read_only_transaction_on_the_primary_is_refused_at_once(primary: &mut Client) {
+    let models: i64 = value(primary, "SELECT count(*) FROM customer_analyzer.models");
+    for call in [
+        "SELECT * FROM customer_analyzer.train('churn', 'gbm')",
+        "SELECT customer_analyzer.score_all('churn')",
+        "SELECT customer_analyzer.refresh_features(3)",
+    ] {
+        exec(primary, "BEGIN READ ONLY");
+        let r = primary.batch_execute(call);
+        exec(primary, "ROLLBACK");
+        let e = r
+            .as_ref()
+            .err()
+            .and_then(|e| e.as_db_error())
+            .unwrap_or_else(|| panic!("{call} in a read-only transaction: {:?}", r.as_ref().err()));
+        assert_eq!(e.code().code(), "25006", "{call}: {}", e.message());
+        assert!(
+            e.message().contains("this transaction is read-only"),
+            "{call}: {}",
+            e.message()
+        );
+    }
+    assert_eq!(
+        value::<i64>(primary, "SELECT count(*) FROM customer_analyzer.models"),
+        models
+    );
 }
 
 fn the_worker_runs_on_the_primary_only(primary: &mut Client, standby: &mut Client) {
