@@ -81,8 +81,19 @@ psql_primary() { as_pg "$BIN/psql" -X -q -At $PRIMARY -d postgres "$@"; }
 # good); removing the replica drops it, or the primary would keep WAL forever.
 SLOT=customer_analyzer_replica
 drop_slot() {
-  psql_primary -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-                   WHERE slot_name = '$SLOT' AND NOT active" >/dev/null 2>&1 || true
+  # the primary's walsender may outlive the stopped replica by a moment, and an active
+  # slot cannot be dropped: try for up to 30 s (a primary that is down has nothing to drop)
+  local left
+  for _ in $(seq 1 60); do
+    left=$(psql_primary -c "SELECT count(*) FROM (SELECT pg_drop_replication_slot(slot_name)
+                                                   FROM pg_replication_slots
+                                                   WHERE slot_name = '$SLOT' AND NOT active) dropped;
+                            SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'" 2>/dev/null | tail -1) || return 0
+    [ "$left" = 0 ] && return 0
+    sleep 0.5
+  done
+  echo "replica.sh: replication slot $SLOT is still in use on the primary" >&2
+  return 1
 }
 
 case "${1:-}" in
