@@ -44,13 +44,15 @@ BEGIN
 END $$;
 
 -- step: refresh_features
+-- full refreshes (the second replaces a full store), then the set-based SQL
+SET customer_analyzer.incremental_refresh = off;
 DO $$
 DECLARE t0 timestamptz; n bigint; i int;
 BEGIN
     FOR i IN 1..2 LOOP
         t0 := clock_timestamp();
         n := customer_analyzer.refresh_features();
-        INSERT INTO bench_figures (what, figure) VALUES (format('refresh_features() all users, run %s', i),
+        INSERT INTO bench_figures (what, figure) VALUES (format('refresh_features() full, all users, run %s', i),
             format('%s s for %s users', round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2), n));
     END LOOP;
     t0 := clock_timestamp();
@@ -58,6 +60,56 @@ BEGIN
     INSERT INTO bench_figures (what, figure) VALUES ('user_features(now() - 30 days), all users',
         format('%s s', round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2)));
 END $$;
+
+-- step: refresh_incremental
+-- The store as of a day ago (full), then the incremental refresh to now: (1) after the
+-- demo's own last day, (2) after a day in which 5% of the users were active: the other
+-- users' events of that day are deleted with real time off (so not queued) inside a
+-- transaction that is rolled back, and the active users are queued as the trigger would.
+-- the real-time triggers tell the incremental refresh which users changed
+SELECT customer_analyzer.configure('public.users', 'public.events', 'public.products') ->> 'realtime' AS realtime;
+CREATE TEMP TABLE inc (what text, figure text);
+CREATE FUNCTION pg_temp.full_as_of_yesterday() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('customer_analyzer.incremental_refresh', 'off', true);
+    PERFORM customer_analyzer._refresh_store(now() - interval '1 day');
+    PERFORM set_config('customer_analyzer.incremental_refresh', 'on', true);
+END $$;
+CREATE FUNCTION pg_temp.timed_incremental(label text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp(); r record;
+BEGIN
+    PERFORM customer_analyzer._refresh_store(now());
+    SELECT * INTO r FROM customer_analyzer.refresh_state;
+    INSERT INTO inc VALUES (format('refresh_features() incremental, %s', label),
+        format('%s s (%s; %s users read from their events, %s rows moved in time)',
+               round(extract(epoch FROM clock_timestamp() - t0)::numeric, 2),
+               r.mode || coalesce(': ' || r.full_because, ''), r.users_computed, r.users_moved));
+END $$;
+BEGIN;
+SELECT pg_temp.full_as_of_yesterday();
+SELECT pg_temp.timed_incremental(format('the demo''s last day (%s%% of users active)',
+    (SELECT round(100.0 * count(DISTINCT user_id) / (SELECT count(*) FROM public.users), 1)
+     FROM public.events WHERE created_at >= now() - interval '1 day')));
+COMMIT;
+BEGIN;
+SELECT pg_temp.full_as_of_yesterday();
+SET LOCAL customer_analyzer.realtime = off;
+CREATE TEMP TABLE day_active AS
+SELECT DISTINCT user_id FROM public.events WHERE created_at >= now() - interval '1 day';
+DELETE FROM public.events e
+WHERE e.created_at >= now() - interval '1 day'
+  AND e.user_id NOT IN (SELECT user_id FROM day_active ORDER BY hashint8(user_id)
+                        LIMIT (SELECT count(*) / 20 FROM public.users));
+SET LOCAL customer_analyzer.realtime = on;
+INSERT INTO customer_analyzer.rescore_queue (user_id)
+SELECT DISTINCT user_id FROM public.events WHERE created_at >= now() - interval '1 day'
+ON CONFLICT DO NOTHING;
+SELECT pg_temp.timed_incremental('a day with 5% of users active');
+-- kept in psql variables across the rollback
+SELECT what AS five_what, figure AS five_figure FROM inc WHERE what LIKE '%5\% of users active' \gset
+ROLLBACK;
+INSERT INTO bench_figures (what, figure) SELECT what, figure FROM inc;
+INSERT INTO bench_figures (what, figure) VALUES (:'five_what', :'five_figure');
 
 -- step: refresh_features(user_id)
 -- single-user refresh: 1000 random users on a warm backend

@@ -59,13 +59,14 @@ BEGIN
     END IF;
     -- one bulk refresh at a time: a second waits, then replaces the first one's rows
     PERFORM pg_advisory_xact_lock(17217, 10);
-    PERFORM customer_analyzer._notice_data_quality(t);   -- also loads the library and its settings
+    PERFORM customer_analyzer._feature_query(false);   -- loads the library and its settings
     PERFORM set_config('work_mem', current_setting('customer_analyzer.feature_work_mem'), true);
-    DELETE FROM customer_analyzer.user_metrics;
-    INSERT INTO customer_analyzer.user_metrics
-    SELECT f.*, t, clock_timestamp() FROM customer_analyzer.user_features(t) f;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    n := customer_analyzer._refresh_store(t);
     PERFORM set_config('work_mem', caller_work_mem, true);
+    -- the data rules' report reads every event: after full refreshes only
+    IF (SELECT mode FROM customer_analyzer.refresh_state) = 'full' THEN
+        PERFORM customer_analyzer._notice_data_quality(t);
+    END IF;
     RETURN n;
 END
 $$;
@@ -173,7 +174,11 @@ COMMENT ON FUNCTION customer_analyzer.user_features(timestamptz) IS
 COMMENT ON FUNCTION customer_analyzer._feature_query(boolean) IS
     'Internal: the set-based feature query over the configured tables ($1 = as_of, $2 = an array of user ids when one_user).';
 COMMENT ON FUNCTION customer_analyzer.refresh_features() IS
-    'Recomputes every user''s features as of now() into user_metrics in one set-based pass; returns the number of users. Raises a NOTICE listing rows set aside by the data rules.';
+    'Brings every user''s features to now() in user_metrics: after an earlier refresh, reads only the users whose events changed or crossed a window''s edge and moves the other rows in time (refresh_state says which it did); returns the number of users. A full refresh raises a NOTICE listing rows set aside by the data rules.';
+COMMENT ON FUNCTION customer_analyzer._refresh_store(timestamptz) IS
+    'Internal: refresh_features() as of a given time, under its lock (full or incremental; see refresh_state).';
+COMMENT ON TABLE customer_analyzer.refresh_state IS
+    'The last refresh_features(): as of when, full or incremental (and why full), users read from their events and rows moved in time, and the basis the next incremental refresh must share.';
 COMMENT ON FUNCTION customer_analyzer.refresh_features(bigint) IS
     'Recomputes one user''s features as of now() into user_metrics through an index; false when the user registered after now().';
 COMMENT ON FUNCTION customer_analyzer.data_quality(timestamptz) IS

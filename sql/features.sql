@@ -41,8 +41,8 @@ ev AS NOT MATERIALIZED (
 seq AS (
     SELECT ev.*,
            ev.at - lag(ev.at) OVER (PARTITION BY ev.user_id ORDER BY ev.at) AS gap,
-           floor(date_part('epoch', $1 - ev.at) / 86400)
-               IS DISTINCT FROM floor(date_part('epoch', $1 - lead(ev.at) OVER (PARTITION BY ev.user_id ORDER BY ev.at)) / 86400)
+           (ev.at AT TIME ZONE 'UTC')::date
+               IS DISTINCT FROM (lead(ev.at) OVER (PARTITION BY ev.user_id ORDER BY ev.at) AT TIME ZONE 'UTC')::date
                AS last_of_day,
            (SELECT m FROM pm) -> ev.raw_product AS product
     FROM ev
@@ -66,7 +66,7 @@ a AS (
            min(at) FILTER (WHERE kind = 'purchase') AS first_purchase_at,
            max(at) FILTER (WHERE kind = 'purchase') AS last_purchase_at,
            max(at) FILTER (WHERE kind = 'add_to_cart') AS last_cart_at,
-           -- a day is active in a window when its latest event is: windows end at as_of
+           -- a UTC calendar day is active in a window when its latest event is: windows end at as_of
            count(*) FILTER (WHERE last_of_day AND at >= {w7}) AS ad7,
            count(*) FILTER (WHERE last_of_day AND at >= {w30}) AS ad30,
            count(*) FILTER (WHERE last_of_day) AS ad_total,

@@ -124,10 +124,34 @@ CREATE TABLE customer_analyzer.user_metrics (
     LIKE customer_analyzer.feature_row,
     as_of timestamptz NOT NULL,
     refreshed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- when the user was first and last active, bought and added to the cart (events before
+    -- as_of): the incremental refresh moves the days since them to a later as_of
+    first_event_at timestamptz,
+    last_event_at timestamptz,
+    first_purchase_at timestamptz,
+    last_purchase_at timestamptz,
+    last_cart_at timestamptz,
     PRIMARY KEY (user_id)
 );
 -- dumped with its data: predictions read it, and a restore must predict the same
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.user_metrics', '');
+
+-- The last store-wide refresh: what its rows depend on besides the events (the basis:
+-- extension version, sources, the events' storage, the real-time triggers, products), so
+-- that the next refresh_features() may recompute only the users whose events changed or
+-- crossed a window's edge since, and what it did.
+CREATE TABLE customer_analyzer.refresh_state (
+    id boolean PRIMARY KEY DEFAULT true CHECK (id),
+    as_of timestamptz NOT NULL,
+    basis text NOT NULL,
+    mode text NOT NULL CHECK (mode IN ('full', 'incremental')),
+    -- why a full refresh was needed (NULL for an incremental one)
+    full_because text,
+    users_computed bigint NOT NULL,
+    users_moved bigint NOT NULL,
+    started_at timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL
+);
 
 -- Models: versioned and append-only (UPDATE, DELETE and TRUNCATE raise 55000, for the
 -- owner too). The model itself is a bincode blob behind a magic and a format number (see

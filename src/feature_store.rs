@@ -4,7 +4,9 @@
 
 use customer_analyzer_core::catalog::{Kind, FEATURES};
 use customer_analyzer_core::events::sql;
-use customer_analyzer_core::features::{compute_features, FeatureValue, FeatureVector};
+use customer_analyzer_core::features::{
+    compute_features_timed, ActivityTimes, FeatureValue, FeatureVector,
+};
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::history_cache::HistoryCache;
 use pgrx::datum::DatumWithOid;
@@ -46,6 +48,20 @@ fn _feature_query(one_user: bool) -> Result<String> {
 /// type. Stored users are updated in place and only new ones inserted: an update writes
 /// one WAL record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row first),
 /// and the real-time worker's WAL is what the shop's commits wait on.
+/// The columns of user_metrics after the features that keep each user's
+/// [`ActivityTimes`], in their order there.
+pub const TIME_COLUMNS: [&str; 5] = [
+    "first_event_at",
+    "last_event_at",
+    "first_purchase_at",
+    "last_purchase_at",
+    "last_cart_at",
+];
+
+/// A user's features as stored: the values and the times the incremental refresh moves
+/// them from.
+pub type Computed = (FeatureVector, ActivityTimes);
+
 fn store_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -55,6 +71,12 @@ fn store_sql() -> &'static str {
             .enumerate()
             .map(|(i, f)| format!("${}::{}[]", i + 3, f.kind.sql_type()))
             .collect();
+        let mut arrays = arrays;
+        let mut cols = cols;
+        for (i, c) in TIME_COLUMNS.iter().enumerate() {
+            arrays.push(format!("${}::timestamptz[]", FEATURES.len() + 3 + i));
+            cols.push(c);
+        }
         let set: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
         let from_r: Vec<String> = cols.iter().map(|c| format!("r.{c}")).collect();
         format!(
@@ -212,9 +234,31 @@ pub fn refresh_users(
     kept: Option<Kept<'_>>,
 ) -> Result<StoredRows> {
     let as_of = pgrx::datum::now();
-    let rows = features_of(client, s, user_ids, as_of, kept)?;
-    let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(FEATURES.len() + 2);
-    let mut types: Vec<PgOid> = Vec::with_capacity(FEATURES.len() + 2);
+    let computed = features_of(client, s, user_ids, as_of, kept)?;
+    store_rows(client, as_of, &computed)?;
+    let rows: Vec<&FeatureVector> = computed.iter().map(|(f, _)| f).collect();
+    let mut out = StoredRows {
+        user_ids: Vec::with_capacity(rows.len()),
+        as_of: vec![as_of; rows.len()],
+        frame: Frame::for_catalog(),
+    };
+    for row in rows {
+        out.frame.push_catalog_row(&row.values);
+        out.user_ids.push(row.user_id);
+    }
+    Ok(out)
+}
+
+/// Writes `rows`, computed as of `as_of`, into user_metrics (an upsert: see
+/// [`store_sql`]). The arrays are made in the current memory context.
+pub fn store_rows(
+    client: &mut SpiClient<'_>,
+    as_of: TimestampWithTimeZone,
+    computed: &[Computed],
+) -> Result<()> {
+    let rows: Vec<&FeatureVector> = computed.iter().map(|(f, _)| f).collect();
+    let mut args: Vec<DatumWithOid<'_>> = Vec::with_capacity(FEATURES.len() + 7);
+    let mut types: Vec<PgOid> = Vec::with_capacity(FEATURES.len() + 7);
     args.push(as_of.into());
     types.push(TIMESTAMPTZ);
     args.push(rows.iter().map(|r| r.user_id).collect::<Vec<i64>>().into());
@@ -249,17 +293,26 @@ pub fn refresh_users(
         args.push(array);
         types.push(PgOid::BuiltIn(oid));
     }
-    plans::update(client, store_sql(), &types, &args)?;
-    let mut out = StoredRows {
-        user_ids: Vec::with_capacity(rows.len()),
-        as_of: vec![as_of; rows.len()],
-        frame: Frame::for_catalog(),
-    };
-    for row in &rows {
-        out.frame.push_catalog_row(&row.values);
-        out.user_ids.push(row.user_id);
+    let time = |t: Option<i64>| t.and_then(from_unix_micros);
+    let times: [fn(&ActivityTimes) -> Option<i64>; 5] = [
+        |t| t.first_at,
+        |t| t.last_at,
+        |t| t.first_purchase,
+        |t| t.last_purchase,
+        |t| t.last_cart,
+    ];
+    for get in times {
+        args.push(
+            computed
+                .iter()
+                .map(|(_, t)| time(get(t)))
+                .collect::<Vec<Option<TimestampWithTimeZone>>>()
+                .into(),
+        );
+        types.push(TIMESTAMPTZ_ARRAY);
     }
-    Ok(out)
+    plans::update(client, store_sql(), &types, &args)?;
+    Ok(())
 }
 
 /// Users whose histories are fetched from the cursor at a time.
@@ -275,6 +328,19 @@ pub fn compute_users(
     user_ids: &[i64],
     as_of: TimestampWithTimeZone,
 ) -> Result<Vec<FeatureVector>> {
+    Ok(features_of(client, s, user_ids, as_of, None)?
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect())
+}
+
+/// [`compute_users`] with each user's activity times, as [`store_rows`] takes them.
+pub fn compute_users_timed(
+    client: &SpiClient<'_>,
+    s: &Sources,
+    user_ids: &[i64],
+    as_of: TimestampWithTimeZone,
+) -> Result<Vec<Computed>> {
     features_of(client, s, user_ids, as_of, None)
 }
 
@@ -286,7 +352,7 @@ fn features_of(
     user_ids: &[i64],
     as_of: TimestampWithTimeZone,
     mut kept: Option<Kept<'_>>,
-) -> Result<Vec<FeatureVector>> {
+) -> Result<Vec<Computed>> {
     let products = products::table(client, s)?;
     let t = to_unix_micros(as_of);
     let after: HashMap<i64, i64> = match &kept {
@@ -327,7 +393,7 @@ fn features_of(
             &[as_of.into(), as_of.into(), user_ids.to_vec().into()],
         )?
     };
-    let mut out: Vec<FeatureVector> = Vec::with_capacity(user_ids.len());
+    let mut out: Vec<Computed> = Vec::with_capacity(user_ids.len());
     let mut seen: HashSet<i64> = HashSet::new();
     while fetch_each_in_place(&mut cursor, FETCH_USERS, training_set::READING, |row| {
         check_for_interrupts!();
@@ -347,7 +413,7 @@ fn features_of(
                     error::internal("reading kept histories", "a kept history went mid-batch")
                 })?;
         }
-        if let Some(f) = compute_features(t, &h.user, &h.events, (*products).as_ref()) {
+        if let Some(f) = compute_features_timed(t, &h.user, &h.events, (*products).as_ref()) {
             out.push(f);
         }
         Ok(())

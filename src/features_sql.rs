@@ -89,7 +89,7 @@ pub fn feature_query(s: &Sources, scope: Scope) -> String {
 }
 
 /// The SQL of `status` and `has_username` over the users table as `src`.
-fn user_columns(s: &Sources) -> (String, String) {
+pub fn user_columns(s: &Sources) -> (String, String) {
     let status = if s.has_status {
         "src.status::text"
     } else {

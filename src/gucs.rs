@@ -17,6 +17,7 @@ static NAPTIME_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
 static BATCH_SIZE: GucSetting<i32> = GucSetting::<i32>::new(500);
 static WORKER_HISTORIES_MB: GucSetting<i32> = GucSetting::<i32>::new(128);
 static REALTIME: GucSetting<bool> = GucSetting::<bool>::new(true);
+static INCREMENTAL_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(true);
 static PREDICTION_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(180 * 24 * 60);
 static MONITOR_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static RETRAIN_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3600);
@@ -121,6 +122,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"customer_analyzer.incremental_refresh",
+        c"Whether refresh_features() may recompute only the users whose events changed or crossed a window's edge.",
+        c"On (the default), a refresh after an earlier one reads the events of those users only and moves everyone else's row to the new time; off, every refresh reads every user's events. Turn it off for one refresh after loading events with customer_analyzer.realtime off.",
+        &INCREMENTAL_REFRESH,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"customer_analyzer.prediction_retention",
         c"How long the prediction log, the rescoring queue, worker_errors and retrain_log keep rows.",
@@ -197,6 +206,11 @@ pub fn worker_histories_bytes() -> usize {
 /// The real-time kill switch.
 pub fn realtime() -> bool {
     REALTIME.get()
+}
+
+/// Whether refresh_features() may refresh incrementally.
+pub fn incremental_refresh() -> bool {
+    INCREMENTAL_REFRESH.get()
 }
 
 /// Threads for one call: the setting, or half the cores when it is 0.

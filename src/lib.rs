@@ -27,6 +27,7 @@ mod plans;
 mod products;
 mod realtime;
 mod recent_events;
+mod refresh;
 mod retention;
 mod retraining;
 mod segments;

@@ -179,3 +179,33 @@ pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtim
     }
     Ok(Realtime::On(name))
 }
+
+/// The real-time triggers' oids on `events` (a relation name) and every partition of it,
+/// comma-separated, when each relation has all three and they are enabled; empty when
+/// any is missing, so that some change may not have been queued. A trigger made again
+/// gets a new oid, which tells the incremental refresh that changes may have gone
+/// unqueued in between.
+pub fn covering_triggers(client: &SpiClient<'_>, events: &str) -> Result<String> {
+    let names: Vec<String> = TRIGGERS.iter().map(|(n, _, _)| n.to_string()).collect();
+    let row = client
+        .select(
+            "WITH rel AS (SELECT $1::regclass AS relid
+                          UNION SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)),
+                  t AS (SELECT t.oid, t.tgrelid FROM pg_catalog.pg_trigger t
+                        JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+                        JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                        WHERE t.tgrelid IN (SELECT relid FROM rel) AND t.tgname = ANY($2)
+                          AND t.tgenabled <> 'D' AND n.nspname = 'customer_analyzer'
+                          AND p.proname = '_enqueue_changed_users')
+             SELECT CASE WHEN (SELECT count(*) FROM t) = $3 * (SELECT count(*) FROM rel)
+                         THEN (SELECT string_agg(t.oid::text, ',' ORDER BY t.oid) FROM t)
+                         ELSE '' END",
+            None,
+            &[events.into(), names.into(), (TRIGGERS.len() as i64).into()],
+        )
+        .ctx("finding the real-time triggers")?
+        .first()
+        .get_one::<String>()
+        .ctx("finding the real-time triggers")?;
+    Ok(row.unwrap_or_default())
+}

@@ -65,6 +65,19 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
         .collect::<Result<Vec<_>>>()?;
     if pruned
         .iter()
+        .any(|(table, n)| table == "rescore_queue" && *n > 0)
+    {
+        // the queue no longer names every user whose events changed: the next
+        // refresh_features() must read everyone's events
+        plans::update(
+            client,
+            "DELETE FROM customer_analyzer.refresh_state",
+            &[],
+            &[],
+        )?;
+    }
+    if pruned
+        .iter()
         .any(|(table, n)| table == "predictions" && *n > 0)
     {
         // a user whose newest row went has no latest score any more, as the log says

@@ -8,6 +8,7 @@ use pgrx::spi::SpiClient;
 
 use crate::error::{self, Result, SpiContext};
 use crate::plans;
+use crate::plans::types::TEXT;
 
 /// What a column must hold, and the SQL types that qualify.
 #[derive(Clone, Copy)]
@@ -412,4 +413,23 @@ fn configure(
             },
         })))
     })
+}
+
+/// The events' storage as kept histories and the incremental refresh depend on it: the
+/// file nodes of the table and its partitions (pg_partition_tree has no rows for a plain table, whose
+/// TRUNCATE went unnoticed before it was named on its own).
+pub fn events_storage(client: &SpiClient<'_>, s: &Sources) -> Result<String> {
+    Ok(plans::select(
+        client,
+        "SELECT coalesce(string_agg(pg_catalog.pg_relation_filenode(t.relid)::text, ','
+                                    ORDER BY t.relid), '')
+         FROM (SELECT $1::regclass AS relid
+               UNION SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)) t",
+        &[TEXT],
+        &[s.events.as_str().into()],
+    )?
+    .first()
+    .get_one::<String>()
+    .ctx("reading the events' storage")?
+    .unwrap_or_default())
 }

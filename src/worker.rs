@@ -159,25 +159,6 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// The events' storage as the kept histories depend on it: the file nodes of the
-/// table and its partitions (pg_partition_tree has no rows for a plain table, whose
-/// TRUNCATE went unnoticed before it was named on its own).
-fn events_storage(client: &SpiClient<'_>, s: &source::Sources) -> Result<String> {
-    Ok(plans::select(
-        client,
-        "SELECT coalesce(string_agg(pg_catalog.pg_relation_filenode(t.relid)::text, ','
-                                    ORDER BY t.relid), '')
-         FROM (SELECT $1::regclass AS relid
-               UNION SELECT relid FROM pg_catalog.pg_partition_tree($1::regclass)) t",
-        &[TEXT],
-        &[s.events.as_str().into()],
-    )?
-    .first()
-    .get_one::<String>()
-    .ctx("reading the events' storage")?
-    .unwrap_or_default())
-}
-
 /// Refreshes the features of `ids` with the kept histories, when the worker keeps any.
 fn refresh_with_histories(
     client: &mut SpiClient<'_>,
@@ -190,7 +171,7 @@ fn refresh_with_histories(
         forget_histories();
         return feature_store::refresh_users(client, s, ids, None);
     }
-    let storage = events_storage(client, s)?;
+    let storage = source::events_storage(client, s)?;
     HISTORIES.with(|h| {
         let mut h = h.borrow_mut();
         let max_age = HISTORIES_MAX_AGE.as_micros() as i64;

@@ -9,6 +9,7 @@ mod models;
 mod outcomes;
 mod partitions;
 mod realtime;
+mod refresh;
 mod retention;
 mod retraining;
 mod safety;

@@ -143,13 +143,22 @@ pub(crate) fn features_from_histories(users: &[i64], as_of: i64) -> Vec<FeatureV
 
 /// user_features(as_of) read back into the core's representation.
 pub(crate) fn sql_features(as_of: i64) -> Vec<FeatureVector> {
-    let sql = format!(
+    feature_rows(&format!(
         "SELECT * FROM customer_analyzer.user_features({}) ORDER BY user_id",
         ts(as_of)
-    );
+    ))
+}
+
+/// The feature store's rows, in user id order, in the core's representation.
+pub(crate) fn stored_features() -> Vec<FeatureVector> {
+    feature_rows("SELECT * FROM customer_analyzer.user_metrics ORDER BY user_id")
+}
+
+/// Rows of `sql` laid out as user_id then the catalog's features, read as the core's.
+fn feature_rows(sql: &str) -> Vec<FeatureVector> {
     let result = Spi::connect(|client| -> Result<Vec<FeatureVector>, pgrx::spi::Error> {
         let mut out = Vec::new();
-        for row in client.select(&sql, None, &[])? {
+        for row in client.select(sql, None, &[])? {
             let user_id = row.get::<i64>(1)?.unwrap_or_default();
             let mut values = Vec::with_capacity(FEATURES.len());
             for (i, f) in FEATURES.iter().enumerate() {

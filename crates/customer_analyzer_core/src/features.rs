@@ -96,6 +96,30 @@ impl ProductTable {
     }
 
     /// The name of category `index` of [`ProductFacts::category`].
+    /// A digest of everything the features read of the products (ids, categories,
+    /// prices and levels): equal tables give equal digests in every process.
+    pub fn digest(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut ids: Vec<&i64> = self.products.keys().collect();
+        ids.sort_unstable();
+        let mut h = rustc_hash::FxHasher::default();
+        for id in ids {
+            let p = &self.products[id];
+            h.write_i64(*id);
+            match p.category {
+                Some(c) => {
+                    let name = self.category_name(c);
+                    h.write_usize(name.len());
+                    h.write(name.as_bytes());
+                }
+                None => h.write_u8(0xff),
+            }
+            h.write_u64(p.price.map_or(u64::MAX, f64::to_bits));
+            h.write_u64(p.level.map_or(u64::MAX, f64::to_bits));
+        }
+        h.finish()
+    }
+
     pub fn category_name(&self, index: u32) -> &str {
         self.categories
             .get(index as usize)
@@ -200,9 +224,10 @@ struct Window {
     bot_commands: f64,
     spend: f64,
     amounts: Vec<f64>,
-    /// Distinct days (counted back from as_of) with an event in the window. Events come
-    /// in time order and a window's events are the newest ones, so their days never
-    /// increase and a new day is a change from the last one seen.
+    /// Distinct UTC calendar days with an event in the window. Events come in time order,
+    /// so their days never decrease and a new day is a change from the last one seen.
+    /// Calendar days (not 24-hour steps back from as_of) keep a user's count unchanged
+    /// while no event enters or leaves the window, which the incremental refresh needs.
     active_days: usize,
     last_day: Option<i64>,
     session_starts: f64,
@@ -218,13 +243,25 @@ pub fn compute_features(
     events: &[Event],
     products: Option<&ProductTable>,
 ) -> Option<FeatureVector> {
+    compute_features_timed(as_of, user, events, products).map(|(f, _)| f)
+}
+
+/// [`compute_features`], with the times of the user's activity that the time-relative
+/// features are measured from (the feature store keeps them, so that the incremental
+/// refresh can move a row to a later as_of without reading the user's events).
+pub fn compute_features_timed(
+    as_of: i64,
+    user: &UserRecord,
+    events: &[Event],
+    products: Option<&ProductTable>,
+) -> Option<(FeatureVector, ActivityTimes)> {
     if user.registered_at >= as_of {
         return None;
     }
     let mut evs: Vec<&Event> = events.iter().filter(|e| e.at < as_of).collect();
     evs.sort_by_key(|e| e.at);
     let evs = ProductTable::resolve(products, evs);
-    compute_features_sorted(as_of, user, &evs, products)
+    compute_sorted(as_of, user, &evs, products)
 }
 
 /// [`compute_features`] for events already sorted by time, all before `as_of`, and
@@ -236,6 +273,58 @@ pub fn compute_features_sorted(
     evs: &[Resolved<'_>],
     products: Option<&ProductTable>,
 ) -> Option<FeatureVector> {
+    compute_sorted(as_of, user, evs, products).map(|(f, _)| f)
+}
+
+/// When a user was first and last active, bought and added to the cart (Unix
+/// microseconds, events before as_of; None without such an event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivityTimes {
+    pub first_at: Option<i64>,
+    pub last_at: Option<i64>,
+    pub first_purchase: Option<i64>,
+    pub last_purchase: Option<i64>,
+    pub last_cart: Option<i64>,
+}
+
+/// The features that change with as_of alone, or with the users table, while the user's
+/// events stay as they are. The incremental refresh moves stored rows to a later as_of
+/// with the same formulas in SQL (src/refresh.rs); a test checks that the two agree to
+/// the bit.
+struct TimeRelative {
+    days_registered: f64,
+    since_last: Option<f64>,
+    since_last_purchase: Option<f64>,
+    since_first: Option<f64>,
+    since_first_purchase: Option<f64>,
+    since_last_cart: Option<f64>,
+    monthly_spend_rate: f64,
+    days_to_first_purchase: Option<f64>,
+}
+
+impl TimeRelative {
+    fn new(as_of: i64, user: &UserRecord, t: &ActivityTimes, total_spent: f64) -> TimeRelative {
+        let since = |at: Option<i64>| at.map(|at| days(as_of - at));
+        let days_registered = days(as_of - user.registered_at);
+        TimeRelative {
+            days_registered,
+            since_last: since(t.last_at),
+            since_last_purchase: since(t.last_purchase),
+            since_first: since(t.first_at),
+            since_first_purchase: since(t.first_purchase),
+            since_last_cart: since(t.last_cart),
+            monthly_spend_rate: total_spent / days_registered * 30.0,
+            days_to_first_purchase: t.first_purchase.map(|at| days(at - user.registered_at)),
+        }
+    }
+}
+
+fn compute_sorted(
+    as_of: i64,
+    user: &UserRecord,
+    evs: &[Resolved<'_>],
+    products: Option<&ProductTable>,
+) -> Option<(FeatureVector, ActivityTimes)> {
     if user.registered_at >= as_of {
         return None;
     }
@@ -267,7 +356,7 @@ pub fn compute_features_sorted(
 
     for &Resolved { event: e, product } in evs {
         let age = as_of - e.at;
-        let day = age / MICROS_PER_DAY;
+        let day = e.at.div_euclid(MICROS_PER_DAY);
         let session_start = match prev_at {
             Some(p) if e.at - p <= SESSION_GAP_MICROS => {
                 session_minutes += (e.at - p) as f64 / MICROS_PER_MINUTE as f64;
@@ -363,8 +452,14 @@ pub fn compute_features_sorted(
     }
 
     let [w7, w14, w30, w60, _w90] = &win;
-    let since = |t: Option<i64>| t.map(|t| days(as_of - t));
-    let days_registered = days(as_of - user.registered_at);
+    let times = ActivityTimes {
+        first_at,
+        last_at,
+        first_purchase,
+        last_purchase,
+        last_cart,
+    };
+    let tr = TimeRelative::new(as_of, user, &times, all.spend);
     let has_products = products.is_some();
     let product_count = |n: usize| has_products.then_some(n as f64);
     // the most frequent category, the first by name among equals
@@ -383,12 +478,12 @@ pub fn compute_features_sorted(
     use FeatureValue::{Num, Text};
     let n = |x: f64| Num(Some(x));
 
-    put("days_since_registration", n(days_registered));
-    put("days_since_last_activity", Num(since(last_at)));
-    put("days_since_last_purchase", Num(since(last_purchase)));
-    put("days_since_first_activity", Num(since(first_at)));
-    put("days_since_first_purchase", Num(since(first_purchase)));
-    put("days_since_last_cart_addition", Num(since(last_cart)));
+    put("days_since_registration", n(tr.days_registered));
+    put("days_since_last_activity", Num(tr.since_last));
+    put("days_since_last_purchase", Num(tr.since_last_purchase));
+    put("days_since_first_activity", Num(tr.since_first));
+    put("days_since_first_purchase", Num(tr.since_first_purchase));
+    put("days_since_last_cart_addition", Num(tr.since_last_cart));
     put("events_last_7_days", n(w7.events));
     put("events_last_14_days", n(w14.events));
     put("events_last_30_days", n(w30.events));
@@ -444,7 +539,7 @@ pub fn compute_features_sorted(
     put("spend_last_30_days", n(w30.spend));
     put("spend_last_60_days", n(w60.spend));
     put("avg_order_value_last_60_days", Num(mean(&w60.amounts)));
-    put("monthly_spend_rate", n(all.spend / days_registered * 30.0));
+    put("monthly_spend_rate", n(tr.monthly_spend_rate));
     put("bot_commands_last_7_days", n(w7.bot_commands));
     put("product_views_last_7_days", n(w7.product_views));
     put("cart_additions_last_7_days", n(w7.carts));
@@ -517,19 +612,19 @@ pub fn compute_features_sorted(
         "has_username",
         Num(user.has_username.map(|b| if b { 1.0 } else { 0.0 })),
     );
-    put(
-        "days_to_first_purchase",
-        Num(first_purchase.map(|t| days(t - user.registered_at))),
-    );
+    put("days_to_first_purchase", Num(tr.days_to_first_purchase));
     debug_assert_eq!(values.len(), FEATURES.len());
     debug_assert!(values.iter().zip(FEATURES).all(|(v, f)| match v {
         FeatureValue::Text(_) => f.kind == Kind::Category,
         FeatureValue::Num(_) => f.kind != Kind::Category,
     }));
-    Some(FeatureVector {
-        user_id: user.user_id,
-        values,
-    })
+    Some((
+        FeatureVector {
+            user_id: user.user_id,
+            values,
+        },
+        times,
+    ))
 }
 
 #[cfg(test)]

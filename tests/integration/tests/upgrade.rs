@@ -229,9 +229,10 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
         ("customer_analyzer.segments", "*"),
         ("customer_analyzer.user_segments", "*"),
     ] {
+        // "*": every column the 0.1.0 table has (later versions add some)
         let cols = if cols == "*" {
             value::<String>(
-                &mut src,
+                &mut c,
                 &format!(
                     "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
                      WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped"
@@ -254,7 +255,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
             &mut c,
             "SELECT extversion FROM pg_extension WHERE extname = 'customer_analyzer'"
         ),
-        "0.11.0"
+        "0.12.0"
     );
     // object for object what a fresh install makes
     let fresh: String = value(&mut src, FINGERPRINT);

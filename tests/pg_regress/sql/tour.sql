@@ -21,7 +21,7 @@ SELECT user_id, round(days_since_last_activity::numeric, 1) AS last_seen_days,
        events_last_30_days, purchase_count, round(total_spent::numeric, 2) AS spent
 FROM customer_analyzer.user_features('2026-05-01 00:00:00+00') ORDER BY user_id LIMIT 3;
 
--- the feature store: all users in one pass, or one user (the real-time path)
+-- the feature store: all users (incremental after the first time), or one user
 SELECT customer_analyzer.refresh_features();
 SELECT customer_analyzer.refresh_features(42);
 SELECT user_id, events_total, purchase_count FROM customer_analyzer.customer_features WHERE user_id = 42;

@@ -1,0 +1,147 @@
+//! The incremental refresh: after any mix of changes, at any later time, the store it
+//! leaves is the one a full refresh makes, to the bit.
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use customer_analyzer_core::testkit::random_shop;
+    use pgrx::prelude::*;
+
+    use crate::tests::support::*;
+
+    const DAY: i64 = 86_400_000_000;
+
+    /// A refresh as of `t`, incremental whenever it may be (however many users it must
+    /// read again); returns its mode and why it was full.
+    fn refresh_at(t: i64) -> String {
+        let at = crate::time::from_unix_micros(t).unwrap_or_else(|| panic!("time {t}"));
+        if let Err(e) = crate::refresh::refresh_as_of(at, f64::INFINITY) {
+            panic!("refresh as of {t}: {}", e.message());
+        }
+        one::<String>("SELECT mode || coalesce(': ' || full_because, '') FROM customer_analyzer.refresh_state")
+            .unwrap_or_default()
+    }
+
+    fn all_users(s: &str) -> Vec<i64> {
+        Spi::connect(|client| {
+            client
+                .select(
+                    &format!("SELECT array_agg(DISTINCT id ORDER BY id) FROM {s}.users"),
+                    None,
+                    &[],
+                )?
+                .first()
+                .get_one::<Vec<i64>>()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default()
+    }
+
+    /// Random shops, refreshed in full once and then incrementally at uneven later
+    /// times, with late events, updates, deletes, new, changed and deleted users and
+    /// events crossing every window's edge in between: each incremental store equals
+    /// what the full refresh computes at the same time (the core on every history),
+    /// bit for bit, and agrees with the set-based SQL of user_features().
+    #[pg_test]
+    fn incremental_refresh_equals_a_full_one() {
+        for seed in 0..3u64 {
+            let shop = random_shop(seed + 70, 70);
+            let s = format!("inc_{seed}");
+            load_shop(&s, &shop);
+            configure_shop(&s, seed != 1);
+            let t0 = shop.as_of - 95 * DAY - 5_432_100;
+            assert_eq!(refresh_at(t0), "full: no earlier refresh", "seed {seed}");
+            // uneven steps: a few hours, a day and a bit, a week, then past the 90-day edge
+            let steps = [
+                3 * 3_600_000_000 + 17,
+                DAY + 777_777,
+                7 * DAY - 1,
+                40 * DAY + 12_345,
+                46 * DAY,
+            ];
+            let mut t = t0;
+            for (i, step) in steps.iter().enumerate() {
+                let before = t;
+                t += step;
+                let u = |k: i64| 2 + (i as i64 * 7 + k) % 60;
+                run(&format!(
+                    "INSERT INTO {s}.events (user_id, event_type, created_at, event_data) VALUES
+                         ({late}, 'purchase', {old}, '{{\"amount\": 12.5, \"product_id\": 3}}'),
+                         ({fresh}, 'product_view', {recent}, '{{\"product_id\": 4}}'),
+                         ({fresh}, 'page_view', {recent2}, '{{}}');
+                     UPDATE {s}.events SET event_data = '{{\"amount\": 99.25}}'
+                      WHERE id = (SELECT min(id) FROM {s}.events WHERE user_id = {upd} AND event_type = 'purchase');
+                     DELETE FROM {s}.events WHERE id = (SELECT max(id) FROM {s}.events WHERE user_id = {del});
+                     UPDATE {s}.users SET status = 'vip', username = NULL WHERE id = {changed};
+                     DELETE FROM {s}.users WHERE id = {gone};
+                     INSERT INTO {s}.users VALUES ({new_id}, {new_reg}, 'member', 'newcomer');",
+                    late = u(1),
+                    old = ts(before - 40 * DAY - 999),
+                    fresh = u(2),
+                    recent = ts(t - 3_600_000_000),
+                    recent2 = ts(t - 1),
+                    upd = u(3),
+                    del = u(4),
+                    changed = u(5),
+                    gone = u(6),
+                    new_id = 1000 + i as i64,
+                    new_reg = ts(before + 1),
+                ));
+                assert_eq!(refresh_at(t), "incremental", "seed {seed} step {i}");
+                let (computed, moved) = (
+                    one::<i64>("SELECT users_computed FROM customer_analyzer.refresh_state")
+                        .unwrap_or(0),
+                    one::<i64>("SELECT users_moved FROM customer_analyzer.refresh_state")
+                        .unwrap_or(0),
+                );
+                assert!(
+                    moved > 0 && computed > 0,
+                    "seed {seed} step {i}: {computed} computed, {moved} moved"
+                );
+                let stored = stored_features();
+                let full = features_from_histories(&all_users(&s), t);
+                assert_eq!(stored.len(), full.len(), "seed {seed} step {i}: users");
+                for (a, b) in stored.iter().zip(&full) {
+                    assert_eq!(a, b, "seed {seed} step {i}: user {}", b.user_id);
+                }
+                assert_agree(&sql_features(t), &stored, &format!("seed {seed} step {i}"));
+            }
+            // a change of the products is a change of every user's product features
+            run(&format!(
+                "UPDATE {s}.products SET price = price * 2 WHERE id = 3"
+            ));
+            let expected = if seed != 1 {
+                "full: the products changed since the last refresh"
+            } else {
+                "incremental"
+            };
+            assert_eq!(refresh_at(t + DAY), expected, "seed {seed}");
+            // off, and before the last refresh, read everyone
+            run("SET LOCAL customer_analyzer.incremental_refresh = off");
+            assert_eq!(
+                refresh_at(t + 2 * DAY),
+                "full: customer_analyzer.incremental_refresh is off"
+            );
+            run("SET LOCAL customer_analyzer.incremental_refresh = on");
+            assert_eq!(
+                refresh_at(t + DAY),
+                "full: as_of is before the last refresh's"
+            );
+            run(&format!("DROP SCHEMA {s} CASCADE"));
+            run("DELETE FROM customer_analyzer.refresh_state");
+        }
+    }
+
+    /// Without the real-time triggers nothing says which users changed: every refresh
+    /// is full, and says why.
+    #[pg_test]
+    fn without_triggers_every_refresh_is_full() {
+        let shop = random_shop(91, 30);
+        load_shop("notrig", &shop);
+        configure_shop("notrig", true);
+        run("DROP TRIGGER customer_analyzer_rescore_insert ON notrig.events");
+        let why = "full: the real-time triggers are not on the events table and all its partitions (configure() puts them there)";
+        assert_eq!(refresh_at(shop.as_of - DAY), why);
+        assert_eq!(refresh_at(shop.as_of), why);
+    }
+}
