@@ -515,7 +515,9 @@ COMMENT ON VIEW customer_analyzer.weekly_live_metrics IS
 -- a reader predicts and reads; an operator also trains, deploys, refreshes and segments.
 -- The real-time trigger function (src/realtime.rs puts it on the events table). It only
 -- queues users; a failure is recorded and swallowed so that the shop's write succeeds,
--- and `customer_analyzer.realtime = off` turns it into a no-op. Users are queued in id
+-- and with `customer_analyzer.realtime = off` it queues nothing and only notes that in
+-- worker_errors (one row a statement: the next refresh_features() then reads every
+-- user). Users are queued in id
 -- order, so that concurrent writers lock queue rows in the same order (no deadlocks).
 CREATE FUNCTION customer_analyzer._enqueue_changed_users()
 RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
@@ -524,6 +526,14 @@ AS $$
 BEGIN
     IF lower(coalesce(current_setting('customer_analyzer.realtime', true), 'on'))
            IN ('off', 'false', 'no', '0') THEN
+        -- nothing is queued: a row here makes the next refresh_features() read everyone
+        BEGIN
+            INSERT INTO customer_analyzer.worker_errors (source, sqlstate, message)
+            VALUES ('trigger', '00000', format('%s on %s: not queued, customer_analyzer.realtime is off',
+                                                TG_OP, TG_TABLE_NAME));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'customer_analyzer could not record an unqueued change: %', SQLERRM;
+        END;
         RETURN NULL;
     END IF;
     BEGIN

@@ -3,7 +3,8 @@
 -- set-based SQL, and after an earlier refresh it is incremental. Active days count UTC
 -- calendar days (they counted 24-hour steps back from as_of): retrain after upgrading.
 -- The rows stored before keep no activity times, so the first refresh after the upgrade
--- is a full one (refresh_state is empty).
+-- is a full one (refresh_state is empty). The real-time trigger, when real time is off in
+-- the writing session, now notes in worker_errors that it queued nothing.
 
 ALTER TABLE customer_analyzer.user_metrics
     ADD COLUMN first_event_at timestamptz,
@@ -60,6 +61,73 @@ BEGIN
         PERFORM customer_analyzer._notice_data_quality(t);
     END IF;
     RETURN n;
+END
+$$;
+
+-- with real time off, the trigger notes that it queued nothing (the next refresh then
+-- reads every user)
+CREATE OR REPLACE FUNCTION customer_analyzer._enqueue_changed_users()
+RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF lower(coalesce(current_setting('customer_analyzer.realtime', true), 'on'))
+           IN ('off', 'false', 'no', '0') THEN
+        -- nothing is queued: a row here makes the next refresh_features() read everyone
+        BEGIN
+            INSERT INTO customer_analyzer.worker_errors (source, sqlstate, message)
+            VALUES ('trigger', '00000', format('%s on %s: not queued, customer_analyzer.realtime is off',
+                                                TG_OP, TG_TABLE_NAME));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'customer_analyzer could not record an unqueued change: %', SQLERRM;
+        END;
+        RETURN NULL;
+    END IF;
+    BEGIN
+        -- earliest_event_at tells the worker which of the user's events it may already
+        -- hold: an insert's earliest created_at (NULL times are never read: 'infinity'),
+        -- and '-infinity' for an update or delete, after which it reads them all
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at, earliest_event_at)
+            SELECT e.user_id::bigint, max(e.created_at::timestamptz),
+                   coalesce(min(e.created_at::timestamptz), 'infinity')
+            FROM customer_analyzer_new e WHERE e.user_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+            ON CONFLICT (user_id) DO UPDATE
+            SET generation = q.generation + 1,
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at),
+                earliest_event_at = least(q.earliest_event_at, EXCLUDED.earliest_event_at);
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at, earliest_event_at)
+            SELECT e.user_id, max(e.at), '-infinity'
+            FROM (SELECT user_id::bigint, created_at::timestamptz AS at FROM customer_analyzer_new
+                  UNION ALL
+                  SELECT user_id::bigint, created_at::timestamptz FROM customer_analyzer_old) e
+            WHERE e.user_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+            ON CONFLICT (user_id) DO UPDATE
+            SET generation = q.generation + 1,
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at),
+                earliest_event_at = '-infinity';
+        ELSE
+            INSERT INTO customer_analyzer.rescore_queue AS q (user_id, last_event_at, earliest_event_at)
+            SELECT e.user_id::bigint, max(e.created_at::timestamptz), '-infinity'
+            FROM customer_analyzer_old e WHERE e.user_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+            ON CONFLICT (user_id) DO UPDATE
+            SET generation = q.generation + 1,
+                last_event_at = greatest(q.last_event_at, EXCLUDED.last_event_at),
+                earliest_event_at = '-infinity';
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        BEGIN
+            INSERT INTO customer_analyzer.worker_errors (source, sqlstate, message)
+            VALUES ('trigger', SQLSTATE, SQLERRM);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'customer_analyzer could not queue users for rescoring: %', SQLERRM;
+        END;
+    END;
+    RETURN NULL;
 END
 $$;
 

@@ -43,11 +43,6 @@ fn _feature_query(one_user: bool) -> Result<String> {
     })
 }
 
-/// Upsert into user_metrics of rows given as arrays, in user id order: `$1` the as_of,
-/// `$2` the user ids (bigint[]), then one array per catalogued feature in its column's
-/// type. Stored users are updated in place and only new ones inserted: an update writes
-/// one WAL record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row first),
-/// and the real-time worker's WAL is what the shop's commits wait on.
 /// The columns of user_metrics after the features that keep each user's
 /// [`ActivityTimes`], in their order there.
 pub const TIME_COLUMNS: [&str; 5] = [
@@ -62,6 +57,13 @@ pub const TIME_COLUMNS: [&str; 5] = [
 /// them from.
 pub type Computed = (FeatureVector, ActivityTimes);
 
+/// Upsert into user_metrics of rows given as arrays, in user id order: `$1` the as_of,
+/// `$2` the user ids (bigint[]), then one array per catalogued feature in its column's
+/// type. Stored users are updated in place and only new ones inserted: an update writes
+/// one WAL record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row first),
+/// and the real-time worker's WAL is what the shop's commits wait on. Then the activity
+/// times, one timestamptz[] per [`TIME_COLUMNS`]. A stored row computed for a later
+/// as_of (the worker's, written while a bulk refresh ran) is kept.
 fn store_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -84,14 +86,15 @@ fn store_sql() -> &'static str {
                   updated AS (
                       UPDATE customer_analyzer.user_metrics AS m
                       SET ({cols}, as_of, refreshed_at) = ROW({from_r}, $1, clock_timestamp())
-                      FROM r WHERE m.user_id = r.user_id
+                      FROM r WHERE m.user_id = r.user_id AND m.as_of <= $1
                       RETURNING m.user_id)
              INSERT INTO customer_analyzer.user_metrics AS m (user_id, {cols}, as_of, refreshed_at)
              SELECT r.*, $1, clock_timestamp() FROM r
              WHERE NOT EXISTS (SELECT FROM updated u WHERE u.user_id = r.user_id)
              ORDER BY r.user_id
              ON CONFLICT (user_id) DO UPDATE
-             SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)",
+             SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)
+             WHERE m.as_of <= EXCLUDED.as_of",
             cols = cols.join(", "),
             arrays = arrays.join(", "),
             set = set.join(", "),

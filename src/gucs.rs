@@ -125,7 +125,7 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"customer_analyzer.incremental_refresh",
         c"Whether refresh_features() may recompute only the users whose events changed or crossed a window's edge.",
-        c"On (the default), a refresh after an earlier one reads the events of those users only and moves everyone else's row to the new time; off, every refresh reads every user's events. Turn it off for one refresh after loading events with customer_analyzer.realtime off.",
+        c"On (the default), a refresh after an earlier one reads the events of those users only and moves everyone else's row to the new time; off, every refresh reads every user's events. Turn it off for one refresh after loading events with the real-time triggers disabled.",
         &INCREMENTAL_REFRESH,
         GucContext::Suset,
         GucFlags::default(),

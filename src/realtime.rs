@@ -181,10 +181,13 @@ pub fn attach(client: &mut SpiClient<'_>, events: pg_sys::Oid) -> Result<Realtim
 }
 
 /// The real-time triggers' oids on `events` (a relation name) and every partition of it,
-/// comma-separated, when each relation has all three and they are enabled; empty when
-/// any is missing, so that some change may not have been queued. A trigger made again
-/// gets a new oid, which tells the incremental refresh that changes may have gone
-/// unqueued in between.
+/// comma-separated, when each relation has all three and they fire in ordinary sessions
+/// (enabled, not for replicas only); empty when any is missing, so that some change may
+/// not have been queued. A trigger made again gets a new oid, which tells the
+/// incremental refresh that changes may have gone unqueued in between. (A trigger
+/// disabled and enabled again, or a session with `session_replication_role = replica`,
+/// writes without firing it and leaves no trace here: the README says to refresh once
+/// with `incremental_refresh` off after such a load.)
 pub fn covering_triggers(client: &SpiClient<'_>, events: &str) -> Result<String> {
     let names: Vec<String> = TRIGGERS.iter().map(|(n, _, _)| n.to_string()).collect();
     let row = client
@@ -195,7 +198,7 @@ pub fn covering_triggers(client: &SpiClient<'_>, events: &str) -> Result<String>
                         JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
                         JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                         WHERE t.tgrelid IN (SELECT relid FROM rel) AND t.tgname = ANY($2)
-                          AND t.tgenabled <> 'D' AND n.nspname = 'customer_analyzer'
+                          AND t.tgenabled IN ('O', 'A') AND n.nspname = 'customer_analyzer'
                           AND p.proname = '_enqueue_changed_users')
              SELECT CASE WHEN (SELECT count(*) FROM t) = $3 * (SELECT count(*) FROM rel)
                          THEN (SELECT string_agg(t.oid::text, ',' ORDER BY t.oid) FROM t)

@@ -139,21 +139,53 @@ fn basis(client: &SpiClient<'_>, s: &Sources) -> Result<String> {
     .get_one::<i64>()
     .ctx("reading worker_errors")?
     .unwrap_or(0);
-    Ok([
-        ("extension", env!("CARGO_PKG_VERSION").to_string()),
-        ("sources", format!("{s:?}")),
-        ("events storage", source::events_storage(client, s)?),
-        (
-            "real-time triggers",
-            realtime::covering_triggers(client, &s.events)?,
-        ),
-        ("trigger failures", trigger_errors.to_string()),
-        ("products", digest),
-    ]
-    .iter()
-    .map(|(name, value)| format!("{name}: {value}"))
-    .collect::<Vec<_>>()
-    .join("\n"))
+    let values = [
+        env!("CARGO_PKG_VERSION").to_string(),
+        format!("{s:?}"),
+        time_zone(client)?,
+        source::events_storage(client, s)?,
+        realtime::covering_triggers(client, &s.events)?,
+        trigger_errors.to_string(),
+        digest,
+    ];
+    Ok(BASIS
+        .iter()
+        .zip(values)
+        .map(|((name, _), value)| format!("{name}: {value}"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// The lines of the basis, by name, each with what its change means for the reader of
+/// `refresh_state.full_because`.
+const BASIS: [(&str, &str); 7] = [
+    ("extension", "the extension's version changed"),
+    ("sources", "the configured tables or their columns changed"),
+    // a timestamp (without time zone) column reads in the session's zone
+    ("time zone", "the session's time zone is not the last refresh's"),
+    (
+        "events storage",
+        "the events table was truncated, or a partition dropped or attached",
+    ),
+    ("real-time triggers", "the real-time triggers were made again"),
+    (
+        "trigger failures",
+        "some changes were not queued (customer_analyzer.realtime off in a writing session, or a failed trigger: see worker_errors)",
+    ),
+    ("products", "the products changed"),
+];
+
+fn time_zone(client: &SpiClient<'_>) -> Result<String> {
+    Ok(plans::select(
+        client,
+        "SELECT pg_catalog.current_setting('TimeZone')",
+        &[],
+        &[],
+    )?
+    .first()
+    .get_one::<String>()
+    .ctx("reading the time zone")?
+    .unwrap_or_default())
 }
 
 /// Why this refresh must read every user (None: it may be incremental).
@@ -201,10 +233,14 @@ fn why_full(
         .find(|(was, now)| was != now)
     {
         let name = now.split(':').next().unwrap_or(now);
-        return Ok(Some(format!("the {name} changed since the last refresh")));
+        let reason = BASIS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("the basis changed", |(_, why)| why);
+        return Ok(Some(reason.to_string()));
     }
     if last_basis.lines().count() != basis.lines().count() {
-        return Ok(Some("the basis changed since the last refresh".into()));
+        return Ok(Some("the basis changed".into()));
     }
     Ok(None)
 }

@@ -65,10 +65,10 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
         .collect::<Result<Vec<_>>>()?;
     if pruned
         .iter()
-        .any(|(table, n)| table == "rescore_queue" && *n > 0)
+        .any(|(table, n)| (table == "rescore_queue" || table == "worker_errors") && *n > 0)
     {
-        // the queue no longer names every user whose events changed: the next
-        // refresh_features() must read everyone's events
+        // the queue and the worker's failures may no longer name every user whose events
+        // changed: the next refresh_features() must read everyone's events
         plans::update(
             client,
             "DELETE FROM customer_analyzer.refresh_state",

@@ -353,13 +353,14 @@ fn prune_logs() -> Result<()> {
     Spi::connect_mut(|client| crate::retention::prune_logs(client).map(|_| ()))
 }
 
-/// Whether this database has the extension at this library's version (its newest
-/// table, retrain_log, exists): between installing a new build and `ALTER EXTENSION
-/// customer_analyzer UPDATE` the workers wait.
+/// Whether this database has the extension at this library's version (the newest
+/// schema's marks exist: refresh_state and user_metrics' activity times): between
+/// installing a new build and `ALTER EXTENSION customer_analyzer UPDATE` the workers
+/// wait.
 pub(crate) fn installed() -> bool {
     Spi::get_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'customer_analyzer')
-            AND pg_catalog.to_regclass('customer_analyzer.retrain_log') IS NOT NULL",
+            AND pg_catalog.to_regclass('customer_analyzer.refresh_state') IS NOT NULL",
     )
     .ok()
     .flatten()

@@ -26,14 +26,6 @@ mod tests {
         ));
     }
 
-    fn triggers_on(table: &str) -> i64 {
-        one::<i64>(&format!(
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid = '{table}'::regclass
-               AND tgname LIKE 'customer\\_analyzer\\_rescore\\_%'"
-        ))
-        .unwrap_or(-1)
-    }
-
     fn queued(user_id: i64) -> bool {
         one::<bool>(&format!(
             "SELECT EXISTS (SELECT FROM customer_analyzer.rescore_queue WHERE user_id = {user_id})"

@@ -30,14 +30,6 @@ mod tests {
         .unwrap_or_else(|e| panic!("reading the queue: {e}"))
     }
 
-    fn triggers_on(table: &str) -> i64 {
-        one::<i64>(&format!(
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid = '{table}'::regclass
-               AND tgname LIKE 'customer\\_analyzer\\_rescore\\_%'"
-        ))
-        .unwrap_or(-1)
-    }
-
     #[pg_test]
     fn changed_users_are_queued_once_with_a_generation() {
         let shop = random_shop(3, 20);
@@ -107,6 +99,11 @@ mod tests {
         run("SET LOCAL customer_analyzer.realtime = off");
         run("INSERT INTO rt.events (user_id, event_type, created_at, event_data) VALUES (1, 'page_view', now(), '{}')");
         assert_eq!(queue(), vec![]);
+        // ... and notes that it did not (the next bulk refresh then reads every user)
+        assert_eq!(
+            one::<String>("SELECT message FROM customer_analyzer.worker_errors WHERE source = 'trigger' AND sqlstate = '00000'"),
+            Some("INSERT on events: not queued, customer_analyzer.realtime is off".into())
+        );
         run("SET LOCAL customer_analyzer.realtime = on");
         run("INSERT INTO rt.events (user_id, event_type, created_at, event_data) VALUES (1, 'page_view', now(), '{}')");
         assert_eq!(queue(), vec![(1, 1)]);

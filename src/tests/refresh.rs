@@ -111,11 +111,25 @@ mod tests {
                 "UPDATE {s}.products SET price = price * 2 WHERE id = 3"
             ));
             let expected = if seed != 1 {
-                "full: the products changed since the last refresh"
+                "full: the products changed"
             } else {
                 "incremental"
             };
             assert_eq!(refresh_at(t + DAY), expected, "seed {seed}");
+            // a load that was not queued (real time off in the writing session)
+            let t = t + 3 * DAY;
+            run("SET LOCAL customer_analyzer.realtime = off");
+            run(&format!(
+                "INSERT INTO {s}.events (user_id, event_type, created_at, event_data)
+                 VALUES (5, 'purchase', {}, '{{\"amount\": 7}}')",
+                ts(t - 200 * DAY)
+            ));
+            run("SET LOCAL customer_analyzer.realtime = on");
+            assert!(
+                refresh_at(t).starts_with("full: some changes were not queued"),
+                "seed {seed}"
+            );
+            assert_eq!(refresh_at(t + 1), "incremental", "seed {seed}");
             // off, and before the last refresh, read everyone
             run("SET LOCAL customer_analyzer.incremental_refresh = off");
             assert_eq!(

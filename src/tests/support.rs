@@ -223,3 +223,12 @@ pub(crate) fn serving(task: &str) -> Option<i64> {
         "SELECT model_id FROM customer_analyzer.deployed_models WHERE task = '{task}'"
     ))
 }
+
+/// How many of the real-time triggers `table` carries.
+pub(crate) fn triggers_on(table: &str) -> i64 {
+    one::<i64>(&format!(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = '{table}'::regclass
+           AND tgname LIKE 'customer\\_analyzer\\_rescore\\_%'"
+    ))
+    .unwrap_or(-1)
+}

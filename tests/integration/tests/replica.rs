@@ -18,6 +18,20 @@ const DB: &str = "ca_it_replica";
 /// Generous bounds that only catch a hang.
 const WAIT: Duration = Duration::from_secs(120);
 
+/// The database error of `call`'s result, which must be 25006 (read-only transaction).
+fn read_only_error<'r, T: std::fmt::Debug>(
+    r: &'r Result<T, postgres::Error>,
+    call: &str,
+) -> &'r postgres::error::DbError {
+    let e = r
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_db_error())
+        .unwrap_or_else(|| panic!("{call}: expected a database error, got {r:?}"));
+    assert_eq!(e.code().code(), "25006", "{call}: {}", e.message());
+    e
+}
+
 /// Runs `scripts/replica.sh` for the test server; whether it succeeded, and its output.
 fn replica_sh(action: &str) -> Result<(), String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/replica.sh");
@@ -206,12 +220,7 @@ fn every_write_is_refused_and_every_read_answers(standby: &mut Client) {
     ];
     for call in WRITES {
         let r = standby.batch_execute(call);
-        let e = r
-            .as_ref()
-            .err()
-            .and_then(|e| e.as_db_error())
-            .unwrap_or_else(|| panic!("{call} on the standby: {:?}", r.as_ref().err()));
-        assert_eq!(e.code().code(), "25006", "{call}: {}", e.message());
+        let e = read_only_error(&r, call);
         assert!(
             e.message().contains("read-only standby")
                 && e.hint().is_some_and(|h| h.contains("on the primary")),
@@ -256,12 +265,7 @@ fn a_read_only_transaction_on_the_primary_is_refused_at_once(primary: &mut Clien
         exec(primary, "BEGIN READ ONLY");
         let r = primary.batch_execute(call);
         exec(primary, "ROLLBACK");
-        let e = r
-            .as_ref()
-            .err()
-            .and_then(|e| e.as_db_error())
-            .unwrap_or_else(|| panic!("{call} in a read-only transaction: {:?}", r.as_ref().err()));
-        assert_eq!(e.code().code(), "25006", "{call}: {}", e.message());
+        let e = read_only_error(&r, call);
         assert!(
             e.message().contains("this transaction is read-only"),
             "{call}: {}",
