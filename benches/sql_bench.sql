@@ -64,8 +64,9 @@ END $$;
 -- step: refresh_incremental
 -- The store as of a day ago (full), then the incremental refresh to now: (1) after the
 -- demo's own last day, (2) after a day in which 5% of the users were active: the other
--- users' events of that day are deleted with real time off (so not queued) inside a
--- transaction that is rolled back, and the active users are queued as the trigger would.
+-- users' events of that day are deleted with real time off (so not queued, and the
+-- trigger's note of that removed) inside a transaction that is rolled back, and the
+-- active users are queued as the trigger would.
 -- the real-time triggers tell the incremental refresh which users changed
 SELECT customer_analyzer.configure('public.users', 'public.events', 'public.products') ->> 'realtime' AS realtime;
 CREATE TEMP TABLE inc (what text, figure text);
@@ -101,6 +102,9 @@ WHERE e.created_at >= now() - interval '1 day'
   AND e.user_id NOT IN (SELECT user_id FROM day_active ORDER BY hashint8(user_id)
                         LIMIT (SELECT count(*) / 20 FROM public.users));
 SET LOCAL customer_analyzer.realtime = on;
+-- the trigger noted that the DELETE was not queued: forget the note (this day stands for
+-- one on which the others were not active at all)
+DELETE FROM customer_analyzer.worker_errors WHERE source = 'trigger' AND sqlstate = '00000';
 INSERT INTO customer_analyzer.rescore_queue (user_id)
 SELECT DISTINCT user_id FROM public.events WHERE created_at >= now() - interval '1 day'
 ON CONFLICT DO NOTHING;
