@@ -9,6 +9,7 @@ use customer_analyzer_core::features::{
 };
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::history_cache::HistoryCache;
+use customer_analyzer_core::snapshots::History;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
@@ -43,14 +44,17 @@ fn _feature_query(one_user: bool) -> Result<String> {
     })
 }
 
+/// One field of [`ActivityTimes`].
+pub type TimeField = fn(&mut ActivityTimes) -> &mut Option<i64>;
+
 /// The columns of user_metrics after the features that keep each user's
-/// [`ActivityTimes`], in their order there.
-pub const TIME_COLUMNS: [&str; 5] = [
-    "first_event_at",
-    "last_event_at",
-    "first_purchase_at",
-    "last_purchase_at",
-    "last_cart_at",
+/// [`ActivityTimes`], in their order there, each with its field.
+pub const TIME_COLUMNS: [(&str, TimeField); 5] = [
+    ("first_event_at", |t| &mut t.first_at),
+    ("last_event_at", |t| &mut t.last_at),
+    ("first_purchase_at", |t| &mut t.first_purchase),
+    ("last_purchase_at", |t| &mut t.last_purchase),
+    ("last_cart_at", |t| &mut t.last_cart),
 ];
 
 /// A user's features as stored: the values and the times the incremental refresh moves
@@ -67,18 +71,18 @@ pub type Computed = (FeatureVector, ActivityTimes);
 fn store_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        let cols: Vec<&str> = FEATURES.iter().map(|f| f.name).collect();
+        let cols: Vec<&str> = FEATURES
+            .iter()
+            .map(|f| f.name)
+            .chain(TIME_COLUMNS.iter().map(|(c, _)| *c))
+            .collect();
         let arrays: Vec<String> = FEATURES
             .iter()
+            .map(|f| f.kind.sql_type())
+            .chain(TIME_COLUMNS.iter().map(|_| "timestamptz"))
             .enumerate()
-            .map(|(i, f)| format!("${}::{}[]", i + 3, f.kind.sql_type()))
+            .map(|(i, t)| format!("${}::{t}[]", i + 3))
             .collect();
-        let mut arrays = arrays;
-        let mut cols = cols;
-        for (i, c) in TIME_COLUMNS.iter().enumerate() {
-            arrays.push(format!("${}::timestamptz[]", FEATURES.len() + 3 + i));
-            cols.push(c);
-        }
         let set: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
         let from_r: Vec<String> = cols.iter().map(|c| format!("r.{c}")).collect();
         format!(
@@ -296,19 +300,11 @@ pub fn store_rows(
         args.push(array);
         types.push(PgOid::BuiltIn(oid));
     }
-    let time = |t: Option<i64>| t.and_then(from_unix_micros);
-    let times: [fn(&ActivityTimes) -> Option<i64>; 5] = [
-        |t| t.first_at,
-        |t| t.last_at,
-        |t| t.first_purchase,
-        |t| t.last_purchase,
-        |t| t.last_cart,
-    ];
-    for get in times {
+    for (_, field) in TIME_COLUMNS {
         args.push(
             computed
                 .iter()
-                .map(|(_, t)| time(get(t)))
+                .map(|(_, t)| field(&mut t.clone()).and_then(from_unix_micros))
                 .collect::<Vec<Option<TimestampWithTimeZone>>>()
                 .into(),
         );
@@ -337,16 +333,6 @@ pub fn compute_users(
         .collect())
 }
 
-/// [`compute_users`] with each user's activity times, as [`store_rows`] takes them.
-pub fn compute_users_timed(
-    client: &SpiClient<'_>,
-    s: &Sources,
-    user_ids: &[i64],
-    as_of: TimestampWithTimeZone,
-) -> Result<Vec<Computed>> {
-    features_of(client, s, user_ids, as_of, None)
-}
-
 /// [`compute_users`], reading after the newest kept event of the users `kept` holds
 /// (only with an index on the events' user_id: the query without one reads them all).
 fn features_of(
@@ -367,8 +353,8 @@ fn features_of(
             .collect(),
         _ => HashMap::new(),
     };
-    let mut cursor = if kept.is_some() && s.events_by_user {
-        let bounds: Vec<TimestampWithTimeZone> = user_ids
+    let bounds = (kept.is_some() && s.events_by_user).then(|| {
+        user_ids
             .iter()
             .map(|u| {
                 after
@@ -376,35 +362,13 @@ fn features_of(
                     .and_then(|&a| from_unix_micros(a))
                     .unwrap_or_else(TimestampWithTimeZone::negative_infinity)
             })
-            .collect();
-        plans::cursor(
-            client,
-            &history_query(s, Scope::SomeUsers, true),
-            &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY, TIMESTAMPTZ_ARRAY],
-            &[
-                as_of.into(),
-                as_of.into(),
-                user_ids.to_vec().into(),
-                bounds.into(),
-            ],
-        )?
-    } else {
-        plans::cursor(
-            client,
-            &history_query(s, Scope::SomeUsers, false),
-            &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY],
-            &[as_of.into(), as_of.into(), user_ids.to_vec().into()],
-        )?
-    };
-    let mut out: Vec<Computed> = Vec::with_capacity(user_ids.len());
-    let mut seen: HashSet<i64> = HashSet::new();
-    while fetch_each_in_place(&mut cursor, FETCH_USERS, training_set::READING, |row| {
+            .collect()
+    });
+    let histories = read_histories(client, s, user_ids, as_of, bounds)?;
+    let seen: HashSet<i64> = histories.iter().map(|h| h.user.user_id).collect();
+    let mut out: Vec<Computed> = Vec::with_capacity(histories.len());
+    for mut h in histories {
         check_for_interrupts!();
-        let mut h = training_set::history(row)?;
-        // a users table without a unique id may hold a user twice: keep the first row
-        if !seen.insert(h.user.user_id) {
-            return Ok(());
-        }
         if let Some(k) = kept.as_mut() {
             let from = after.get(&h.user.user_id).copied();
             h.events = k
@@ -419,14 +383,102 @@ fn features_of(
         if let Some(f) = compute_features_timed(t, &h.user, &h.events, (*products).as_ref()) {
             out.push(f);
         }
-        Ok(())
-    })? > 0
-    {}
+    }
     if let Some(k) = kept.as_mut() {
         for u in user_ids.iter().filter(|u| !seen.contains(u)) {
             k.cache.forget(*u);
         }
         k.cache.trim();
+    }
+    Ok(out)
+}
+
+/// The histories of `user_ids` before `as_of` (training's query: one index scan per
+/// user), in user id order, without users missing from the users table or registered at
+/// or after `as_of`. With `after` (one bound per user; only with an index on the events'
+/// user_id), each user's events after their bound only.
+pub fn read_histories(
+    client: &SpiClient<'_>,
+    s: &Sources,
+    user_ids: &[i64],
+    as_of: TimestampWithTimeZone,
+    after: Option<Vec<TimestampWithTimeZone>>,
+) -> Result<Vec<History>> {
+    let mut cursor = match after {
+        Some(bounds) => plans::cursor(
+            client,
+            &history_query(s, Scope::SomeUsers, true),
+            &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY, TIMESTAMPTZ_ARRAY],
+            &[
+                as_of.into(),
+                as_of.into(),
+                user_ids.to_vec().into(),
+                bounds.into(),
+            ],
+        )?,
+        None => plans::cursor(
+            client,
+            &history_query(s, Scope::SomeUsers, false),
+            &[TIMESTAMPTZ, TIMESTAMPTZ, INT8_ARRAY],
+            &[as_of.into(), as_of.into(), user_ids.to_vec().into()],
+        )?,
+    };
+    let mut out: Vec<History> = Vec::with_capacity(user_ids.len());
+    while fetch_each_in_place(&mut cursor, FETCH_USERS, training_set::READING, |row| {
+        let h = training_set::history(row)?;
+        // a users table without a unique id may hold a user twice (the rows come in id
+        // order): keep the first
+        if out
+            .last()
+            .is_none_or(|last| last.user.user_id != h.user.user_id)
+        {
+            out.push(h);
+        }
+        Ok(())
+    })? > 0
+    {}
+    Ok(out)
+}
+
+/// The stored rows of `user_ids` computed before `before`, with their activity times.
+pub fn stored_before(
+    client: &SpiClient<'_>,
+    user_ids: &[i64],
+    before: TimestampWithTimeZone,
+) -> Result<HashMap<i64, Computed>> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let columns: Vec<String> = FEATURES
+            .iter()
+            .map(|f| format!("m.{}", f.name))
+            .chain(std::iter::once("m.as_of".to_string()))
+            .chain(TIME_COLUMNS.iter().map(|(c, _)| format!("m.{c}")))
+            .collect();
+        format!(
+            "SELECT m.user_id, {} FROM customer_analyzer.user_metrics m
+             WHERE m.user_id = ANY($1) AND m.as_of < $2",
+            columns.join(", ")
+        )
+    });
+    let rows = plans::select(
+        client,
+        sql,
+        &[INT8_ARRAY, TIMESTAMPTZ],
+        &[user_ids.to_vec().into(), before.into()],
+    )?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let r = FeatureRow(&row);
+        let mut times = ActivityTimes::default();
+        for (i, (_, field)) in TIME_COLUMNS.iter().enumerate() {
+            *field(&mut times) = row
+                .get::<TimestampWithTimeZone>(FEATURES.len() + 3 + i)
+                .ctx("reading stored activity times")?
+                .map(to_unix_micros);
+        }
+        let user_id = r.user_id()?;
+        let values = r.features()?;
+        out.insert(user_id, (FeatureVector { user_id, values }, times));
     }
     Ok(out)
 }

@@ -10,7 +10,7 @@ use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::model::{self, TrainingData};
 use customer_analyzer_core::snapshots::{rows_of_all, History, Row};
 use customer_analyzer_core::task::Task;
-use customer_analyzer_core::work::{Pending, Work};
+use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use std::sync::Arc;
@@ -103,7 +103,7 @@ pub struct Snapshots<'a> {
 /// every snapshot for the users `keep` accepts at the time their batch is read. The pool
 /// computes one batch's rows while this (the backend) thread reads the next.
 pub fn read_rows(
-    client: &SpiClient<'_>,
+    client: &mut SpiClient<'_>,
     work: &Work,
     s: &Sources,
     want: &Snapshots<'_>,
@@ -122,35 +122,30 @@ pub fn read_rows(
             &[as_time(newest)?.into(), as_time(end)?.into()],
         )
         .ctx("reading the event histories")?;
-    let mut computing: Option<Pending<Vec<Row>>> = None;
-    loop {
-        work.checkpoint().map_err(error::from_core)?;
-        let mut histories = Vec::new();
-        let fetched = fetch_each_in_place(&mut cursor, FETCH_USERS, READING, |row| {
-            let h = history(row)?;
-            if keep(h.user.user_id) {
-                histories.push(h);
-            }
-            Ok(())
-        })?;
-        let next = (fetched > 0).then(|| {
-            let (products, times) = (products.clone(), times.clone());
-            work.start(move || rows_of_all(task, &times, &histories, (*products).as_ref()))
-        });
-        if let Some(done) = std::mem::replace(&mut computing, next) {
-            sink(work.wait(done).map_err(error::from_core)?)?;
-        }
-        if computing.is_none() {
-            return Ok(());
-        }
-    }
+    crate::work::pipeline(
+        client,
+        work,
+        |_| {
+            let mut histories = Vec::new();
+            let fetched = fetch_each_in_place(&mut cursor, FETCH_USERS, READING, |row| {
+                let h = history(row)?;
+                if keep(h.user.user_id) {
+                    histories.push(h);
+                }
+                Ok(())
+            })?;
+            Ok((fetched > 0).then_some(histories))
+        },
+        move |histories: Vec<History>| rows_of_all(task, &times, &histories, (*products).as_ref()),
+        |_, rows| sink(rows),
+    )
 }
 
 /// The training set: [`read_rows`] stacked into the core's training data.
 /// When the rows would not fit the memory budget, users are sampled by a fixed hash,
 /// halving the share until they fit; the same users are kept in every snapshot.
 pub fn gather(
-    client: &SpiClient<'_>,
+    client: &mut SpiClient<'_>,
     work: &Work,
     s: &Sources,
     want: &Snapshots<'_>,

@@ -10,10 +10,13 @@
 //! crashed the next error report.
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use customer_analyzer_core::work::Work;
+use customer_analyzer_core::work::{Pending, Work};
 use customer_analyzer_core::Error as CoreError;
-use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
+use pgrx::{pg_sys, PgMemoryContexts};
 
 use crate::error::{self, Result};
 use crate::gucs;
@@ -63,4 +66,57 @@ pub fn finish<T>(r: Result<T>) -> Result<T> {
         return Err(error::from_core(CoreError::Cancelled));
     }
     r
+}
+
+/// Runs batches through the pool while this (the backend's) thread works on their
+/// neighbours: `read` gives the next batch's input (None at the end), the pool runs
+/// `compute` on it, and `sink` takes each result in order while the pool computes the
+/// batch read after it. Each step runs in a memory context reset between batches, so the
+/// arguments and arrays a batch's statements make go with it (in the SPI connection's
+/// context they would stay until the call returns: a gigabyte at a million users).
+#[allow(unsafe_code)] // switching to and resetting a memory context this function owns
+pub fn pipeline<'conn, I: Send + 'static, O: Send + 'static>(
+    client: &mut SpiClient<'conn>,
+    work: &Work,
+    mut read: impl FnMut(&mut SpiClient<'conn>) -> Result<Option<I>>,
+    compute: impl Fn(I) -> O + Send + Sync + 'static,
+    mut sink: impl FnMut(&mut SpiClient<'conn>, O) -> Result<()>,
+) -> Result<()> {
+    let compute = Arc::new(compute);
+    let mut batch_memory = PgMemoryContexts::new("customer_analyzer batch");
+    let mut computing: Option<Pending<O>> = None;
+    // where the backend's time went, for the log (DEBUG1): the slowest step sets the pace
+    let (mut reading, mut waiting, mut sinking) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    loop {
+        work.checkpoint().map_err(error::from_core)?;
+        // SAFETY: what `read` returns is Send, so it points into no PostgreSQL memory, and
+        // `sink` returns nothing; the statements they run are done when they return, so
+        // nothing made in batch_memory is used after the reset of the next round
+        unsafe { batch_memory.reset() };
+        let started = Instant::now();
+        let input = unsafe { batch_memory.switch_to(|_| read(client)) }?;
+        reading += started.elapsed();
+        let next = input.map(|input| {
+            let compute = compute.clone();
+            work.start(move || compute(input))
+        });
+        if let Some(done) = std::mem::replace(&mut computing, next) {
+            let started = Instant::now();
+            let out = work.wait(done).map_err(error::from_core)?;
+            waiting += started.elapsed();
+            let started = Instant::now();
+            // SAFETY: see above
+            unsafe { batch_memory.switch_to(|_| sink(client, out)) }?;
+            sinking += started.elapsed();
+        }
+        if computing.is_none() {
+            pgrx::debug1!(
+                "customer_analyzer: batches read in {:.1} s, waited for the pool {:.1} s, written in {:.1} s",
+                reading.as_secs_f64(),
+                waiting.as_secs_f64(),
+                sinking.as_secs_f64()
+            );
+            return Ok(());
+        }
+    }
 }

@@ -155,7 +155,7 @@ mod tests {
                 let end =
                     times.iter().max().copied().unwrap_or_default() + task.horizon_days() * DAY;
                 let mut rows: Vec<Row> = Vec::new();
-                let read = Spi::connect(|client| {
+                let read = Spi::connect_mut(|client| {
                     let sources = crate::source::load(client)?;
                     let work = crate::work::work()?;
                     let want = crate::training_set::Snapshots {

@@ -14,12 +14,16 @@ mod tests {
     /// A refresh as of `t`, incremental whenever it may be (however many users it must
     /// read again); returns its mode and why it was full.
     fn refresh_at(t: i64) -> String {
-        let at = crate::time::from_unix_micros(t).unwrap_or_else(|| panic!("time {t}"));
-        if let Err(e) = crate::refresh::refresh_as_of(at, f64::INFINITY) {
-            panic!("refresh as of {t}: {}", e.message());
-        }
+        refresh_done(t);
         one::<String>("SELECT mode || coalesce(': ' || full_because, '') FROM customer_analyzer.refresh_state")
             .unwrap_or_default()
+    }
+
+    /// What a refresh as of `t` (as [`refresh_at`]) did.
+    fn refresh_done(t: i64) -> crate::refresh::Done {
+        let at = crate::time::from_unix_micros(t).unwrap_or_else(|| panic!("time {t}"));
+        crate::refresh::refresh_as_of(at, f64::INFINITY)
+            .unwrap_or_else(|e| panic!("refresh as of {t}: {}", e.message()))
     }
 
     fn all_users(s: &str) -> Vec<i64> {
@@ -60,6 +64,8 @@ mod tests {
                 46 * DAY,
             ];
             let mut t = t0;
+            // users read from their last 90 days only, moved from their stored rows
+            let mut recent = 0;
             for (i, step) in steps.iter().enumerate() {
                 let before = t;
                 t += step;
@@ -87,7 +93,9 @@ mod tests {
                     new_id = 1000 + i as i64,
                     new_reg = ts(before + 1),
                 ));
-                assert_eq!(refresh_at(t), "incremental", "seed {seed} step {i}");
+                let done = refresh_done(t);
+                assert_eq!(done.full_because, None, "seed {seed} step {i}");
+                recent += done.recent;
                 let (computed, moved) = (
                     one::<i64>("SELECT users_computed FROM customer_analyzer.refresh_state")
                         .unwrap_or(0),
@@ -106,6 +114,10 @@ mod tests {
                 }
                 assert_agree(&sql_features(t), &stored, &format!("seed {seed} step {i}"));
             }
+            assert!(
+                recent > 0,
+                "seed {seed}: no user was read from its last 90 days"
+            );
             // a change of the products is a change of every user's product features
             run(&format!(
                 "UPDATE {s}.products SET price = price * 2 WHERE id = 3"

@@ -276,6 +276,129 @@ pub fn compute_features_sorted(
     compute_sorted(as_of, user, evs, products).map(|(f, _)| f)
 }
 
+/// How a feature's value follows a later as_of while the user's events stay the same,
+/// which decides what the incremental refresh reads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Measured from as_of or read from the users table ([`TimeRelative`]): moved from
+    /// the stored activity times.
+    Moved,
+    /// Counted over a window of at most 90 days before as_of: recomputed from the
+    /// events of the last [`WINDOW_REACH_MICROS`].
+    Window,
+    /// Over every event: unchanged.
+    AllTime,
+}
+
+/// The [`Reach::Moved`] features (their values: `TimeRelative::value`).
+const MOVED: [&str; 10] = [
+    "days_since_registration",
+    "days_since_last_activity",
+    "days_since_last_purchase",
+    "days_since_first_activity",
+    "days_since_first_purchase",
+    "days_since_last_cart_addition",
+    "monthly_spend_rate",
+    "status",
+    "has_username",
+    "days_to_first_purchase",
+];
+
+/// The [`Reach::Window`] features.
+const WINDOWED: [&str; 28] = [
+    "events_last_7_days",
+    "events_last_14_days",
+    "events_last_30_days",
+    "events_last_60_days",
+    "active_days_last_7_days",
+    "active_days_last_30_days",
+    "page_views_last_7_days",
+    "page_views_last_30_days",
+    "product_views_last_30_days",
+    "cart_additions_last_30_days",
+    "purchases_last_7_days",
+    "purchases_last_30_days",
+    "purchases_last_60_days",
+    "bot_commands_last_30_days",
+    "activity_trend_7d_vs_14d",
+    "purchase_trend_30d_vs_60d",
+    "engagement_trend",
+    "spend_trend_30d_vs_60d",
+    "product_view_trend_7d_vs_30d",
+    "active_days_trend_7d_vs_30d",
+    "spend_last_7_days",
+    "spend_last_30_days",
+    "spend_last_60_days",
+    "avg_order_value_last_60_days",
+    "bot_commands_last_7_days",
+    "product_views_last_7_days",
+    "cart_additions_last_7_days",
+    "sessions_last_30_days",
+];
+
+/// How far before as_of the [`Reach::Window`] features read: the longest window and one
+/// session gap before it (whether an event starts a session depends on the one before).
+pub const WINDOW_REACH_MICROS: i64 = 90 * MICROS_PER_DAY + SESSION_GAP_MICROS;
+
+/// The reach of every catalogued feature, in catalog order.
+pub fn reaches() -> &'static [Reach] {
+    static REACHES: std::sync::LazyLock<Vec<Reach>> = std::sync::LazyLock::new(|| {
+        FEATURES
+            .iter()
+            .map(|f| {
+                if MOVED.contains(&f.name) {
+                    Reach::Moved
+                } else if WINDOWED.contains(&f.name) {
+                    Reach::Window
+                } else {
+                    Reach::AllTime
+                }
+            })
+            .collect()
+    });
+    &REACHES
+}
+
+/// A user's features at `as_of` from their features stored at an earlier time, for a
+/// user none of whose events before `as_of` was added, changed or removed since then:
+/// the all-time features as stored, the windowed ones from `recent` (their events from
+/// `as_of - WINDOW_REACH_MICROS` on; older ones may be there too), the rest from the
+/// stored activity times. Equal to [`compute_features_timed`] over the whole history
+/// (a test checks it to the bit). None when the user registered at or after `as_of`.
+pub fn roll_forward(
+    as_of: i64,
+    user: &UserRecord,
+    recent: &[Event],
+    stored: &FeatureVector,
+    times: &ActivityTimes,
+    products: Option<&ProductTable>,
+) -> Option<(FeatureVector, ActivityTimes)> {
+    let (window, _) = compute_features_timed(as_of, user, recent, products)?;
+    let total_spent = stored
+        .get("total_spent")
+        .and_then(FeatureValue::as_f64)
+        .unwrap_or(0.0);
+    let tr = TimeRelative::new(as_of, user, times, total_spent);
+    let values = FEATURES
+        .iter()
+        .zip(reaches())
+        .zip(window.values)
+        .zip(&stored.values)
+        .map(|(((f, reach), window), stored)| match reach {
+            Reach::Window => window,
+            Reach::AllTime => stored.clone(),
+            Reach::Moved => tr.value(f.name, user).unwrap_or(FeatureValue::Num(None)),
+        })
+        .collect();
+    Some((
+        FeatureVector {
+            user_id: user.user_id,
+            values,
+        },
+        *times,
+    ))
+}
+
 /// When a user was first and last active, bought and added to the cart (Unix
 /// microseconds, events before as_of; None without such an event).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -303,6 +426,24 @@ struct TimeRelative {
 }
 
 impl TimeRelative {
+    /// The value of the [`Reach::Moved`] feature `name` (None for any other).
+    fn value(&self, name: &str, user: &UserRecord) -> Option<FeatureValue> {
+        use FeatureValue::{Num, Text};
+        Some(match name {
+            "days_since_registration" => Num(Some(self.days_registered)),
+            "days_since_last_activity" => Num(self.since_last),
+            "days_since_last_purchase" => Num(self.since_last_purchase),
+            "days_since_first_activity" => Num(self.since_first),
+            "days_since_first_purchase" => Num(self.since_first_purchase),
+            "days_since_last_cart_addition" => Num(self.since_last_cart),
+            "monthly_spend_rate" => Num(Some(self.monthly_spend_rate)),
+            "days_to_first_purchase" => Num(self.days_to_first_purchase),
+            "status" => Text(user.status.clone()),
+            "has_username" => Num(user.has_username.map(|b| if b { 1.0 } else { 0.0 })),
+            _ => return None,
+        })
+    }
+
     fn new(as_of: i64, user: &UserRecord, t: &ActivityTimes, total_spent: f64) -> TimeRelative {
         let since = |at: Option<i64>| at.map(|at| days(as_of - at));
         let days_registered = days(as_of - user.registered_at);
@@ -477,13 +618,30 @@ fn compute_sorted(
     };
     use FeatureValue::{Num, Text};
     let n = |x: f64| Num(Some(x));
+    // one home for the features roll_forward moves: TimeRelative::value
+    let moved = |name: &str| tr.value(name, user).unwrap_or(Num(None));
 
-    put("days_since_registration", n(tr.days_registered));
-    put("days_since_last_activity", Num(tr.since_last));
-    put("days_since_last_purchase", Num(tr.since_last_purchase));
-    put("days_since_first_activity", Num(tr.since_first));
-    put("days_since_first_purchase", Num(tr.since_first_purchase));
-    put("days_since_last_cart_addition", Num(tr.since_last_cart));
+    put("days_since_registration", moved("days_since_registration"));
+    put(
+        "days_since_last_activity",
+        moved("days_since_last_activity"),
+    );
+    put(
+        "days_since_last_purchase",
+        moved("days_since_last_purchase"),
+    );
+    put(
+        "days_since_first_activity",
+        moved("days_since_first_activity"),
+    );
+    put(
+        "days_since_first_purchase",
+        moved("days_since_first_purchase"),
+    );
+    put(
+        "days_since_last_cart_addition",
+        moved("days_since_last_cart_addition"),
+    );
     put("events_last_7_days", n(w7.events));
     put("events_last_14_days", n(w14.events));
     put("events_last_30_days", n(w30.events));
@@ -539,7 +697,7 @@ fn compute_sorted(
     put("spend_last_30_days", n(w30.spend));
     put("spend_last_60_days", n(w60.spend));
     put("avg_order_value_last_60_days", Num(mean(&w60.amounts)));
-    put("monthly_spend_rate", n(tr.monthly_spend_rate));
+    put("monthly_spend_rate", moved("monthly_spend_rate"));
     put("bot_commands_last_7_days", n(w7.bot_commands));
     put("product_views_last_7_days", n(w7.product_views));
     put("cart_additions_last_7_days", n(w7.carts));
@@ -607,12 +765,9 @@ fn compute_sorted(
         "days_between_purchases_std",
         Num(sample_std(&purchase_gaps)),
     );
-    put("status", Text(user.status.clone()));
-    put(
-        "has_username",
-        Num(user.has_username.map(|b| if b { 1.0 } else { 0.0 })),
-    );
-    put("days_to_first_purchase", Num(tr.days_to_first_purchase));
+    put("status", moved("status"));
+    put("has_username", moved("has_username"));
+    put("days_to_first_purchase", moved("days_to_first_purchase"));
     debug_assert_eq!(values.len(), FEATURES.len());
     debug_assert!(values.iter().zip(FEATURES).all(|(v, f)| match v {
         FeatureValue::Text(_) => f.kind == Kind::Category,
@@ -766,5 +921,74 @@ mod tests {
             Some((0.5 + 1.0 + 1.5) / 3.0)
         );
         assert_eq!(num(&f, "purchased_price_level_vs_category"), Some(1.5));
+    }
+
+    /// The incremental refresh's promise: a user whose events stay as they were, moved to
+    /// a later time from the stored row and the last 90 days of events, gets exactly the
+    /// row a full computation gives, whatever windows the time crosses.
+    #[test]
+    fn roll_forward_equals_a_full_computation() {
+        use crate::demo;
+        let spec = demo::DemoSpec::new(300, 200, 11, T).unwrap();
+        let catalogue = demo::products(11);
+        let products = demo::product_table(&catalogue);
+        let bits = |f: &FeatureVector| format!("{:?}", f.values);
+        let (mut compared, mut crossing) = (0, 0);
+        for id in 1..=spec.n_users {
+            let (user, events) = demo::feature_inputs(&spec, id, &catalogue);
+            for frozen_at in [T - 150 * D, T - 40 * D - 5 * D / 7, T] {
+                let history: Vec<Event> = events
+                    .iter()
+                    .filter(|e| e.at < frozen_at)
+                    .cloned()
+                    .collect();
+                let Some((stored, times)) =
+                    compute_features_timed(frozen_at, &user, &history, Some(&products))
+                else {
+                    continue;
+                };
+                for later in [
+                    D / 24,
+                    D,
+                    7 * D + D / 3,
+                    31 * D,
+                    61 * D - 7,
+                    95 * D,
+                    400 * D,
+                ] {
+                    let as_of = frozen_at + later;
+                    let recent: Vec<Event> = history
+                        .iter()
+                        .filter(|e| e.at > as_of - WINDOW_REACH_MICROS)
+                        .cloned()
+                        .collect();
+                    crossing += usize::from(recent.len() < history.len());
+                    let full = compute_features_timed(as_of, &user, &history, Some(&products));
+                    let rolled =
+                        roll_forward(as_of, &user, &recent, &stored, &times, Some(&products));
+                    let (full, rolled) = (full.unwrap(), rolled.unwrap());
+                    assert_eq!(rolled.1, full.1, "user {id} at +{later}");
+                    assert_eq!(bits(&rolled.0), bits(&full.0), "user {id} at +{later}");
+                    compared += 1;
+                }
+            }
+        }
+        // the shop has enough users with events older than the windows to test the claim
+        assert!(compared > 3000 && crossing > 1000, "{compared} {crossing}");
+    }
+
+    #[test]
+    fn every_moved_feature_has_a_value() {
+        let tr = TimeRelative::new(T, &user(), &ActivityTimes::default(), 0.0);
+        for name in MOVED {
+            assert!(tr.value(name, &user()).is_some(), "{name}");
+            assert!(index_of(name).is_some(), "{name}");
+        }
+        for name in WINDOWED {
+            assert!(index_of(name).is_some(), "{name}");
+            assert!(!MOVED.contains(&name), "{name}");
+        }
+        let windowed = reaches().iter().filter(|r| **r == Reach::Window).count();
+        assert_eq!(windowed, WINDOWED.len());
     }
 }
