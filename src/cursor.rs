@@ -125,12 +125,15 @@ pub fn fetch_each_in_place(
     Ok(len)
 }
 
+/// Frees the result of the last SPI statement (pgrx never does: in a loop of
+/// statements each result would stay until the call returns). Call it only once every
+/// row read from that result is copied into Rust values and its table dropped.
 #[allow(unsafe_code)] // SPI's own call to free a result, on the backend's own thread
-fn free_last_batch() {
-    // SAFETY: SPI_tuptable is the table the fetch above filled (pgrx reads it without
-    // taking it, and clears the pointer only before the next fetch). Its rows were all
-    // consumed, and what `each` kept was copied into Rust values, so nothing points into
-    // it; pgrx never frees it itself, so this is the only free.
+pub fn free_last_batch() {
+    // SAFETY: SPI_tuptable is the table the last statement or fetch filled (pgrx reads
+    // it without taking it, and clears the pointer only before the next one). Its rows
+    // were all consumed and copied into Rust values, so nothing points into it; pgrx
+    // never frees it itself, so this is the only free.
     unsafe {
         if !pg_sys::SPI_tuptable.is_null() {
             pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);

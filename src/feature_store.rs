@@ -467,6 +467,7 @@ pub fn stored_before(
         &[user_ids.to_vec().into(), before.into()],
     )?;
     let mut out = HashMap::with_capacity(rows.len());
+    // the result is freed below: the refresh reads one a batch, 2 MB each
     for row in rows {
         let r = FeatureRow(&row);
         let mut times = ActivityTimes::default();
@@ -480,6 +481,7 @@ pub fn stored_before(
         let values = r.features()?;
         out.insert(user_id, (FeatureVector { user_id, values }, times));
     }
+    crate::cursor::free_last_batch();
     Ok(out)
 }
 

@@ -506,7 +506,8 @@ fn incremental(
             let Some(ids) = batches.next() else {
                 return Ok(None);
             };
-            let mut stored = feature_store::stored_before(client, ids, as_of)?;
+            // the histories first: their arrays are made in the batch's memory context,
+            // which SPI leaves after its first statement (the ids below stay, 16 kB)
             let histories = feature_store::read_histories(
                 client,
                 s,
@@ -514,6 +515,7 @@ fn incremental(
                 as_of,
                 Some(vec![reach_start; ids.len()]),
             )?;
+            let mut stored = feature_store::stored_before(client, ids, as_of)?;
             Ok(Some(
                 histories
                     .into_iter()

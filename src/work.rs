@@ -71,9 +71,12 @@ pub fn finish<T>(r: Result<T>) -> Result<T> {
 /// Runs batches through the pool while this (the backend's) thread works on their
 /// neighbours: `read` gives the next batch's input (None at the end), the pool runs
 /// `compute` on it, and `sink` takes each result in order while the pool computes the
-/// batch read after it. Each step runs in a memory context reset between batches, so the
-/// arguments and arrays a batch's statements make go with it (in the SPI connection's
-/// context they would stay until the call returns: a gigabyte at a million users).
+/// batch read after it. Each step starts in a memory context reset between batches, so
+/// the arguments and arrays made before a step's first statement go with its batch (in
+/// the SPI connection's context they would stay until the call returns: a gigabyte at a
+/// million users). SPI returns from each statement in its own context, and keeps the
+/// results of selects there: a step that reads with a select frees it
+/// (`cursor::free_last_batch`; cursors read with `fetch_each_in_place` free theirs).
 #[allow(unsafe_code)] // switching to and resetting a memory context this function owns
 pub fn pipeline<'conn, I: Send + 'static, O: Send + 'static>(
     client: &mut SpiClient<'conn>,
