@@ -20,11 +20,13 @@
 //! equals a full refresh. Active days are UTC calendar days, so they too change only
 //! when an event enters or leaves a window.
 
+use customer_analyzer_core::features::ProductTable;
 use customer_analyzer_core::features::{compute_features_timed, roll_forward, WINDOW_REACH_MICROS};
 use customer_analyzer_core::snapshots::History;
 use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cursor::fetch_each_in_place;
@@ -326,12 +328,7 @@ fn full(
             )?;
             Ok((fetched > 0).then_some(histories))
         },
-        move |histories: Vec<History>| -> Vec<Computed> {
-            histories
-                .iter()
-                .filter_map(|h| compute_features_timed(t, &h.user, &h.events, (*products).as_ref()))
-                .collect()
-        },
+        compute_whole(t, products),
         |client, rows| {
             written += rows.len() as i64;
             feature_store::store_rows(client, as_of, &rows)
@@ -343,6 +340,19 @@ fn full(
         recent: 0,
         moved: 0,
     })
+}
+
+/// The pool's job for users read from their whole history: their rows as of `t`.
+fn compute_whole(
+    t: i64,
+    products: Arc<Option<ProductTable>>,
+) -> impl Fn(Vec<History>) -> Vec<Computed> + Send + Sync + 'static {
+    move |histories| {
+        histories
+            .iter()
+            .filter_map(|h| compute_features_timed(t, &h.user, &h.events, (*products).as_ref()))
+            .collect()
+    }
 }
 
 /// The users whose stored rows cannot simply be moved to `$1` (see the module's
@@ -473,7 +483,6 @@ fn incremental(
     let (mut computed, mut recent) = (0i64, 0i64);
     // users read from their whole history
     let mut batches = whole.chunks(BATCH_USERS);
-    let p = products.clone();
     crate::work::pipeline(
         client,
         work,
@@ -483,12 +492,7 @@ fn incremental(
                 .map(|ids| feature_store::read_histories(client, s, ids, as_of, None))
                 .transpose()
         },
-        move |histories: Vec<History>| -> Vec<Computed> {
-            histories
-                .iter()
-                .filter_map(|h| compute_features_timed(t, &h.user, &h.events, (*p).as_ref()))
-                .collect()
-        },
+        compute_whole(t, products.clone()),
         |client, rows| {
             computed += rows.len() as i64;
             feature_store::store_rows(client, as_of, &rows)
