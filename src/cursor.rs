@@ -65,34 +65,88 @@ impl InPlace {
     }
 
     /// The raw value of column `i`, checked to have a type `T` reads.
-    #[allow(unsafe_code)] // SPI's own accessors on a row of the batch being read
+    #[allow(unsafe_code)] // SPI's own accessor on a row of the batch being read
     fn datum<T: IntoDatum>(
         &self,
         i: usize,
         what: &'static str,
     ) -> Result<(pg_sys::Datum, bool, pg_sys::Oid)> {
+        let type_oid = self.column_type::<T>(i, what)?;
+        let mut is_null = false;
         // SAFETY: tuple and tupdesc come from the current SPI_tuptable, which stays
         // allocated until `fetch_each_in_place` frees it after the callback that borrows
-        // this row returns; `i` is checked against the descriptor first.
-        unsafe {
+        // this row returns; `i` was checked against the descriptor.
+        let datum =
+            unsafe { pg_sys::SPI_getbinval(self.tuple, self.tupdesc, i as i32, &mut is_null) };
+        Ok((datum, is_null, type_oid))
+    }
+
+    /// The type of column `i` (from 1), checked to be one `T` reads.
+    #[allow(unsafe_code)] // reading the descriptor of the batch being read
+    fn column_type<T: IntoDatum>(&self, i: usize, what: &'static str) -> Result<pg_sys::Oid> {
+        // SAFETY: tupdesc is the current SPI_tuptable's (see `datum`); `i` is checked
+        // against its column count before SPI reads the column's type.
+        let type_oid = unsafe {
             let natts = (*self.tupdesc).natts as usize;
             if i < 1 || i > natts {
                 return Err(error::internal(what, format!("no column {i}")));
             }
-            let type_oid = pg_sys::SPI_gettypeid(self.tupdesc, i as i32);
-            if !T::is_compatible_with(type_oid) {
-                return Err(error::internal(
-                    what,
-                    format!(
-                        "column {i} has type oid {type_oid:?}, not {:?}",
-                        T::type_oid()
-                    ),
-                ));
-            }
-            let mut is_null = false;
-            let datum = pg_sys::SPI_getbinval(self.tuple, self.tupdesc, i as i32, &mut is_null);
-            Ok((datum, is_null, type_oid))
+            pg_sys::SPI_gettypeid(self.tupdesc, i as i32)
+        };
+        if !T::is_compatible_with(type_oid) {
+            return Err(error::internal(
+                what,
+                format!(
+                    "column {i} has type oid {type_oid:?}, not {:?}",
+                    T::type_oid()
+                ),
+            ));
         }
+        Ok(type_oid)
+    }
+
+    /// Every column of the row, taken apart once. Reading column after column with
+    /// `SPI_getbinval` walks the tuple from its start for each one (a row with NULLs has
+    /// no cached offsets): quadratic in the columns, it was most of the time spent
+    /// reading a million stored feature rows of 70 columns.
+    #[allow(unsafe_code)] // PostgreSQL's own deforming of a row of the batch being read
+    pub fn deform(&self) -> Deformed<'_> {
+        // SAFETY: see `datum`; the arrays have one slot per column of the descriptor
+        let natts = unsafe { (*self.tupdesc).natts as usize };
+        let mut values = vec![pg_sys::Datum::from(0usize); natts];
+        let mut nulls = vec![true; natts];
+        unsafe {
+            pg_sys::heap_deform_tuple(
+                self.tuple,
+                self.tupdesc,
+                values.as_mut_ptr(),
+                nulls.as_mut_ptr(),
+            )
+        };
+        Deformed {
+            row: self,
+            values,
+            nulls,
+        }
+    }
+}
+
+/// A row of the batch with every column taken apart ([`InPlace::deform`]); values of
+/// variable length still point into the row.
+pub struct Deformed<'r> {
+    row: &'r InPlace,
+    values: Vec<pg_sys::Datum>,
+    nulls: Vec<bool>,
+}
+
+impl Deformed<'_> {
+    /// Column `i` (from 1) as an owned `T`, which must match the column's type.
+    #[allow(unsafe_code)] // converting a value whose type was checked
+    pub fn get<T: FromDatum + IntoDatum>(&self, i: usize, what: &'static str) -> Result<Option<T>> {
+        let type_oid = self.row.column_type::<T>(i, what)?;
+        // SAFETY: the value was deformed from a row of the batch, which outlives this
+        // borrow of it; its type was checked above and T copies what it keeps.
+        Ok(unsafe { T::from_polymorphic_datum(self.values[i - 1], self.nulls[i - 1], type_oid) })
     }
 }
 

@@ -166,14 +166,14 @@ fn current_rows(client: &SpiClient<'_>, work: &Work, task: Task) -> Result<Frame
         .ctx("reading the feature store")?;
     loop {
         work.checkpoint().map_err(error::from_core)?;
-        let fetched = crate::cursor::fetch_each(
+        let fetched = crate::cursor::fetch_each_in_place(
             &mut cursor,
             FETCH_ROWS,
             "reading the feature store",
             |row| {
-                let row = FeatureRow(row);
-                if model::user_in_sample(row.user_id()?, halvings) {
-                    frame.push_catalog_row(&row.features()?);
+                let user_id = row.get::<i64>(1, "reading the feature store")?;
+                if user_id.is_some_and(|u| model::user_in_sample(u, halvings)) {
+                    frame.push_catalog_row(&FeatureRow(&row.deform()).features()?);
                 }
                 Ok(())
             },

@@ -11,13 +11,14 @@ use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::history_cache::HistoryCache;
 use customer_analyzer_core::snapshots::History;
 use pgrx::datum::DatumWithOid;
+use pgrx::datum::{FromDatum, IntoDatum};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use crate::cursor::fetch_each_in_place;
+use crate::cursor::{fetch_each_in_place, Deformed};
 use crate::error::{self, Result, SpiContext};
 use crate::features_sql::{feature_query, history_query, Scope};
 use crate::plans;
@@ -127,46 +128,58 @@ pub const STORE_ROWS: &str = "SELECT m.* FROM customer_analyzer.user_metrics m";
 
 /// A row laid out as every query here selects features: `user_id`, the catalog's
 /// features in order, then one more column (`as_of`, or a training row's label).
-pub struct FeatureRow<'a, 'b>(pub &'a SpiHeapTupleData<'b>);
+pub struct FeatureRow<'a, R: Columns>(pub &'a R);
 
-impl FeatureRow<'_, '_> {
+/// A row read by column number (from 1): as pgrx reads it, or taken apart at once.
+pub trait Columns {
+    fn column<T: FromDatum + IntoDatum>(&self, i: usize) -> Result<Option<T>>;
+}
+
+impl Columns for SpiHeapTupleData<'_> {
+    fn column<T: FromDatum + IntoDatum>(&self, i: usize) -> Result<Option<T>> {
+        self.get::<T>(i).ctx(READING_FEATURES)
+    }
+}
+
+impl Columns for Deformed<'_> {
+    fn column<T: FromDatum + IntoDatum>(&self, i: usize) -> Result<Option<T>> {
+        self.get::<T>(i, READING_FEATURES)
+    }
+}
+
+const READING_FEATURES: &str = "reading features";
+
+impl<R: Columns> FeatureRow<'_, R> {
     pub fn user_id(&self) -> Result<i64> {
         self.0
-            .get::<i64>(1)
-            .ctx("reading features")?
-            .ok_or_else(|| error::internal("reading features", "NULL user_id"))
+            .column::<i64>(1)?
+            .ok_or_else(|| error::internal(READING_FEATURES, "NULL user_id"))
     }
 
+    /// The catalog's features (columns 2 onwards).
     pub fn features(&self) -> Result<Vec<FeatureValue>> {
-        read_features(self.0)
+        let mut values = Vec::with_capacity(FEATURES.len());
+        for (i, f) in FEATURES.iter().enumerate() {
+            let c = 2 + i;
+            values.push(match f.kind {
+                Kind::Count => FeatureValue::Num(self.0.column::<i64>(c)?.map(|v| v as f64)),
+                Kind::Real => FeatureValue::Num(self.0.column::<f64>(c)?),
+                Kind::Category => FeatureValue::Text(self.0.column::<String>(c)?),
+            });
+        }
+        Ok(values)
     }
 
     /// The column after the features.
-    pub fn last<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(&self) -> Result<Option<T>> {
-        self.0.get::<T>(FEATURES.len() + 2).ctx("reading features")
+    pub fn last<T: FromDatum + IntoDatum>(&self) -> Result<Option<T>> {
+        self.0.column::<T>(FEATURES.len() + 2)
     }
 
     /// The `as_of` after the features.
     pub fn as_of(&self) -> Result<TimestampWithTimeZone> {
         self.last::<TimestampWithTimeZone>()?
-            .ok_or_else(|| error::internal("reading features", "NULL as_of"))
+            .ok_or_else(|| error::internal(READING_FEATURES, "NULL as_of"))
     }
-}
-
-/// Reads the catalog's features from `row` (columns 2 onwards).
-fn read_features(row: &SpiHeapTupleData<'_>) -> Result<Vec<FeatureValue>> {
-    let mut values = Vec::with_capacity(FEATURES.len());
-    for (i, f) in FEATURES.iter().enumerate() {
-        let c = 2 + i;
-        values.push(match f.kind {
-            Kind::Count => {
-                FeatureValue::Num(row.get::<i64>(c).ctx("reading features")?.map(|v| v as f64))
-            }
-            Kind::Real => FeatureValue::Num(row.get::<f64>(c).ctx("reading features")?),
-            Kind::Category => FeatureValue::Text(row.get::<String>(c).ctx("reading features")?),
-        });
-    }
-    Ok(values)
 }
 
 /// One user's features for scoring: the stored row, or (when the store has none)
@@ -513,6 +526,46 @@ pub struct StoredRows {
     pub user_ids: Vec<i64>,
     pub as_of: Vec<TimestampWithTimeZone>,
     pub frame: Frame,
+}
+
+impl StoredRows {
+    pub fn new() -> StoredRows {
+        StoredRows {
+            user_ids: Vec::new(),
+            as_of: Vec::new(),
+            frame: Frame::for_catalog(),
+        }
+    }
+
+    /// Appends the next `n` rows of a cursor over stored feature rows (`STORE_ROWS`, or
+    /// `user_features()` with the as_of after its columns); returns how many there were
+    /// (0 at its end).
+    pub fn read(
+        &mut self,
+        cursor: &mut pgrx::spi::SpiCursor<'_>,
+        n: i64,
+        what: &'static str,
+    ) -> Result<usize> {
+        fetch_each_in_place(cursor, n, what, |row| {
+            let row = row.deform();
+            let row = FeatureRow(&row);
+            self.frame.push_catalog_row(&row.features()?);
+            self.user_ids.push(row.user_id()?);
+            self.as_of.push(row.as_of()?);
+            Ok(())
+        })
+    }
+}
+
+/// The next `n` rows of a cursor over stored feature rows (see [`StoredRows::read`]);
+/// None at its end.
+pub fn next_stored_rows(
+    cursor: &mut pgrx::spi::SpiCursor<'_>,
+    n: i64,
+    what: &'static str,
+) -> Result<Option<StoredRows>> {
+    let mut out = StoredRows::new();
+    Ok((out.read(cursor, n, what)? > 0).then_some(out))
 }
 
 /// The data-quality checks: what each rule sets aside, counted over the source tables

@@ -9,7 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use customer_analyzer_core::catalog::CATALOG_VERSION;
 use customer_analyzer_core::codec::{self, Payload};
@@ -44,7 +44,8 @@ pub enum Loaded {
 }
 
 struct Cached {
-    model: Rc<Loaded>,
+    /// Shared with the pool's jobs, which score batches while the backend reads.
+    model: Arc<Loaded>,
     blob_bytes: usize,
 }
 
@@ -154,7 +155,7 @@ impl Loaded {
 /// Any model row, from the cache or decoded from its row. The cache holds at most
 /// `customer_analyzer.model_cache_size` models and four times
 /// `customer_analyzer.max_model_mb` of blobs.
-pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Loaded>> {
+pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Arc<Loaded>> {
     if let Some(s) = CACHE.with(|c| c.borrow().get(&model_id).map(|m| m.model.clone())) {
         return Ok(s);
     }
@@ -170,7 +171,7 @@ pub fn loaded(client: &SpiClient<'_>, model_id: i64) -> Result<Rc<Loaded>> {
     .ctx("reading a model")?
     .flatten()
     .ok_or_else(|| unknown_model(model_id))?;
-    let model = Rc::new(decode(&blob)?);
+    let model = Arc::new(decode(&blob)?);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let held: usize = c.values().map(|m| m.blob_bytes).sum();

@@ -4,16 +4,20 @@
 
 use customer_analyzer_core::codec::Payload;
 use customer_analyzer_core::frame::Frame;
-use customer_analyzer_core::segment::{segment, segment_bytes, SegAlgorithm, SegParams};
+use customer_analyzer_core::segment::{
+    seeded_sample, segment, segment_bytes, SegAlgorithm, SegParams, Tally,
+};
 use customer_analyzer_core::task::{Task, SEGMENTATION};
+use customer_analyzer_core::work::Work;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::json;
+use std::sync::Arc;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{features_for_user, FeatureRow, StoredRows, STORE_ROWS};
-use crate::models::{self, record_deployment, NewModel};
+use crate::feature_store::{features_for_user, next_stored_rows, StoredRows, STORE_ROWS};
+use crate::models::{self, record_deployment, Loaded, NewModel};
 use crate::work::work;
 
 type SegmentRow = (
@@ -30,6 +34,93 @@ type SegmentRow = (
 
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
+}
+
+/// Stored rows read per batch.
+const BATCH: i64 = 10_000;
+/// Bytes kept per user while every user is placed (id, segment and distance), with their
+/// copies in the final INSERT's arrays.
+const PLACED_BYTES: usize = 48;
+const READING: &str = "reading the feature store";
+
+/// Every user's place, gathered batch by batch for one INSERT at the end: the segments'
+/// final ids (ordered by size) are known only when every user is counted.
+struct Placed {
+    user_ids: Vec<i64>,
+    segments: Vec<i32>,
+    distances: Vec<f64>,
+    /// The oldest and the newest as_of of the rows placed.
+    span: Option<(TimestampWithTimeZone, TimestampWithTimeZone)>,
+}
+
+impl Placed {
+    fn with_capacity(users: usize) -> Placed {
+        Placed {
+            user_ids: Vec::with_capacity(users),
+            segments: Vec::with_capacity(users),
+            distances: Vec::with_capacity(users),
+            span: None,
+        }
+    }
+
+    fn push(&mut self, rows: &StoredRows, at: &[(usize, f64)]) {
+        self.user_ids.extend_from_slice(&rows.user_ids);
+        self.segments.extend(at.iter().map(|a| a.0 as i32));
+        self.distances.extend(at.iter().map(|a| a.1));
+        for &t in &rows.as_of {
+            self.span = Some(match self.span {
+                None => (t, t),
+                Some((first, last)) => (first.min(t), last.max(t)),
+            });
+        }
+    }
+}
+
+/// The users a segmentation is fitted on: the whole feature store, or a seeded sample of
+/// `fit_sample` of its users (by position in user id order) when it holds more.
+fn read_sample(
+    client: &mut SpiClient<'_>,
+    work: &Work,
+    users: usize,
+    p: &SegParams,
+) -> Result<StoredRows> {
+    let mut sample = StoredRows::new();
+    sample
+        .frame
+        .try_reserve_rows(users.min(p.fit_sample))
+        .map_err(error::from_core)?;
+    let mut cursor = if users <= p.fit_sample {
+        client.try_open_cursor(&format!("{STORE_ROWS} ORDER BY m.user_id"), &[])
+    } else {
+        let mut ids = Vec::with_capacity(users);
+        let mut all = client
+            .try_open_cursor(
+                "SELECT user_id FROM customer_analyzer.user_metrics ORDER BY user_id",
+                &[],
+            )
+            .ctx(READING)?;
+        while crate::cursor::fetch_each(&mut all, 100_000, READING, |row| {
+            ids.push(row.get::<i64>(1).ctx(READING)?.unwrap_or_default());
+            Ok(())
+        })? > 0
+        {
+            work.checkpoint().map_err(error::from_core)?;
+        }
+        drop(all);
+        let chosen: Vec<i64> = seeded_sample(ids.len(), p.fit_sample, p.seed)
+            .into_iter()
+            .map(|i| ids[i])
+            .collect();
+        client.try_open_cursor(
+            &format!("{STORE_ROWS} WHERE m.user_id = ANY($1) ORDER BY m.user_id"),
+            &[chosen.into()],
+        )
+    }
+    .ctx(READING)?;
+    while sample.read(&mut cursor, BATCH, READING)? > 0 {
+        work.checkpoint().map_err(error::from_core)?;
+    }
+    Ok(sample)
 }
 
 /// Clusters every user of the feature store and stores the segmentation; returns one row
@@ -65,7 +156,6 @@ fn segment_users(
     let work = work()?;
     let rows = crate::work::finish(Spi::connect_mut(|client| {
         crate::subxact::guarded(|| -> Result<Vec<SegmentRow>> {
-            let mut frame = Frame::for_catalog();
             let users = client
                 .select(
                     "SELECT count(*) FROM customer_analyzer.user_metrics",
@@ -77,75 +167,87 @@ fn segment_users(
                 .get_one::<i64>()
                 .ctx("counting the feature store")?
                 .unwrap_or(0) as usize;
-            work.reserve(
-                "segmenting the feature store",
-                segment_bytes(users, frame.numeric_names.len()),
-            )
-            .map_err(error::from_core)?;
-            frame.try_reserve_rows(users).map_err(error::from_core)?;
-            let mut ids = Vec::with_capacity(users);
-            let mut as_of = Vec::with_capacity(users);
-            let mut cursor = client
-                .try_open_cursor(format!("{STORE_ROWS} ORDER BY m.user_id").as_str(), &[])
-                .ctx("reading the feature store")?;
-            loop {
-                work.checkpoint().map_err(error::from_core)?;
-                let fetched = crate::cursor::fetch_each(
-                    &mut cursor,
-                    10_000,
-                    "reading the feature store",
-                    |row| {
-                        let row = FeatureRow(row);
-                        frame.push_catalog_row(&row.features()?);
-                        ids.push(row.user_id()?);
-                        as_of.push(row.as_of()?);
-                        Ok(())
-                    },
-                )?;
-                if fetched == 0 {
-                    break;
-                }
-            }
-            if frame.rows == 0 {
+            if users == 0 {
                 return Err(error::not_ready(
                     "the feature store holds no users to segment",
                     "Run SELECT customer_analyzer.refresh_features(); first.",
                 ));
             }
-            let p = SegParams::from_json(algorithm, k.map(i64::from), &params, frame.rows)
+            let p = SegParams::from_json(algorithm, k.map(i64::from), &params, users)
                 .map_err(error::from_core)?;
-            let (seg, assignments) = segment(&work, &frame, &p).map_err(error::from_core)?;
+            let fitted_on = users.min(p.fit_sample);
+            work.reserve(
+                "segmenting the feature store",
+                segment_bytes(fitted_on, Frame::for_catalog().numeric_names.len())
+                    + users * PLACED_BYTES,
+            )
+            .map_err(error::from_core)?;
+            let sample = read_sample(client, &work, users, &p)?;
+            if sample.frame.rows == 0 {
+                return Err(error::not_ready(
+                    "the feature store holds no users to segment",
+                    "Run SELECT customer_analyzer.refresh_features(); first.",
+                ));
+            }
+            let (mut seg, _) = segment(&work, &sample.frame, &p).map_err(error::from_core)?;
+            drop(sample);
 
-            // churn rate: mean churn probability of the members, where a churn model serves
-            let churn: Option<Vec<f64>> = match models::serving_model(client, Task::Churn.name())? {
+            // every user placed from the fitted centres, in batches: the pool places (and
+            // scores for churn) one batch while this thread reads the next
+            let placing = Arc::new(seg.clone());
+            let churn = match models::serving_model(client, Task::Churn.name())? {
                 Some(id) => {
                     let loaded = models::loaded(client, id)?;
-                    Some(
-                        loaded
-                            .classifier()?
-                            .predict_in(&work, &frame)
-                            .map_err(error::from_core)?,
-                    )
+                    loaded.classifier()?;
+                    Some(loaded)
                 }
                 None => None,
             };
+            let churn_known = churn.is_some();
+            let mut tally = Tally::new(&seg, &Frame::for_catalog().numeric_names);
+            let mut placed = Placed::with_capacity(users);
             let mut churn_sum = vec![0.0; seg.segments.len()];
-            if let Some(c) = &churn {
-                for (a, p) in assignments.iter().zip(c) {
-                    churn_sum[a.0] += p;
-                }
+            let mut cursor = client
+                .try_open_cursor(format!("{STORE_ROWS} ORDER BY m.user_id").as_str(), &[])
+                .ctx("reading the feature store")?;
+            crate::work::pipeline(
+                client,
+                &work,
+                |_| next_stored_rows(&mut cursor, BATCH, "reading the feature store"),
+                move |rows: StoredRows| {
+                    let at = placing.place_all(&rows.frame);
+                    let churn = churn.as_ref().map(|m| match m.as_ref() {
+                        Loaded::Classifier(scorer) => scorer.predict(&rows.frame),
+                        Loaded::Segmentation(_) => Vec::new(),
+                    });
+                    (rows, at, churn)
+                },
+                |_, (rows, at, churn)| {
+                    tally.add(&rows.frame, &at);
+                    if let Some(c) = churn {
+                        for (&(s, _), p) in at.iter().zip(c) {
+                            churn_sum[s] += p;
+                        }
+                    }
+                    placed.push(&rows, &at);
+                    Ok(())
+                },
+            )?;
+            let (first, last) = placed.span.ok_or_else(|| {
+                error::not_ready(
+                    "the feature store holds no users to segment",
+                    "Run SELECT customer_analyzer.refresh_features(); first.",
+                )
+            })?;
+            let new_id = seg.recount(&tally);
+            for s in placed.segments.iter_mut() {
+                *s = new_id[*s as usize] as i32;
             }
-
-            let first = as_of
-                .iter()
-                .min()
-                .copied()
-                .ok_or_else(|| error::internal("feature store", "empty"))?;
-            let last = as_of
-                .iter()
-                .max()
-                .copied()
-                .ok_or_else(|| error::internal("feature store", "empty"))?;
+            let mut churn_by_segment = vec![0.0; churn_sum.len()];
+            for (old, sum) in churn_sum.into_iter().enumerate() {
+                churn_by_segment[new_id[old]] = sum;
+            }
+            let churn_sum = churn_by_segment;
             let mut quality = serde_json::to_value(&seg.quality)
                 .map_err(|e| error::internal("encoding quality", e))?;
             if let Some(q) = quality.as_object_mut() {
@@ -178,9 +280,7 @@ fn segment_users(
 
             let mut out = Vec::with_capacity(segments.len());
             for s in &segments {
-                let churn_rate = churn
-                    .as_ref()
-                    .map(|_| churn_sum[s.id] / s.size.max(1) as f64);
+                let churn_rate = churn_known.then(|| churn_sum[s.id] / s.size.max(1) as f64);
                 let row: SegmentRow = (
                     s.id as i32,
                     s.name.clone(),
@@ -213,8 +313,12 @@ fn segment_users(
                 .ctx("storing segments")?;
                 out.push(row);
             }
-            let seg_ids: Vec<i32> = assignments.iter().map(|a| a.0 as i32).collect();
-            let dist: Vec<f64> = assignments.iter().map(|a| a.1).collect();
+            let Placed {
+                user_ids: ids,
+                segments: seg_ids,
+                distances: dist,
+                ..
+            } = placed;
             client
             .update(
                 "INSERT INTO customer_analyzer.user_segments (user_id, segmentation_id, segment_id, segment_name, distance)

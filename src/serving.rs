@@ -3,6 +3,7 @@
 //! them (the challenger for the users a running A/B test routes to it).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use customer_analyzer_core::features::FeatureValue;
 use customer_analyzer_core::frame::Frame;
@@ -11,14 +12,16 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{features_for_user, FeatureRow, StoredRows, STORE_ROWS};
+use crate::feature_store::{features_for_user, next_stored_rows, StoredRows, STORE_ROWS};
 use customer_analyzer_core::task::Task;
 
+use crate::abtests::{self, Running};
+use crate::models::{self, Loaded};
+use crate::plans;
 use crate::plans::types::{
     BOOL_ARRAY, FLOAT8_ARRAY, INT8_ARRAY, TEXT, TEXT_ARRAY, TIMESTAMPTZ_ARRAY,
 };
 use crate::work::work;
-use crate::{abtests, models, plans};
 use customer_analyzer_core::abtest::{arm_of, Arm};
 
 struct Scored {
@@ -62,52 +65,90 @@ pub struct RoutedScores {
     pub arms: Vec<&'static str>,
 }
 
-/// Scores `frame` (whose rows are `user_ids`) for `task`: every row by the serving
-/// model, then the rows a running A/B test routes to the challenger by the challenger.
-/// On the work's pool when given, on this thread otherwise. None when no model serves.
+/// The models that score a task's users in one statement: the serving model, and the
+/// challenger of a running A/B test. Shared with the pool's jobs.
+pub struct Routing {
+    champion: (i64, Arc<Loaded>),
+    test: Option<(Running, Arc<Loaded>)>,
+}
+
+impl Routing {
+    /// The models serving `task` now; None when none is deployed.
+    pub fn of(client: &SpiClient<'_>, task: Task) -> Result<Option<Routing>> {
+        let Some(champion) = models::serving_model(client, task.name())? else {
+            return Ok(None);
+        };
+        let classifier = |id: i64| -> Result<Arc<Loaded>> {
+            let loaded = models::loaded(client, id)?;
+            loaded.classifier()?;
+            Ok(loaded)
+        };
+        let test = match abtests::running(client, task)? {
+            Some(test) => Some((test, classifier(test.challenger)?)),
+            None => None,
+        };
+        Ok(Some(Routing {
+            champion: (champion, classifier(champion)?),
+            test,
+        }))
+    }
+
+    /// Scores `frame` (whose rows are `user_ids`) with `predict`: every row by the
+    /// serving model, then the rows the A/B test routes to the challenger by the
+    /// challenger.
+    pub fn score(
+        &self,
+        user_ids: &[i64],
+        frame: &Frame,
+        predict: impl Fn(&Scorer, &Frame) -> Result<Vec<f64>>,
+    ) -> Result<RoutedScores> {
+        let (champion, model) = &self.champion;
+        let scorer = model.classifier()?;
+        let scores = predict(scorer, frame)?;
+        let mut scored = RoutedScores {
+            labels: scores
+                .iter()
+                .map(|&s| s >= scorer.model.threshold)
+                .collect(),
+            model_ids: vec![*champion; scores.len()],
+            arms: vec![Arm::Champion.name(); scores.len()],
+            scores,
+        };
+        if let Some((test, model)) = &self.test {
+            let rows: Vec<usize> = (0..user_ids.len())
+                .filter(|&i| arm_of(test.id, user_ids[i], test.share) == Arm::Challenger)
+                .collect();
+            if !rows.is_empty() {
+                let scorer = model.classifier()?;
+                let challenged = predict(scorer, &frame.select(&rows))?;
+                for (&i, score) in rows.iter().zip(challenged) {
+                    scored.scores[i] = score;
+                    scored.labels[i] = score >= scorer.model.threshold;
+                    scored.model_ids[i] = test.challenger;
+                    scored.arms[i] = Arm::Challenger.name();
+                }
+            }
+        }
+        Ok(scored)
+    }
+}
+
+/// Scores `frame` (whose rows are `user_ids`) for `task` on this thread, each row by the
+/// model that serves it (see [`Routing`]). None when no model serves.
 pub fn score_routed(
     client: &SpiClient<'_>,
     task: Task,
     user_ids: &[i64],
     frame: &Frame,
-    work: Option<&customer_analyzer_core::work::Work>,
 ) -> Result<Option<RoutedScores>> {
-    let Some(champion) = models::serving_model(client, task.name())? else {
-        return Ok(None);
-    };
-    let predict = |model_id: i64, f: &Frame| -> Result<(Vec<f64>, f64)> {
-        let loaded = models::loaded(client, model_id)?;
-        let scorer = loaded.classifier()?;
-        let scores = match work {
-            Some(w) => scorer.predict_in(w, f).map_err(error::from_core)?,
-            None => scorer.predict(f),
-        };
-        Ok((scores, scorer.model.threshold))
-    };
-    let (mut scores, threshold) = predict(champion, frame)?;
-    let mut labels: Vec<bool> = scores.iter().map(|&s| s >= threshold).collect();
-    let mut model_ids = vec![champion; scores.len()];
-    let mut arms = vec![Arm::Champion.name(); scores.len()];
-    if let Some(test) = abtests::running(client, task)? {
-        let rows: Vec<usize> = (0..user_ids.len())
-            .filter(|&i| arm_of(test.id, user_ids[i], test.share) == Arm::Challenger)
-            .collect();
-        if !rows.is_empty() {
-            let (challenged, threshold) = predict(test.challenger, &frame.select(&rows))?;
-            for (&i, score) in rows.iter().zip(challenged) {
-                scores[i] = score;
-                labels[i] = score >= threshold;
-                model_ids[i] = test.challenger;
-                arms[i] = Arm::Challenger.name();
-            }
+    match Routing::of(client, task)? {
+        Some(routing) => {
+            Ok(Some(routing.score(user_ids, frame, |scorer, f| {
+                Ok(scorer.predict(f))
+            })?))
         }
+        None => Ok(None),
     }
-    Ok(Some(RoutedScores {
-        scores,
-        labels,
-        model_ids,
-        arms,
-    }))
 }
 
 /// Appends `scored` rows of `task` to the prediction log and makes them the users' latest
@@ -198,7 +239,7 @@ pub fn score_and_log(
     if rows.user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let Some(scored) = score_routed(client, task, &rows.user_ids, &rows.frame, None)? else {
+    let Some(scored) = score_routed(client, task, &rows.user_ids, &rows.frame)? else {
         return Ok(Vec::new());
     };
     let mut previous: HashMap<i64, f64> = HashMap::new();
@@ -453,6 +494,10 @@ fn score_all_body(
             &[],
         )
         .ctx("taking latest_scores for scoring")?;
+    let routing = Arc::new(
+        Routing::of(client, task)?
+            .ok_or_else(|| error::internal("scoring", "the serving model went away"))?,
+    );
     let mut cursor = match as_of {
         None => client.try_open_cursor(&format!("{STORE_ROWS} ORDER BY m.user_id"), &[]),
         Some(t) => client.try_open_cursor(
@@ -462,30 +507,23 @@ fn score_all_body(
     }
     .ctx("reading features to score")?;
     let mut scored = 0i64;
-    loop {
-        work.checkpoint().map_err(error::from_core)?;
-        let mut frame = Frame::for_catalog();
-        let (mut ids, mut times) = (Vec::new(), Vec::new());
-        crate::cursor::fetch_each(
-            &mut cursor,
-            SCORE_BATCH,
-            "reading features to score",
-            |row| {
-                let row = FeatureRow(row);
-                frame.push_catalog_row(&row.features()?);
-                ids.push(row.user_id()?);
-                times.push(row.as_of()?);
-                Ok(())
-            },
-        )?;
-        if frame.rows == 0 {
-            break;
-        }
-        let routed = score_routed(client, task, &ids, &frame, Some(work))?
-            .ok_or_else(|| error::internal("scoring", "the serving model went away"))?;
-        log_scores(client, task, &ids, &times, &routed)?;
-        scored += frame.rows as i64;
-    }
+    // the pool scores a batch while this thread reads the next and writes the last
+    crate::work::pipeline(
+        client,
+        work,
+        |_| next_stored_rows(&mut cursor, SCORE_BATCH, "reading features to score"),
+        move |rows: StoredRows| {
+            let routed = routing.score(&rows.user_ids, &rows.frame, |scorer, f| {
+                Ok(scorer.predict(f))
+            });
+            (rows, routed)
+        },
+        |client, (rows, routed)| {
+            log_scores(client, task, &rows.user_ids, &rows.as_of, &routed?)?;
+            scored += rows.user_ids.len() as i64;
+            Ok(())
+        },
+    )?;
     if scored == 0 {
         return Err(error::not_ready(
             "there are no features to score",

@@ -86,6 +86,69 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_segmentation_fitted_on_a_sample_places_and_counts_every_user() {
+        small_demo();
+        run("SELECT customer_analyzer.refresh_features()");
+        let users = one::<i64>("SELECT count(*) FROM customer_analyzer.user_metrics").unwrap_or(0);
+        assert!(users > 300, "{users} users");
+        run("SELECT * FROM customer_analyzer.segment_users('kmeans', 4, '{\"fit_sample\": 150}')");
+        let seg = one::<i64>(
+            "SELECT segmentation_id FROM customer_analyzer.segmentation_quality WHERE serving",
+        )
+        .unwrap_or(-1);
+        assert_eq!(
+            one::<i64>(
+                "SELECT clustered_sample FROM customer_analyzer.segmentation_quality WHERE serving"
+            ),
+            Some(150)
+        );
+        // every user is placed once, and the segments' sizes, shares and order are theirs
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(DISTINCT user_id) FROM customer_analyzer.user_segments WHERE segmentation_id = {seg}"
+            )),
+            Some(users)
+        );
+        assert_eq!(
+            one::<bool>(&format!(
+                "WITH placed AS (SELECT segment_id, count(*) AS n FROM customer_analyzer.user_segments
+                                 WHERE segmentation_id = {seg} GROUP BY segment_id)
+                 SELECT bool_and(s.size = coalesce(p.n, 0) AND abs(s.share - s.size::float8 / {users}) < 1e-12)
+                        AND bool_and(s.size >= coalesce(l.size, s.size))
+                        AND sum(s.size) = {users}
+                 FROM customer_analyzer.segments s
+                 LEFT JOIN placed p USING (segment_id)
+                 LEFT JOIN customer_analyzer.segments l
+                        ON l.segmentation_id = s.segmentation_id AND l.segment_id = s.segment_id + 1
+                 WHERE s.segmentation_id = {seg}"
+            )),
+            Some(true)
+        );
+        // the profiles are the members' means over every user, not the sample's
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT bool_and(abs(s.mean_monetary - p.spent) < 1e-6 * greatest(1, p.spent))
+                 FROM customer_analyzer.segments s
+                 JOIN (SELECT us.segment_id, avg(m.total_spent)::float8 AS spent
+                       FROM customer_analyzer.user_segments us
+                       JOIN customer_analyzer.user_metrics m USING (user_id)
+                       WHERE us.segmentation_id = {seg} GROUP BY us.segment_id) p USING (segment_id)
+                 WHERE s.segmentation_id = {seg}"
+            )),
+            Some(true)
+        );
+        // the stored place of every user is the one segment_of() gives
+        assert_eq!(
+            one::<bool>(&format!(
+                "SELECT bool_and(s.segment_id = us.segment_id AND abs(s.distance - us.distance) < 1e-9)
+                 FROM customer_analyzer.user_segments us, LATERAL customer_analyzer.segment_of(us.user_id) s
+                 WHERE us.segmentation_id = {seg}"
+            )),
+            Some(true)
+        );
+    }
+
+    #[pg_test]
     fn each_view_is_kept_when_asked_for() {
         small_demo();
         run("SELECT customer_analyzer.refresh_features()");
@@ -185,6 +248,12 @@ mod tests {
             "SELECT * FROM customer_analyzer.segment_users(NULL)",
             "22004",
         );
+        for fit in ["99", "1000001", "\"all\""] {
+            assert_fails(
+                &format!("SELECT * FROM customer_analyzer.segment_users('kmeans', 3, '{{\"fit_sample\": {fit}}}')"),
+                "22023",
+            );
+        }
         assert_eq!(
             one::<i64>("SELECT count(*) FROM customer_analyzer.segments"),
             Some(0)

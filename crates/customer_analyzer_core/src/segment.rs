@@ -197,6 +197,9 @@ pub struct SegParams {
     pub pca: Option<usize>,
     pub sample_size: usize,
     pub silhouette_sample: usize,
+    /// Users the preprocessing and the clustering are fitted on (a seeded sample of the
+    /// feature store); every user is then placed from the fitted centres.
+    pub fit_sample: usize,
     pub seed: u64,
 }
 
@@ -221,6 +224,7 @@ impl SegParams {
             "pca",
             "sample_size",
             "silhouette_sample",
+            "fit_sample",
             "seed",
         ];
         if let Some(key) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -314,10 +318,20 @@ impl SegParams {
             )?
             .unwrap_or(default_sample) as usize,
             silhouette_sample: int("silhouette_sample", 100, 20_000)?.unwrap_or(2000) as usize,
+            fit_sample: int("fit_sample", 100, MAX_FIT_SAMPLE as i64)?
+                .unwrap_or(DEFAULT_FIT_SAMPLE as i64) as usize,
             seed: int("seed", 0, i64::MAX)?.unwrap_or(42) as u64,
         })
     }
 }
+
+/// Users a segmentation is fitted on unless `fit_sample` says otherwise: many more than
+/// the 20,000 k-means chooses k on, and their features and preprocessed copies take about
+/// 200 MB.
+pub const DEFAULT_FIT_SAMPLE: usize = 100_000;
+/// The largest `fit_sample`: its features and their preprocessed copies must fit the
+/// default memory cap.
+pub const MAX_FIT_SAMPLE: usize = 1_000_000;
 
 /// The raw features a segment's profile and name are read from.
 pub const PROFILE: [&str; 6] = [
@@ -413,6 +427,149 @@ impl Segmentation {
                 .transform_row(&self.inputs.row(numeric), categorical),
         )
     }
+
+    /// Places every row of `frame` (raw features) as [`Segmentation::assign`] places one,
+    /// preprocessing the rows together as the fit did.
+    pub fn place_all(&self, frame: &Frame) -> Vec<(usize, f64)> {
+        let x = self.preprocessor.transform(&self.inputs.frame(frame));
+        let d = self.preprocessor.n_outputs();
+        (0..frame.rows)
+            .map(|i| self.place(&x[i * d..(i + 1) * d]))
+            .collect()
+    }
+
+    /// The segments as every user placed makes them (a segmentation is fitted on a
+    /// sample): sizes, shares, profiles and names from `tally`, the segments ordered by
+    /// size again (largest first, Outliers last), the population's means and the inertia
+    /// over all users. Returns the new id of each segment, by its old id.
+    pub fn recount(&mut self, tally: &Tally) -> Vec<usize> {
+        let noise = self.segments.iter().position(|s| s.noise);
+        let mut order: Vec<usize> = (0..self.segments.len())
+            .filter(|&s| Some(s) != noise)
+            .collect();
+        order.sort_by(|&a, &b| tally.sizes[b].cmp(&tally.sizes[a]).then(a.cmp(&b)));
+        order.extend(noise);
+        let mut new_id = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_id[old] = new;
+        }
+        let mean = |&(sum, count): &(f64, usize)| {
+            if count == 0 {
+                f64::NAN
+            } else {
+                sum / count as f64
+            }
+        };
+        self.population = tally.population.iter().map(mean).collect();
+        let described = order
+            .iter()
+            .map(|&old| {
+                (
+                    tally.sums[old].iter().map(mean).collect(),
+                    tally.sizes[old],
+                    tally.sizes[old] as f64 / tally.rows.max(1) as f64,
+                    Some(old) == noise,
+                )
+            })
+            .collect();
+        self.segments = describe(described, &self.population);
+        let kept: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&c| Some(c) != noise)
+            .collect();
+        self.centres = kept.iter().map(|&c| self.centres[c].clone()).collect();
+        self.radius = self
+            .radius
+            .take()
+            .map(|r| kept.iter().map(|&c| r[c]).collect());
+        self.quality.sizes = self.segments.iter().map(|s| s.size).collect();
+        self.quality.inertia = tally.inertia;
+        new_id
+    }
+}
+
+/// Running counts over every user a segmentation places: each segment's size and the
+/// sums of its members' PROFILE features, the population's sums, and the inertia. Rows
+/// are added in order, one at a time, so that a shop whose users all fit in the fitting
+/// sample gets the very figures the fit computed.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    columns: Vec<Option<usize>>,
+    noise: Option<usize>,
+    sizes: Vec<usize>,
+    /// Per segment, per PROFILE feature: the sum and count of the finite values.
+    sums: Vec<Vec<(f64, usize)>>,
+    population: Vec<(f64, usize)>,
+    inertia: f64,
+    rows: usize,
+}
+
+impl Tally {
+    /// Empty counts for the segments of `seg`, over frames with these numeric columns.
+    pub fn new(seg: &Segmentation, numeric_names: &[String]) -> Tally {
+        let groups = seg.segments.len();
+        Tally {
+            columns: PROFILE
+                .iter()
+                .map(|p| numeric_names.iter().position(|n| n == p))
+                .collect(),
+            noise: seg.segments.iter().position(|s| s.noise),
+            sizes: vec![0; groups],
+            sums: vec![vec![(0.0, 0); PROFILE.len()]; groups],
+            population: vec![(0.0, 0); PROFILE.len()],
+            inertia: 0.0,
+            rows: 0,
+        }
+    }
+
+    /// Counts the rows of `frame`, placed by [`Segmentation::place_all`].
+    pub fn add(&mut self, frame: &Frame, placed: &[(usize, f64)]) {
+        for (i, &(segment, distance)) in placed.iter().enumerate() {
+            let row = frame.numeric_row(i);
+            for (j, column) in self.columns.iter().enumerate() {
+                let Some(v) = column.map(|c| row[c]).filter(|v| v.is_finite()) else {
+                    continue;
+                };
+                self.population[j].0 += v;
+                self.population[j].1 += 1;
+                self.sums[segment][j].0 += v;
+                self.sums[segment][j].1 += 1;
+            }
+            self.sizes[segment] += 1;
+            if Some(segment) != self.noise {
+                self.inertia += distance * distance;
+            }
+            self.rows += 1;
+        }
+    }
+
+    /// Users counted.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Segments numbered in order from (profile, size, share, noise), named by
+/// [`name_segments`].
+fn describe(described: Vec<(Vec<f64>, usize, f64, bool)>, population: &[f64]) -> Vec<Segment> {
+    let names = name_segments(&described, population);
+    described
+        .into_iter()
+        .zip(names)
+        .enumerate()
+        .map(
+            |(id, ((profile, size, share, noise), (name, description)))| Segment {
+                id,
+                name,
+                description,
+                size,
+                share,
+                profile,
+                noise,
+            },
+        )
+        .collect()
 }
 
 /// The naming rule: compares a segment's profile with the population's, in order:
@@ -545,7 +702,9 @@ fn column_means(frame: &Frame, rows: &[usize], cols: &[Option<usize>]) -> Vec<f6
         .collect()
 }
 
-fn seeded_sample(n: usize, size: usize, seed: u64) -> Vec<usize> {
+/// The sorted positions of a seeded sample of `size` of `0..n` (all of them when `n` is
+/// not larger).
+pub fn seeded_sample(n: usize, size: usize, seed: u64) -> Vec<usize> {
     if n <= size {
         return (0..n).collect();
     }
@@ -1188,23 +1347,7 @@ fn segment_view(
             )
         })
         .collect();
-    let names = name_segments(&described, &population);
-    let segments: Vec<Segment> = described
-        .into_iter()
-        .zip(names)
-        .enumerate()
-        .map(
-            |(id, ((profile, size, share, noise), (name, description)))| Segment {
-                id,
-                name,
-                description,
-                size,
-                share,
-                profile,
-                noise,
-            },
-        )
-        .collect();
+    let segments = describe(described, &population);
 
     let labels: Vec<Option<usize>> = raw
         .iter()
@@ -1248,6 +1391,10 @@ mod tests {
     use rand::Rng;
 
     fn blobs(per: usize, seed: u64) -> Frame {
+        blobs_of([per; 3], seed)
+    }
+
+    fn blobs_of(sizes: [usize; 3], seed: u64) -> Frame {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut f = Frame {
             numeric_names: PROFILE
@@ -1263,7 +1410,7 @@ mod tests {
             [80.0, 1.0, 50.0, 160.0, 10.0, 1.0],
             [3.0, 0.5, 20.0, 10.0, 15.0, 1.0],
         ];
-        for c in centres {
+        for (c, per) in centres.into_iter().zip(sizes) {
             for _ in 0..per {
                 for v in c {
                     f.numeric.push(v * rng.gen_range(0.9..1.1));
@@ -1310,6 +1457,72 @@ mod tests {
             let (seg, _) = s.assign(f.numeric_row(0), &[]);
             assert_eq!(seg, rows[0].0);
         }
+    }
+
+    /// What `segment_users()` does: fit, then place and count every user in batches.
+    fn placed_in_batches(seg: &mut Segmentation, f: &Frame, batch: usize) -> Vec<(usize, f64)> {
+        let mut tally = Tally::new(seg, &f.numeric_names);
+        let mut placed = Vec::new();
+        for start in (0..f.rows).step_by(batch) {
+            let rows: Vec<usize> = (start..(start + batch).min(f.rows)).collect();
+            let part = f.select(&rows);
+            let p = seg.place_all(&part);
+            tally.add(&part, &p);
+            placed.extend(p);
+        }
+        assert_eq!(tally.rows(), f.rows);
+        let new_id = seg.recount(&tally);
+        placed.iter().map(|&(s, d)| (new_id[s], d)).collect()
+    }
+
+    #[test]
+    fn counting_every_user_in_batches_gives_the_fit_on_all_of_them() {
+        let f = blobs(80, 7);
+        for algo in [
+            SegAlgorithm::KMeans,
+            SegAlgorithm::Agglomerative,
+            SegAlgorithm::Dbscan,
+        ] {
+            let (fitted, rows) =
+                segment(&Work::unbounded(2), &f, &params(algo, None, f.rows)).unwrap();
+            let mut seg = fitted.clone();
+            let placed = placed_in_batches(&mut seg, &f, 37);
+            // bit for bit: the same segments, names, profiles, inertia and placements
+            assert_eq!(format!("{placed:?}"), format!("{rows:?}"), "{algo:?}");
+            assert_eq!(format!("{seg:?}"), format!("{fitted:?}"), "{algo:?}");
+        }
+    }
+
+    #[test]
+    fn a_segmentation_fitted_on_a_sample_counts_every_user() {
+        // three groups of 40, 400 and 160: the sample holds a tenth of the users
+        let f = blobs_of([40, 400, 160], 11);
+        let sample = f.select(&seeded_sample(f.rows, f.rows / 10, 5));
+        let p = params(SegAlgorithm::KMeans, Some(3), sample.rows);
+        let (mut seg, _) = segment(&Work::unbounded(2), &sample, &p).unwrap();
+        let placed = placed_in_batches(&mut seg, &f, 50);
+        let mut sizes = vec![0usize; seg.segments.len()];
+        for &(s, _) in &placed {
+            sizes[s] += 1;
+        }
+        assert_eq!(seg.quality.sizes, sizes);
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), f.rows);
+        let shares: f64 = seg.segments.iter().map(|s| s.share).sum();
+        assert!((shares - 1.0).abs() < 1e-9);
+        // the population means are over every user, not the sample
+        let spent = PROFILE.iter().position(|p| *p == "total_spent").unwrap();
+        let column = f
+            .numeric_names
+            .iter()
+            .position(|n| n == "total_spent")
+            .unwrap();
+        let all: f64 = (0..f.rows).map(|i| f.numeric_row(i)[column]).sum::<f64>() / f.rows as f64;
+        assert!((seg.population[spent] - all).abs() < 1e-9 * all.abs().max(1.0));
+        // the largest segment is the big group's, and a user is still assigned alone
+        let (first, _) = seg.assign(f.numeric_row(40), &[]);
+        assert_eq!(first, 0);
+        assert_eq!(seg.assign(f.numeric_row(0), &[]).0, placed[0].0);
     }
 
     #[test]

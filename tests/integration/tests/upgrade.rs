@@ -78,6 +78,7 @@ SELECT string_agg(line, E'\n' ORDER BY line) FROM (
     FROM pg_proc p WHERE p.pronamespace = 'customer_analyzer'::regnamespace
     UNION ALL
     SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' acl=' || coalesce(c.relacl::text, '')
+           || ' options=' || coalesce(c.reloptions::text, '')
            || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '')
            || coalesce(' view=' || pg_get_viewdef(c.oid), '')
     FROM pg_class c WHERE c.relnamespace = 'customer_analyzer'::regnamespace
@@ -255,7 +256,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
             &mut c,
             "SELECT extversion FROM pg_extension WHERE extname = 'customer_analyzer'"
         ),
-        "0.12.0"
+        "0.13.0"
     );
     // object for object what a fresh install makes
     let fresh: String = value(&mut src, FINGERPRINT);
