@@ -440,15 +440,35 @@ mod tests {
             "UPDATE customer_analyzer.retired_models SET reason = 'x'",
             "55000",
         );
-        // purge removes only old models that never served and are not kept
+        // purge removes only old models that never served, scored nobody and are not kept
         let never = train(
             "churn",
             "gbm",
             r#"{"iterations": 2, "snapshots": 4, "deploy": "never"}"#,
         );
+        let scored = train(
+            "churn",
+            "gbm",
+            r#"{"iterations": 2, "snapshots": 4, "deploy": "never"}"#,
+        );
+        let log = |model: i64| {
+            format!(
+                "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
+                 VALUES (1, 'churn', {model}, 0.5, true, now())"
+            )
+        };
+        run(&log(scored));
+        // the log names stored models only (its check runs once per statement)
+        assert_fails(&log(987_654_321), "23503");
         let purged =
             one::<i64>("SELECT count(*) FROM customer_analyzer.purge_models('0 seconds', 0)");
         assert_eq!(purged, Some(1));
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM customer_analyzer.models WHERE id = {scored}"
+            )),
+            Some(1)
+        );
         assert_eq!(
             one::<i64>(&format!(
                 "SELECT count(*) FROM customer_analyzer.models WHERE id = {never}"
