@@ -342,8 +342,6 @@ COMMENT ON TABLE customer_analyzer.retired_models IS
 COMMENT ON FUNCTION customer_analyzer._append_only() IS
     'Internal: keeps models, deployments and retired_models append-only (UPDATE, DELETE, TRUNCATE raise 55000), so that the per-backend cache, keyed by model id, is always right and history is never rewritten.';
 COMMENT ON FUNCTION customer_analyzer._purging() IS 'Internal: true while purge_models() deletes.';
-COMMENT ON FUNCTION customer_analyzer._predictions_name_models() IS
-    'Internal: the foreign key of predictions.model_id, checked once per statement (23503 for a model that does not exist), locking the models named as a foreign key does.';
 COMMENT ON FUNCTION customer_analyzer.retire_model(bigint, text) IS
     'Takes a model out of service for good (kept for history). When it serves its task, the task goes back to the model before it. Returns the model serving the task afterwards.';
 COMMENT ON FUNCTION customer_analyzer.purge_models(interval, integer) IS

@@ -236,10 +236,7 @@ CREATE TRIGGER retired_models_are_not_truncated BEFORE TRUNCATE ON customer_anal
 CREATE TABLE customer_analyzer.predictions (
     user_id bigint NOT NULL,
     task text NOT NULL,
-    -- a row of customer_analyzer.models, checked once per statement by the trigger
-    -- predictions_name_models: a foreign key checks (and locks) the model row by row, a
-    -- third of what score_all() spent writing at a million users
-    model_id bigint NOT NULL,
+    model_id bigint NOT NULL REFERENCES customer_analyzer.models (id),
     score double precision NOT NULL,
     label boolean NOT NULL,
     as_of timestamptz NOT NULL,
@@ -254,33 +251,6 @@ CREATE INDEX predictions_model_id_idx ON customer_analyzer.predictions USING bri
 CREATE INDEX predictions_predicted_at_idx ON customer_analyzer.predictions USING brin (predicted_at);
 CREATE TRIGGER predictions_are_append_only BEFORE UPDATE ON customer_analyzer.predictions
     FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._append_only();
--- The foreign key of predictions.model_id, checked once per statement: refuses a row whose
--- model customer_analyzer.models does not hold, and locks the models named (FOR KEY SHARE,
--- as a foreign key's check does) until the transaction ends. purge_models(), the only
--- deleter of models, takes the log in SHARE mode before it looks for models without scores.
-CREATE FUNCTION customer_analyzer._predictions_name_models() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    missing bigint;
-BEGIN
-    PERFORM FROM customer_analyzer.models m
-    WHERE m.id IN (SELECT a.model_id FROM added a)
-    FOR KEY SHARE OF m;
-    SELECT a.model_id INTO missing
-    FROM (SELECT DISTINCT model_id FROM added) a
-    WHERE NOT EXISTS (SELECT FROM customer_analyzer.models m WHERE m.id = a.model_id)
-    LIMIT 1;
-    IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'customer_analyzer.predictions cannot log a score of model %: customer_analyzer.models has no such model', missing
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'The log holds scores of stored models: score_all() and the rescoring worker write it.';
-    END IF;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER predictions_name_models AFTER INSERT ON customer_analyzer.predictions
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION customer_analyzer._predictions_name_models();
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions', '');
 SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.predictions_id_seq', '');
 

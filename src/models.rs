@@ -544,15 +544,6 @@ fn purge_models(
     }
     let rows = Spi::connect_mut(
         |client| -> Result<Vec<(i64, String, TimestampWithTimeZone)>> {
-            // the log's check of models is a trigger, not a foreign key: no insert may
-            // name a model between the look for unscored models and their delete
-            client
-                .update(
-                    "LOCK TABLE customer_analyzer.predictions IN SHARE MODE",
-                    None,
-                    &[],
-                )
-                .ctx("purging models")?;
             PURGING.with(|p| p.set(true));
             let _reset = PurgeGuard;
             let deleted = client

@@ -206,7 +206,7 @@ fn segment_users(
             let churn_known = churn.is_some();
             let mut tally = Tally::new(&seg, &Frame::for_catalog().numeric_names);
             let mut placed = Placed::with_capacity(users);
-            let mut churn_sum = vec![0.0; seg.segments.len()];
+            let mut churn_sum = vec![0.0; seg.groups()];
             let mut cursor = client
                 .try_open_cursor(format!("{STORE_ROWS} ORDER BY m.user_id").as_str(), &[])
                 .ctx("reading the feature store")?;
@@ -243,9 +243,11 @@ fn segment_users(
             for s in placed.segments.iter_mut() {
                 *s = new_id[*s as usize] as i32;
             }
-            let mut churn_by_segment = vec![0.0; churn_sum.len()];
+            let mut churn_by_segment = vec![0.0; seg.segments.len()];
             for (old, sum) in churn_sum.into_iter().enumerate() {
-                churn_by_segment[new_id[old]] = sum;
+                if let Some(to) = churn_by_segment.get_mut(new_id[old]) {
+                    *to = sum;
+                }
             }
             let churn_sum = churn_by_segment;
             let mut quality = serde_json::to_value(&seg.quality)
@@ -280,7 +282,8 @@ fn segment_users(
 
             let mut out = Vec::with_capacity(segments.len());
             for s in &segments {
-                let churn_rate = churn_known.then(|| churn_sum[s.id] / s.size.max(1) as f64);
+                let churn_rate =
+                    (churn_known && s.size > 0).then(|| churn_sum[s.id] / s.size as f64);
                 let row: SegmentRow = (
                     s.id as i32,
                     s.name.clone(),

@@ -113,6 +113,16 @@ mod tests {
         ));
         assert_eq!(direct, routed);
         let n = one::<i64>("SELECT customer_analyzer.score_all('churn')").unwrap_or(0);
+        // score_all skipped the log's row-by-row foreign-key check for its own writes only
+        assert_eq!(
+            one::<String>("SELECT current_setting('session_replication_role')"),
+            Some("origin".into())
+        );
+        assert_fails(
+            "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
+             VALUES (1, 'churn', 987654321, 0.5, true, now())",
+            "23503",
+        );
         let wrong = one::<i64>(&format!(
             "SELECT count(*) FROM customer_analyzer.predictions
              WHERE (arm = 'challenger') <> (model_id = {challenger})"

@@ -329,8 +329,8 @@ impl SegParams {
 /// the 20,000 k-means chooses k on, and their features and preprocessed copies take about
 /// 200 MB.
 pub const DEFAULT_FIT_SAMPLE: usize = 100_000;
-/// The largest `fit_sample`: its features and their preprocessed copies must fit the
-/// default memory cap.
+/// The largest `fit_sample` (the memory cap is checked for the size asked: a million
+/// users need about 2 GB, just over the default `max_memory_mb`).
 pub const MAX_FIT_SAMPLE: usize = 1_000_000;
 
 /// The raw features a segment's profile and name are read from.
@@ -430,26 +430,57 @@ impl Segmentation {
 
     /// Places every row of `frame` (raw features) as [`Segmentation::assign`] places one,
     /// preprocessing the rows together as the fit did.
+    /// A user outside every radius goes to [`Segmentation::outlier_slot`].
     pub fn place_all(&self, frame: &Frame) -> Vec<(usize, f64)> {
         let x = self.preprocessor.transform(&self.inputs.frame(frame));
         let d = self.preprocessor.n_outputs();
+        let outliers = self.outlier_slot().unwrap_or(0);
         (0..frame.rows)
-            .map(|i| self.place(&x[i * d..(i + 1) * d]))
+            .map(|i| {
+                match nearest_centre(
+                    &x[i * d..(i + 1) * d],
+                    &self.centres,
+                    self.radius.as_deref(),
+                ) {
+                    (Some(c), dist) => (c, dist),
+                    (None, dist) => (outliers, dist),
+                }
+            })
             .collect()
+    }
+
+    /// Where [`Segmentation::place_all`] puts a user outside every radius (DBSCAN): the
+    /// Outliers segment, or, when the sample it was fitted on had none, the slot after
+    /// the last segment, which [`Segmentation::recount`] makes one if anybody lands there.
+    pub fn outlier_slot(&self) -> Option<usize> {
+        self.radius.as_ref()?;
+        Some(
+            self.segments
+                .iter()
+                .position(|s| s.noise)
+                .unwrap_or(self.segments.len()),
+        )
+    }
+
+    /// The groups [`Segmentation::place_all`] places users in: the segments, and the
+    /// outlier slot when it is not one of them.
+    pub fn groups(&self) -> usize {
+        self.segments.len() + usize::from(self.outlier_slot() == Some(self.segments.len()))
     }
 
     /// The segments as every user placed makes them (a segmentation is fitted on a
     /// sample): sizes, shares, profiles and names from `tally`, the segments ordered by
     /// size again (largest first, Outliers last), the population's means and the inertia
     /// over all users. Returns the new id of each segment, by its old id.
+    /// An outlier slot nobody landed in gets no segment (its new id is `usize::MAX`).
     pub fn recount(&mut self, tally: &Tally) -> Vec<usize> {
-        let noise = self.segments.iter().position(|s| s.noise);
-        let mut order: Vec<usize> = (0..self.segments.len())
+        let noise = tally.noise;
+        let mut order: Vec<usize> = (0..tally.sizes.len())
             .filter(|&s| Some(s) != noise)
             .collect();
         order.sort_by(|&a, &b| tally.sizes[b].cmp(&tally.sizes[a]).then(a.cmp(&b)));
-        order.extend(noise);
-        let mut new_id = vec![0; order.len()];
+        order.extend(noise.filter(|&z| z < self.segments.len() || tally.sizes[z] > 0));
+        let mut new_id = vec![usize::MAX; tally.sizes.len()];
         for (new, &old) in order.iter().enumerate() {
             new_id[old] = new;
         }
@@ -508,13 +539,13 @@ pub struct Tally {
 impl Tally {
     /// Empty counts for the segments of `seg`, over frames with these numeric columns.
     pub fn new(seg: &Segmentation, numeric_names: &[String]) -> Tally {
-        let groups = seg.segments.len();
+        let groups = seg.groups();
         Tally {
             columns: PROFILE
                 .iter()
                 .map(|p| numeric_names.iter().position(|n| n == p))
                 .collect(),
-            noise: seg.segments.iter().position(|s| s.noise),
+            noise: seg.outlier_slot(),
             sizes: vec![0; groups],
             sums: vec![vec![(0.0, 0); PROFILE.len()]; groups],
             population: vec![(0.0, 0); PROFILE.len()],
@@ -1523,6 +1554,42 @@ mod tests {
         let (first, _) = seg.assign(f.numeric_row(40), &[]);
         assert_eq!(first, 0);
         assert_eq!(seg.assign(f.numeric_row(0), &[]).0, placed[0].0);
+    }
+
+    #[test]
+    fn users_outside_every_radius_become_outliers_when_the_sample_had_none() {
+        let sample = blobs(40, 21);
+        let p = SegParams::from_json(
+            SegAlgorithm::Dbscan,
+            None,
+            &serde_json::json!({"view": "behaviour", "eps": 3.0, "min_points": 3}),
+            sample.rows,
+        )
+        .unwrap();
+        let (mut seg, _) = segment(&Work::unbounded(2), &sample, &p).unwrap();
+        assert!(
+            !seg.segments.iter().any(|s| s.noise),
+            "the sample itself has outliers: {:?}",
+            seg.quality
+        );
+        // every user of the sample, and five far from all of them
+        let mut all = sample.clone();
+        for k in 0..5 {
+            let far = [900.0 + k as f64, 300.0, 90_000.0, 4000.0, 2000.0, 9.0, 0.5];
+            all.numeric.extend_from_slice(&far);
+            all.rows += 1;
+        }
+        let placed = placed_in_batches(&mut seg, &all, 50);
+        let outliers: Vec<&Segment> = seg.segments.iter().filter(|s| s.noise).collect();
+        assert_eq!(outliers.len(), 1, "{:?}", seg.segments);
+        assert_eq!(outliers[0].size, 5);
+        assert_eq!(outliers[0].id, seg.segments.len() - 1);
+        for (i, &(s, _)) in placed.iter().enumerate() {
+            assert_eq!(s == outliers[0].id, i >= sample.rows, "row {i}");
+            // the stored place is the one a single user's assignment gives
+            assert_eq!(seg.assign(all.numeric_row(i), &[]).0, s, "row {i}");
+        }
+        assert_eq!(seg.quality.sizes.iter().sum::<usize>(), all.rows);
     }
 
     #[test]
