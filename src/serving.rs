@@ -148,9 +148,12 @@ impl Routing {
 /// users; instead the writer locks the models it names once, as the check would (FOR KEY
 /// SHARE: `purge_models()` cannot delete them until the transaction ends), and runs its
 /// writes with `session_replication_role = replica`, PostgreSQL's switch for bulk loads
-/// that skips foreign-key and ordinary triggers. Only the superuser that owns the
-/// extension may set it; under any other owner the checks stay on. The setting is put
-/// back by `restore`, and by the subtransaction's rollback on an error.
+/// that skips foreign-key and ordinary triggers and rules. It is used only when the
+/// extension's owner is a superuser (only one may set it) and the two tables written carry
+/// no trigger or rule but the extension's own, so that nothing of the shop's (an audit or
+/// replication trigger) is skipped; otherwise every check runs. The setting is put back by
+/// `restore`, and by the subtransaction's rollback on an error. Each change of it empties
+/// the backend's plan cache (PostgreSQL's rule), so each run replans once.
 struct RowChecks {
     previous: Option<String>,
 }
@@ -171,10 +174,22 @@ impl RowChecks {
         if locked != Some(model_ids.len() as i64) {
             return Err(error::internal("scoring", "a serving model went away"));
         }
+        // NULL (checks kept) unless the owner is a superuser and nothing but the
+        // extension's own triggers (and the foreign key's) is on the tables written
         let previous = client
             .select(
-                "SELECT current_setting('session_replication_role')
-                 FROM pg_catalog.pg_roles WHERE rolname = current_user AND rolsuper",
+                "SELECT CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                   AND NOT EXISTS (
+                       SELECT FROM pg_catalog.pg_trigger t
+                       WHERE t.tgrelid IN ('customer_analyzer.predictions'::regclass,
+                                           'customer_analyzer.latest_scores'::regclass)
+                         AND NOT t.tgisinternal AND t.tgname <> 'predictions_are_append_only')
+                   AND NOT EXISTS (
+                       SELECT FROM pg_catalog.pg_rewrite r
+                       WHERE r.ev_class IN ('customer_analyzer.predictions'::regclass,
+                                            'customer_analyzer.latest_scores'::regclass)
+                         AND r.rulename <> '_RETURN')
+                 THEN current_setting('session_replication_role') END",
                 None,
                 &[],
             )

@@ -113,16 +113,6 @@ mod tests {
         ));
         assert_eq!(direct, routed);
         let n = one::<i64>("SELECT customer_analyzer.score_all('churn')").unwrap_or(0);
-        // score_all skipped the log's row-by-row foreign-key check for its own writes only
-        assert_eq!(
-            one::<String>("SELECT current_setting('session_replication_role')"),
-            Some("origin".into())
-        );
-        assert_fails(
-            "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
-             VALUES (1, 'churn', 987654321, 0.5, true, now())",
-            "23503",
-        );
         let wrong = one::<i64>(&format!(
             "SELECT count(*) FROM customer_analyzer.predictions
              WHERE (arm = 'challenger') <> (model_id = {challenger})"
@@ -140,6 +130,34 @@ mod tests {
                 "SELECT champion_predictions + challenger_predictions FROM customer_analyzer.ab_tests WHERE test_id = {test}"
             )),
             Some(n)
+        );
+        // score_all skipped the log's row-by-row foreign-key check for its own writes only
+        assert_eq!(
+            one::<String>("SELECT current_setting('session_replication_role')"),
+            Some("origin".into())
+        );
+        assert_state(
+            "INSERT INTO customer_analyzer.predictions (user_id, task, model_id, score, label, as_of)
+             VALUES (1, 'churn', 987654321, 0.5, true, now())",
+            "23503",
+        );
+        // a trigger of the shop's on the log keeps every check and trigger on
+        run("CREATE TABLE public.audited (n bigint);
+             CREATE FUNCTION public.audit() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO public.audited SELECT count(*) FROM added; RETURN NULL; END $$;
+             CREATE TRIGGER shop_audit AFTER INSERT ON customer_analyzer.predictions
+             REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION public.audit()");
+        let before = one::<i64>("SELECT max(id) FROM customer_analyzer.predictions").unwrap_or(0);
+        let again = one::<i64>("SELECT customer_analyzer.score_all('churn')");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM customer_analyzer.predictions WHERE id > {before}"
+            )),
+            again
+        );
+        assert_eq!(
+            one::<String>("SELECT string_agg(n::text, ',') FROM public.audited"),
+            again.map(|n| n.to_string())
         );
 
         // retiring the challenger ends the test; the champion serves everyone again

@@ -459,7 +459,7 @@ mod tests {
         };
         run(&log(scored));
         // the log names stored models only
-        assert_fails(&log(987_654_321), "23503");
+        assert_state(&log(987_654_321), "23503");
         let purged =
             one::<i64>("SELECT count(*) FROM customer_analyzer.purge_models('0 seconds', 0)");
         assert_eq!(purged, Some(1));

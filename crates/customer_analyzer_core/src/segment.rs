@@ -411,11 +411,20 @@ fn nearest_centre(x: &[f64], centres: &[Vec<f64>], radius: Option<&[f64]>) -> (O
 
 impl Segmentation {
     /// The segment and the distance to its centre for one preprocessed row.
+    /// Outside every radius: Outliers, or the nearest segment when there is no Outliers
+    /// segment (nobody was outside when the segmentation was made).
     fn place(&self, x: &[f64]) -> (usize, f64) {
         let noise = self.segments.iter().find(|s| s.noise).map(|s| s.id);
-        match nearest_centre(x, &self.centres, self.radius.as_deref()) {
-            (Some(c), d) => (c, d),
-            (None, d) => (noise.unwrap_or(0), d),
+        match (
+            nearest_centre(x, &self.centres, self.radius.as_deref()),
+            noise,
+        ) {
+            ((Some(c), d), _) => (c, d),
+            ((None, d), Some(z)) => (z, d),
+            ((None, _), None) => {
+                let (c, d) = nearest_centre(x, &self.centres, None);
+                (c.unwrap_or(0), d)
+            }
         }
     }
 
@@ -1579,6 +1588,13 @@ mod tests {
             all.numeric.extend_from_slice(&far);
             all.rows += 1;
         }
+        // without an Outliers segment, a user outside every radius joins the nearest one
+        let far = all.numeric_row(all.rows - 1).to_vec();
+        let unbounded = Segmentation {
+            radius: None,
+            ..seg.clone()
+        };
+        assert_eq!(seg.assign(&far, &[]), unbounded.assign(&far, &[]));
         let placed = placed_in_batches(&mut seg, &all, 50);
         let outliers: Vec<&Segment> = seg.segments.iter().filter(|s| s.noise).collect();
         assert_eq!(outliers.len(), 1, "{:?}", seg.segments);
