@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::error::{self, Result, SpiContext};
 use crate::feature_store::{features_for_user, next_stored_rows, StoredRows, STORE_ROWS};
-use crate::models::{self, record_deployment, Loaded, NewModel};
+use crate::models::{self, record_deployment, NewModel};
 use crate::work::work;
 
 type SegmentRow = (
@@ -74,6 +74,13 @@ impl Placed {
             });
         }
     }
+}
+
+fn empty_store() -> pgrx::pg_sys::panic::ErrorReport {
+    error::not_ready(
+        "the feature store holds no users to segment",
+        "Run SELECT customer_analyzer.refresh_features(); first.",
+    )
 }
 
 /// The users a segmentation is fitted on: the whole feature store, or a seeded sample of
@@ -168,26 +175,20 @@ fn segment_users(
                 .ctx("counting the feature store")?
                 .unwrap_or(0) as usize;
             if users == 0 {
-                return Err(error::not_ready(
-                    "the feature store holds no users to segment",
-                    "Run SELECT customer_analyzer.refresh_features(); first.",
-                ));
+                return Err(empty_store());
             }
             let p = SegParams::from_json(algorithm, k.map(i64::from), &params, users)
                 .map_err(error::from_core)?;
+            let numeric_names = Frame::for_catalog().numeric_names;
             let fitted_on = users.min(p.fit_sample);
             work.reserve(
                 "segmenting the feature store",
-                segment_bytes(fitted_on, Frame::for_catalog().numeric_names.len())
-                    + users * PLACED_BYTES,
+                segment_bytes(fitted_on, numeric_names.len()) + users * PLACED_BYTES,
             )
             .map_err(error::from_core)?;
             let sample = read_sample(client, &work, users, &p)?;
             if sample.frame.rows == 0 {
-                return Err(error::not_ready(
-                    "the feature store holds no users to segment",
-                    "Run SELECT customer_analyzer.refresh_features(); first.",
-                ));
+                return Err(empty_store());
             }
             let (mut seg, _) = segment(&work, &sample.frame, &p).map_err(error::from_core)?;
             drop(sample);
@@ -204,22 +205,22 @@ fn segment_users(
                 None => None,
             };
             let churn_known = churn.is_some();
-            let mut tally = Tally::new(&seg, &Frame::for_catalog().numeric_names);
+            let mut tally = Tally::new(&seg, &numeric_names);
             let mut placed = Placed::with_capacity(users);
             let mut churn_sum = vec![0.0; seg.groups()];
             let mut cursor = client
                 .try_open_cursor(format!("{STORE_ROWS} ORDER BY m.user_id").as_str(), &[])
-                .ctx("reading the feature store")?;
+                .ctx(READING)?;
             crate::work::pipeline(
                 client,
                 &work,
-                |_| next_stored_rows(&mut cursor, BATCH, "reading the feature store"),
+                |_| next_stored_rows(&mut cursor, BATCH, READING),
                 move |rows: StoredRows| {
                     let at = placing.place_all(&rows.frame);
-                    let churn = churn.as_ref().map(|m| match m.as_ref() {
-                        Loaded::Classifier(scorer) => scorer.predict(&rows.frame),
-                        Loaded::Segmentation(_) => Vec::new(),
-                    });
+                    let churn = churn
+                        .as_ref()
+                        .and_then(|m| m.classifier().ok())
+                        .map(|scorer| scorer.predict(&rows.frame));
                     (rows, at, churn)
                 },
                 |_, (rows, at, churn)| {
@@ -233,12 +234,7 @@ fn segment_users(
                     Ok(())
                 },
             )?;
-            let (first, last) = placed.span.ok_or_else(|| {
-                error::not_ready(
-                    "the feature store holds no users to segment",
-                    "Run SELECT customer_analyzer.refresh_features(); first.",
-                )
-            })?;
+            let (first, last) = placed.span.ok_or_else(empty_store)?;
             let new_id = seg.recount(&tally);
             for s in placed.segments.iter_mut() {
                 *s = new_id[*s as usize] as i32;
