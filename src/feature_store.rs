@@ -1,9 +1,8 @@
 //! The feature store: `user_features(as_of)` (via `_feature_query`), the bulk refresh in
-//! SQL, the refresh of some users (one, or the real-time worker's batch) computed by the
-//! core from their event histories, and the data-quality report.
+//! SQL, and the refresh of some users (one, or the real-time worker's batch) computed by
+//! the core from their event histories.
 
 use customer_analyzer_core::catalog::{Kind, FEATURES};
-use customer_analyzer_core::events::sql;
 use customer_analyzer_core::features::{
     compute_features_timed, ActivityTimes, FeatureValue, FeatureVector,
 };
@@ -62,16 +61,27 @@ pub const TIME_COLUMNS: [(&str, TimeField); 5] = [
 /// them from.
 pub type Computed = (FeatureVector, ActivityTimes);
 
+/// Whether the rows written are likely stored already.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Store {
+    /// Most users have a stored row (the worker, the incremental refresh).
+    Filled,
+    /// The store was emptied in this transaction (the full refresh): probing it for each
+    /// row first would only meet the deleted rows.
+    Emptied,
+}
+
 /// Upsert into user_metrics of rows given as arrays, in user id order: `$1` the as_of,
 /// `$2` the user ids (bigint[]), then one array per catalogued feature in its column's
-/// type. Stored users are updated in place and only new ones inserted: an update writes
-/// one WAL record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row first),
-/// and the real-time worker's WAL is what the shop's commits wait on. Then the activity
-/// times, one timestamptz[] per [`TIME_COLUMNS`]. A stored row computed for a later
-/// as_of (the worker's, written while a bulk refresh ran) is kept.
-fn store_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
+/// type, then the activity times, one timestamptz[] per [`TIME_COLUMNS`]. Into a filled
+/// store, stored users are updated in place and only new ones inserted: an update writes
+/// one WAL record a row where `ON CONFLICT DO UPDATE` writes two (it locks the row
+/// first), and the real-time worker's WAL is what the shop's commits wait on. A stored
+/// row computed for a later as_of (the worker's, written while a bulk refresh ran) is
+/// kept.
+fn store_sql(into: Store) -> &'static str {
+    static SQL: [OnceLock<String>; 2] = [OnceLock::new(), OnceLock::new()];
+    SQL[into as usize].get_or_init(|| {
         let cols: Vec<&str> = FEATURES
             .iter()
             .map(|f| f.name)
@@ -86,16 +96,29 @@ fn store_sql() -> &'static str {
             .collect();
         let set: Vec<String> = cols.iter().map(|c| format!("EXCLUDED.{c}")).collect();
         let from_r: Vec<String> = cols.iter().map(|c| format!("r.{c}")).collect();
-        format!(
-            "WITH r AS (SELECT * FROM unnest($2::bigint[], {arrays}) AS r(user_id, {cols})),
+        let (updated, only_new) = match into {
+            Store::Filled => (
+                format!(
+                    ",
                   updated AS (
                       UPDATE customer_analyzer.user_metrics AS m
                       SET ({cols}, as_of, refreshed_at) = ROW({from_r}, $1, clock_timestamp())
                       FROM r WHERE m.user_id = r.user_id AND m.as_of <= $1
-                      RETURNING m.user_id)
+                      RETURNING m.user_id)",
+                    cols = cols.join(", "),
+                    from_r = from_r.join(", "),
+                ),
+                "WHERE NOT EXISTS (SELECT FROM updated u WHERE u.user_id = r.user_id)",
+            ),
+            // a row another session stored meanwhile (the worker's) still meets the
+            // conflict clause
+            Store::Emptied => (String::new(), ""),
+        };
+        format!(
+            "WITH r AS (SELECT * FROM unnest($2::bigint[], {arrays}) AS r(user_id, {cols})){updated}
              INSERT INTO customer_analyzer.user_metrics AS m (user_id, {cols}, as_of, refreshed_at)
              SELECT r.*, $1, clock_timestamp() FROM r
-             WHERE NOT EXISTS (SELECT FROM updated u WHERE u.user_id = r.user_id)
+             {only_new}
              ORDER BY r.user_id
              ON CONFLICT (user_id) DO UPDATE
              SET ({cols}, as_of, refreshed_at) = ROW({set}, EXCLUDED.as_of, EXCLUDED.refreshed_at)
@@ -103,7 +126,6 @@ fn store_sql() -> &'static str {
             cols = cols.join(", "),
             arrays = arrays.join(", "),
             set = set.join(", "),
-            from_r = from_r.join(", "),
         )
     })
 }
@@ -255,7 +277,7 @@ pub fn refresh_users(
 ) -> Result<StoredRows> {
     let as_of = pgrx::datum::now();
     let computed = features_of(client, s, user_ids, as_of, kept)?;
-    store_rows(client, as_of, &computed)?;
+    store_rows(client, Store::Filled, as_of, &computed)?;
     let rows: Vec<&FeatureVector> = computed.iter().map(|(f, _)| f).collect();
     let mut out = StoredRows {
         user_ids: Vec::with_capacity(rows.len()),
@@ -273,6 +295,7 @@ pub fn refresh_users(
 /// [`store_sql`]). The arrays are made in the current memory context.
 pub fn store_rows(
     client: &mut SpiClient<'_>,
+    into: Store,
     as_of: TimestampWithTimeZone,
     computed: &[Computed],
 ) -> Result<()> {
@@ -323,7 +346,7 @@ pub fn store_rows(
         );
         types.push(TIMESTAMPTZ_ARRAY);
     }
-    plans::update(client, store_sql(), &types, &args)?;
+    plans::update(client, store_sql(into), &types, &args)?;
     Ok(())
 }
 
@@ -566,120 +589,4 @@ pub fn next_stored_rows(
 ) -> Result<Option<StoredRows>> {
     let mut out = StoredRows::new();
     Ok((out.read(cursor, n, what)? > 0).then_some(out))
-}
-
-/// The data-quality checks: what each rule sets aside, counted over the source tables
-/// with the same SQL conditions the feature query applies (`events::sql`).
-fn quality_query(s: &Sources) -> String {
-    let events = &s.events;
-    let users = &s.users;
-    let data = format!("({})", sql::event_data("event_data", s.event_data_is_json));
-    let unreadable = sql::unreadable_json("event_data", s.event_data_is_json);
-    let known = sql::known_types();
-    let amount = sql::is_amount(&format!("{data} ->> 'amount'"));
-    let product = sql::is_product_id(&format!("{data} ->> 'product_id'"));
-    format!(
-        r#"WITH e AS (
-    SELECT count(*) FILTER (WHERE user_id IS NULL) AS null_user,
-           count(*) FILTER (WHERE created_at IS NULL) AS null_time,
-           count(*) FILTER (WHERE created_at::timestamptz IN ('infinity', '-infinity')) AS infinite_time,
-           count(*) FILTER (WHERE created_at::timestamptz >= $1) AS after_as_of,
-           count(*) FILTER (WHERE created_at::timestamptz > clock_timestamp()
-                              AND created_at::timestamptz < 'infinity') AS future,
-           count(*) FILTER (WHERE event_type IS NULL OR event_type::text NOT IN ({known})) AS unknown_type,
-           count(*) FILTER (WHERE event_data IS NULL OR {unreadable}
-                              OR jsonb_typeof({data}) <> 'object') AS bad_data,
-           count(*) FILTER (WHERE event_type::text = 'purchase' AND coalesce(NOT ({amount}), true)) AS bad_amount,
-           count(*) FILTER (WHERE event_type::text IN ('product_view', 'add_to_cart', 'purchase')
-                              AND coalesce(NOT ({product}), true)) AS bad_product
-    FROM {events}
-),
-orphans AS (
-    SELECT count(*) AS n FROM {events} ev
-    WHERE ev.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {users} us WHERE us.id = ev.user_id)
-),
-us AS (
-    SELECT count(*) FILTER (WHERE registered_at IS NULL) AS null_registration,
-           count(*) FILTER (WHERE registered_at::timestamptz IN ('infinity', '-infinity')) AS infinite_registration,
-           count(*) FILTER (WHERE id IS NULL) AS null_id
-    FROM {users}
-)
-SELECT c.check_name, c.n, c.rule FROM e, orphans, us, LATERAL (VALUES
-    ('events_without_user_id', e.null_user, 'ignored: the event cannot be attributed'),
-    ('events_without_created_at', e.null_time, 'ignored: the event cannot be placed in time'),
-    ('events_at_infinite_time', e.infinite_time, 'never read: infinity or -infinity is not a time'),
-    ('events_at_or_after_as_of', e.after_as_of, 'not read: features only see events strictly before as_of'),
-    ('events_in_the_future', e.future, 'never read: as_of cannot be in the future'),
-    ('events_of_unknown_users', orphans.n, 'ignored: no users row to attach them to'),
-    ('events_of_unknown_type', e.unknown_type, 'count as activity (events_* and sessions) only'),
-    ('events_with_malformed_event_data', e.bad_data, 'read as an empty object (not an object, NULL, or json that jsonb cannot hold)'),
-    ('purchases_without_valid_amount', e.bad_amount, 'count as purchases but add no money (missing, negative, NaN, text or >= 1e15)'),
-    ('product_events_without_valid_product_id', e.bad_product, 'count as events but name no product (not a whole number in canonical form, e.g. "007")'),
-    ('users_without_registered_at', us.null_registration, 'no features: the user has no registration time'),
-    ('users_with_infinite_registered_at', us.infinite_registration, 'no features: infinity or -infinity is not a time'),
-    ('users_without_id', us.null_id, 'no features: the user cannot be referenced')
-) AS c(check_name, n, rule)"#
-    )
-}
-
-fn quality_rows(
-    client: &SpiClient<'_>,
-    as_of: TimestampWithTimeZone,
-) -> Result<Vec<(String, i64, String)>> {
-    let s = source::load(client)?;
-    let rows = client
-        .select(&quality_query(&s), None, &[as_of.into()])
-        .ctx("checking data quality")?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push((
-            row.get::<String>(1)
-                .ctx("checking data quality")?
-                .unwrap_or_default(),
-            row.get::<i64>(2).ctx("checking data quality")?.unwrap_or(0),
-            row.get::<String>(3)
-                .ctx("checking data quality")?
-                .unwrap_or_default(),
-        ));
-    }
-    Ok(out)
-}
-
-/// Counts the rows each documented data rule sets aside.
-#[pg_extern(stable, security_definer)]
-#[search_path(pg_catalog, pg_temp)]
-fn data_quality(
-    as_of: default!(Option<TimestampWithTimeZone>, "now()"),
-) -> Result<
-    TableIterator<
-        'static,
-        (
-            name!(check_name, String),
-            name!(rows, i64),
-            name!(rule, String),
-        ),
-    >,
-> {
-    let as_of = as_of.ok_or_else(|| error::null_argument("as_of"))?;
-    let rows = Spi::connect(|client| quality_rows(client, as_of))?;
-    Ok(TableIterator::new(rows))
-}
-
-/// Raises one NOTICE that lists every non-zero data-quality count.
-#[pg_extern(stable, name = "_notice_data_quality")]
-#[search_path(pg_catalog, pg_temp)]
-fn notice_data_quality(as_of: TimestampWithTimeZone) -> Result<i64> {
-    let rows = Spi::connect(|client| quality_rows(client, as_of))?;
-    let flagged: Vec<String> = rows
-        .iter()
-        .filter(|(name, n, _)| *n > 0 && name != "events_at_or_after_as_of")
-        .map(|(name, n, rule)| format!("{name}: {n} ({rule})"))
-        .collect();
-    if !flagged.is_empty() {
-        pgrx::notice!(
-            "customer_analyzer: some source rows are set aside by the data rules: {}",
-            flagged.join("; ")
-        );
-    }
-    Ok(flagged.len() as i64)
 }

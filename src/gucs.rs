@@ -67,8 +67,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"customer_analyzer.feature_work_mem",
-        c"work_mem of the all-user feature query (user_features(), refresh_features()).",
-        c"The query sorts and hashes every event once; more memory keeps that off disk. Restored when the function returns.",
+        c"work_mem of the all-user feature query (user_features(), refresh_features()) and of data_quality().",
+        c"The query sorts and hashes every event once, and data_quality() every user id; more memory keeps that off disk. Restored when the function returns.",
         &FEATURE_WORK_MEM_KB,
         64,
         i32::MAX / 2,
@@ -206,6 +206,11 @@ pub fn worker_histories_bytes() -> usize {
 /// The real-time kill switch.
 pub fn realtime() -> bool {
     REALTIME.get()
+}
+
+/// `customer_analyzer.feature_work_mem` in kB.
+pub fn feature_work_mem_kb() -> i32 {
+    FEATURE_WORK_MEM_KB.get()
 }
 
 /// Whether refresh_features() may refresh incrementally.

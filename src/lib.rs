@@ -15,6 +15,7 @@ use pgrx::prelude::*;
 mod abtests;
 mod catalog;
 mod cursor;
+mod data_quality;
 mod demo;
 mod drift;
 mod error;

@@ -20,6 +20,7 @@
 //! equals a full refresh. Active days are UTC calendar days, so they too change only
 //! when an event enters or leaves a window.
 
+use customer_analyzer_core::events::SetAside;
 use customer_analyzer_core::features::ProductTable;
 use customer_analyzer_core::features::{compute_features_timed, roll_forward, WINDOW_REACH_MICROS};
 use customer_analyzer_core::snapshots::History;
@@ -30,8 +31,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cursor::fetch_each_in_place;
+use crate::data_quality;
 use crate::error::{self, Result, SpiContext};
-use crate::feature_store::{self, Computed};
+use crate::feature_store::{self, Computed, Store};
 use crate::features_sql::{history_query, user_columns, Scope};
 use crate::plans;
 use crate::plans::types::{INT8, TEXT, TIMESTAMPTZ};
@@ -307,6 +309,8 @@ fn full(
     )?;
     let mut last_user: Option<i64> = None;
     let mut written = 0i64;
+    // the data rules' report that follows counts the events read here from this read
+    let mut set_aside = SetAside::default();
     crate::work::pipeline(
         client,
         work,
@@ -321,6 +325,7 @@ fn full(
                     // a users table without a unique id may hold a user twice (the rows
                     // come in id order): keep the first
                     if last_user.replace(h.user.user_id) != Some(h.user.user_id) {
+                        set_aside.add(&h.events);
                         histories.push(h);
                     }
                     Ok(())
@@ -331,9 +336,10 @@ fn full(
         compute_whole(t, products),
         |client, rows| {
             written += rows.len() as i64;
-            feature_store::store_rows(client, as_of, &rows)
+            feature_store::store_rows(client, Store::Emptied, as_of, &rows)
         },
     )?;
+    data_quality::record_store_read(as_of, set_aside);
     Ok(Done {
         full_because: Some(because),
         computed: written,
@@ -495,7 +501,7 @@ fn incremental(
         compute_whole(t, products.clone()),
         |client, rows| {
             computed += rows.len() as i64;
-            feature_store::store_rows(client, as_of, &rows)
+            feature_store::store_rows(client, Store::Filled, as_of, &rows)
         },
     )?;
     // users whose events only entered or left windows: their stored row, moved, with the
@@ -537,7 +543,7 @@ fn incremental(
         },
         |client, rows| {
             recent += rows.len() as i64;
-            feature_store::store_rows(client, as_of, &rows)
+            feature_store::store_rows(client, Store::Filled, as_of, &rows)
         },
     )?;
     // users gone from the users table, or registered at or after as_of now

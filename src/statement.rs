@@ -23,6 +23,14 @@ pub struct Key {
     generation: u64,
 }
 
+/// The current transaction's local id: unique in this backend while it runs, whether or
+/// not the transaction has written.
+#[allow(unsafe_code)] // reads the backend's own transaction state, on its own thread
+pub fn transaction() -> u32 {
+    // SAFETY: a plain read; MyProc is set for every backend that can run SQL
+    unsafe { pg_sys::MyProc.as_ref().map_or(0, |p| p.lxid) }
+}
+
 /// The current statement's key.
 #[allow(unsafe_code)] // reads the backend's own transaction state, on its own thread
 pub fn key() -> Key {
@@ -30,7 +38,7 @@ pub fn key() -> Key {
     // backend that can run SQL.
     unsafe {
         Key {
-            local_xid: pg_sys::MyProc.as_ref().map_or(0, |p| p.lxid),
+            local_xid: transaction(),
             subtransaction: pg_sys::GetCurrentSubTransactionId(),
             started_at: pg_sys::GetCurrentStatementStartTimestamp(),
             command: pg_sys::GetCurrentCommandId(false),

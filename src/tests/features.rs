@@ -498,6 +498,71 @@ mod tests {
         assert_eq!(outcome("SELECT customer_analyzer.refresh_features()"), "ok");
     }
 
+    /// The report after a full refresh takes the content rules of the events the
+    /// refresh read from that read and counts only the rest in SQL: its counts are
+    /// `data_quality()`'s, with bad rows among the events read and those not read (future,
+    /// infinite and NULL times, unknown, unregistered and NULL users) and a user listed
+    /// twice.
+    #[pg_test]
+    fn the_report_after_a_full_refresh_counts_what_data_quality_counts() {
+        use customer_analyzer_core::events::SetAside;
+        let shop = random_shop(23, 40);
+        load_shop("dr", &shop);
+        run(r#"
+            SELECT customer_analyzer.configure('dr.users', 'dr.events', 'dr.products');
+            SET LOCAL customer_analyzer.incremental_refresh = off;
+            INSERT INTO dr.users VALUES
+                (777, NULL, 'member', 'x'), (778, 'infinity', NULL, NULL),
+                (NULL, now() - interval '9 days', NULL, NULL), (1, NULL, 'member', 'again');
+            INSERT INTO dr.events (user_id, event_type, created_at, event_data) VALUES
+                (1, 'purchase', now() - interval '2 days', '{"amount": -5, "product_id": "007"}'),
+                (1, 'teleport', now() - interval '2 days', '[1]'),
+                (1, 'product_view', now() - interval '1 hour', '{"product_id": "x"}'),
+                (1, 'purchase', now() + interval '2 days', '{"amount": "NaN"}'),
+                (1, 'add_to_cart', 'infinity', '{}'),
+                (1, 'add_to_cart', '-infinity', '{"product_id": 1}'),
+                (1, 'page_view', NULL, '{}'),
+                (777, 'purchase', now() - interval '1 day', '{"amount": "x"}'),
+                (778, 'signup', now() - interval '1 day', '{}'),
+                (999999, 'product_view', now() - interval '1 day', '{}'),
+                (NULL, 'purchase', now() - interval '1 day', 'null');
+        "#);
+        let now = one::<TimestampWithTimeZone>("SELECT now()").expect("now()");
+        let t = one::<TimestampWithTimeZone>("SELECT now() - interval '1 hour'").expect("t");
+        crate::refresh::refresh_as_of(t, 0.5).unwrap_or_else(|e| panic!("{}", e.message()));
+        assert!(crate::data_quality::has_store_read(t));
+        assert!(!crate::data_quality::has_store_read(now));
+        Spi::connect(|client| {
+            let counts = |read| {
+                crate::data_quality::counts(client, t, read)
+                    .unwrap_or_else(|e| panic!("{}", e.message()))
+            };
+            let every = counts(None);
+            let report = crate::data_quality::report(client, t)
+                .unwrap_or_else(|e| panic!("{}", e.message()));
+            assert_eq!(report, every);
+            // the content rules found bad rows both in what the refresh read and in the rest
+            let unread = counts(Some(SetAside::default()));
+            for rule in [
+                "events_of_unknown_type",
+                "purchases_without_valid_amount",
+                "product_events_without_valid_product_id",
+            ] {
+                let n = |rows: &[(&str, i64, &str)]| {
+                    rows.iter().find(|r| r.0 == rule).map_or(-1, |r| r.1)
+                };
+                assert!(
+                    n(&unread) > 0 && n(&every) > n(&unread),
+                    "{rule}: {every:?} {unread:?}"
+                );
+            }
+            assert!(every.iter().filter(|r| r.1 > 0).count() >= 11, "{every:?}");
+        });
+        // refresh_features() hands its own read to the report it raises
+        run("SELECT customer_analyzer.refresh_features()");
+        assert!(crate::data_quality::has_store_read(now));
+    }
+
     #[pg_test]
     fn demo_generator_checks_arguments() {
         for (args, state) in [
