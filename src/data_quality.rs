@@ -2,10 +2,15 @@
 //! counted with the same SQL conditions the feature query applies (`events::sql`).
 //!
 //! `data_quality()` counts over the source tables. The report a full refresh raises
-//! counts the same numbers without reading every event twice: the refresh's own read
-//! (every event of every user it computes) counts the content rules of what it read
-//! (core `SetAside`), and SQL counts only the rest: the rules about ids and times, which
-//! need no look inside an event, and the content rules of the events the read skipped.
+//! counts the same numbers without parsing every event twice: the refresh's own read
+//! (every event of every user it computes) counts the type, amount and product-id rules
+//! of what it read (core `SetAside`), and SQL counts the rest in one scan: the rules about
+//! ids, times and `event_data`'s kind over every event, and those three content rules
+//! over the events the read skipped.
+//!
+//! Under READ COMMITTED the read and the report's scan are two statements with two
+//! snapshots: with events written in between, the three content counts are of the
+//! events as the refresh read them (what it set aside) and the rest as of the report.
 
 use customer_analyzer_core::events::{sql, EventKind, SetAside};
 use pgrx::prelude::*;
@@ -75,10 +80,16 @@ const RULES: [(&str, &str); 13] = [
     ),
 ];
 
-/// The positions in [`RULES`] of the content rules [`SetAside`] counts.
-const UNKNOWN_TYPE: usize = 6;
-const BAD_AMOUNT: usize = 8;
-const BAD_PRODUCT: usize = 9;
+/// How many events a full refresh's read set aside under the rule `name` (zero for the
+/// rules its read does not count).
+fn read_count(read: &SetAside, name: &str) -> i64 {
+    match name {
+        "events_of_unknown_type" => read.unknown_type,
+        "purchases_without_valid_amount" => read.bad_amount,
+        "product_events_without_valid_product_id" => read.bad_product,
+        _ => 0,
+    }
+}
 
 /// Which events the content rules (type, amount, product id) are counted over.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -199,32 +210,30 @@ pub(crate) fn counts(
         .select(&counts_query(&s, over), None, &[as_of.into()])
         .ctx(WHAT)?;
     let row = rows.first();
-    let mut n = RULES
+    let n = RULES
         .iter()
         .enumerate()
         .map(|(i, _)| Ok(row.get::<i64>(i + 1).ctx(WHAT)?.unwrap_or(0)))
         .collect::<Result<Vec<i64>>>()?;
     setting(&caller)?;
-    if let Some(read) = read {
-        n[UNKNOWN_TYPE] += read.unknown_type;
-        n[BAD_AMOUNT] += read.bad_amount;
-        n[BAD_PRODUCT] += read.bad_product;
-    }
+    let read = read.unwrap_or_default();
     Ok(RULES
         .iter()
         .zip(n)
-        .map(|(&(name, rule), n)| (name, n, rule))
+        .map(|(&(name, rule), n)| (name, n + read_count(&read, name), rule))
         .collect())
 }
 
-/// What a full refresh's read found, kept for the report that follows it in the same
+/// What a full refresh's read found, kept for the one report that follows it in the same
 /// transaction (`refresh_features()` calls `_refresh_store`, then
-/// `_notice_data_quality` with the same as_of).
+/// `_notice_data_quality` with the same as_of). Used once: a later report in the same
+/// transaction (after a savepoint rolled back and the events changed, say) counts anew.
 #[derive(Clone, Copy)]
 struct StoreRead {
     as_of: i64,
     transaction: u32,
     set_aside: SetAside,
+    used: bool,
 }
 
 thread_local! {
@@ -238,19 +247,26 @@ pub(crate) fn record_store_read(as_of: TimestampWithTimeZone, set_aside: SetAsid
         as_of: to_unix_micros(as_of),
         transaction: statement::transaction(),
         set_aside,
+        used: false,
     };
     LAST_STORE_READ.with(|last| last.set(Some(read)));
 }
 
-/// What this transaction's full refresh as of `as_of` found among the events it read,
-/// if there was one.
-fn store_read(as_of: TimestampWithTimeZone) -> Option<SetAside> {
+/// This transaction's read as of `as_of`, if its full refresh left one.
+fn this_transactions_read(as_of: TimestampWithTimeZone) -> Option<StoreRead> {
     let transaction = statement::transaction();
     LAST_STORE_READ.with(|last| {
         last.get()
             .filter(|r| r.transaction == transaction && r.as_of == to_unix_micros(as_of))
-            .map(|r| r.set_aside)
     })
+}
+
+/// What this transaction's full refresh as of `as_of` found among the events it read, if
+/// there was one and no report has used it yet; marks it used.
+fn take_store_read(as_of: TimestampWithTimeZone) -> Option<SetAside> {
+    let read = this_transactions_read(as_of).filter(|r| !r.used)?;
+    LAST_STORE_READ.with(|last| last.set(Some(StoreRead { used: true, ..read })));
+    Some(read.set_aside)
 }
 
 /// Counts the rows each documented data rule sets aside.
@@ -296,16 +312,18 @@ fn notice_data_quality(as_of: TimestampWithTimeZone) -> Result<i64> {
 }
 
 /// The counts the report after a refresh lists: from the refresh's read and SQL over the
-/// rest when this transaction's full refresh was as of `as_of`, else all from SQL.
+/// rest when this transaction's full refresh was as of `as_of` and no report has used its
+/// read yet, else all from SQL.
 pub(crate) fn report(
     client: &SpiClient<'_>,
     as_of: TimestampWithTimeZone,
 ) -> Result<Vec<(&'static str, i64, &'static str)>> {
-    counts(client, as_of, store_read(as_of))
+    counts(client, as_of, take_store_read(as_of))
 }
 
-/// Whether this transaction's full refresh as of `as_of` left its counts for the report.
+/// Whether this transaction's full refresh as of `as_of` left its counts for the report
+/// (`None`: it left none), and whether a report has used them.
 #[cfg(any(test, feature = "pg_test"))]
-pub(crate) fn has_store_read(as_of: TimestampWithTimeZone) -> bool {
-    store_read(as_of).is_some()
+pub(crate) fn store_read_used(as_of: TimestampWithTimeZone) -> Option<bool> {
+    this_transactions_read(as_of).map(|r| r.used)
 }

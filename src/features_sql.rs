@@ -140,13 +140,12 @@ pub fn history_query(s: &Sources, scope: Scope, bounded: bool) -> String {
     let kind = sql::kind_code("e.event_type::text");
     let purchase = EventKind::Purchase.code();
     let bot_command = EventKind::BotCommand.code();
-    let product_kinds = [
-        EventKind::ProductView,
-        EventKind::AddToCart,
-        EventKind::Purchase,
-    ]
-    .map(|k| k.code().to_string())
-    .join(", ");
+    let product_kinds = EventKind::KNOWN
+        .iter()
+        .filter(|k| k.is_product_event())
+        .map(|k| k.code().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let (users, events) = (&s.users, &s.events);
     // without bounds the plain filter on the ids: its plan is kept generic, where the
     // join with the bounds is planned for every call (1 ms more for one user)

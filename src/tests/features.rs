@@ -513,7 +513,8 @@ mod tests {
             SET LOCAL customer_analyzer.incremental_refresh = off;
             INSERT INTO dr.users VALUES
                 (777, NULL, 'member', 'x'), (778, 'infinity', NULL, NULL),
-                (NULL, now() - interval '9 days', NULL, NULL), (1, NULL, 'member', 'again');
+                (NULL, now() - interval '9 days', NULL, NULL), (1, NULL, 'member', 'again'),
+                (1, now() - interval '20 days', 'vip', 'third');
             INSERT INTO dr.events (user_id, event_type, created_at, event_data) VALUES
                 (1, 'purchase', now() - interval '2 days', '{"amount": -5, "product_id": "007"}'),
                 (1, 'teleport', now() - interval '2 days', '[1]'),
@@ -530,8 +531,8 @@ mod tests {
         let now = one::<TimestampWithTimeZone>("SELECT now()").expect("now()");
         let t = one::<TimestampWithTimeZone>("SELECT now() - interval '1 hour'").expect("t");
         crate::refresh::refresh_as_of(t, 0.5).unwrap_or_else(|e| panic!("{}", e.message()));
-        assert!(crate::data_quality::has_store_read(t));
-        assert!(!crate::data_quality::has_store_read(now));
+        assert_eq!(crate::data_quality::store_read_used(t), Some(false));
+        assert_eq!(crate::data_quality::store_read_used(now), None);
         Spi::connect(|client| {
             let counts = |read| {
                 crate::data_quality::counts(client, t, read)
@@ -541,6 +542,11 @@ mod tests {
             let report = crate::data_quality::report(client, t)
                 .unwrap_or_else(|e| panic!("{}", e.message()));
             assert_eq!(report, every);
+            // used once: a second report counts everything anew, to the same numbers
+            assert_eq!(crate::data_quality::store_read_used(t), Some(true));
+            let again = crate::data_quality::report(client, t)
+                .unwrap_or_else(|e| panic!("{}", e.message()));
+            assert_eq!(again, every);
             // the content rules found bad rows both in what the refresh read and in the rest
             let unread = counts(Some(SetAside::default()));
             for rule in [
@@ -560,7 +566,7 @@ mod tests {
         });
         // refresh_features() hands its own read to the report it raises
         run("SELECT customer_analyzer.refresh_features()");
-        assert!(crate::data_quality::has_store_read(now));
+        assert_eq!(crate::data_quality::store_read_used(now), Some(true));
     }
 
     #[pg_test]
