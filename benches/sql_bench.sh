@@ -85,7 +85,7 @@ psql_pg -d "$DB" <<'SQL'
 \pset footer off
 INSERT INTO bench_figures (what, figure)
 VALUES ('events table size', pg_size_pretty(pg_total_relation_size('public.events'))),
-       ('user_metrics size', pg_size_pretty(pg_total_relation_size('customer_analyzer.user_metrics'))),
+       ('feature_store size', pg_size_pretty(pg_total_relation_size('customer_analyzer.feature_store'))),
        ('customer_analyzer.max_memory_mb', current_setting('customer_analyzer.max_memory_mb'));
 SELECT what, figure FROM bench_figures ORDER BY id;
 SQL

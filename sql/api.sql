@@ -75,6 +75,112 @@ CREATE VIEW customer_analyzer.feature_catalog AS
 SELECT position, name, feature_group, sql_type, unit, description
 FROM customer_analyzer.feature_definitions();
 
+-- The feature store as read: a row older than the last store-wide refresh (one whose
+-- events did not change since it was computed) has its time-relative features brought
+-- to that refresh's as_of from its activity and registration times, with the core's
+-- formulas (features::TimeRelative) in the same float operations on exact microsecond
+-- differences; a test checks that the rows equal a full refresh's. The refresh's time
+-- comes from a one-row subquery evaluated once per query (OFFSET 0: pulled up, its
+-- scalar subqueries would be planned again at every use, 14 ms for one user's row).
+CREATE VIEW customer_analyzer.user_metrics AS
+SELECT
+       m.user_id,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN (r.t - (extract(epoch FROM m.registered_at) * 1000000)::bigint)::float8 / 86400000000
+            ELSE m.days_since_registration END AS days_since_registration,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN (r.t - (extract(epoch FROM m.last_event_at) * 1000000)::bigint)::float8 / 86400000000
+            ELSE m.days_since_last_activity END AS days_since_last_activity,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN (r.t - (extract(epoch FROM m.last_purchase_at) * 1000000)::bigint)::float8 / 86400000000
+            ELSE m.days_since_last_purchase END AS days_since_last_purchase,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN (r.t - (extract(epoch FROM m.first_event_at) * 1000000)::bigint)::float8 / 86400000000
+            ELSE m.days_since_first_activity END AS days_since_first_activity,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN (r.t - (extract(epoch FROM m.first_purchase_at) * 1000000)::bigint)::float8 / 86400000000
+            ELSE m.days_since_first_purchase END AS days_since_first_purchase,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN (r.t - (extract(epoch FROM m.last_cart_at) * 1000000)::bigint)::float8 / 86400000000
+            ELSE m.days_since_last_cart_addition END AS days_since_last_cart_addition,
+       m.events_last_7_days,
+       m.events_last_14_days,
+       m.events_last_30_days,
+       m.events_last_60_days,
+       m.events_total,
+       m.active_days_last_7_days,
+       m.active_days_last_30_days,
+       m.active_days_total,
+       m.page_views_last_7_days,
+       m.page_views_last_30_days,
+       m.product_views_last_30_days,
+       m.cart_additions_last_30_days,
+       m.purchases_last_7_days,
+       m.purchases_last_30_days,
+       m.purchases_last_60_days,
+       m.bot_commands_last_30_days,
+       m.events_per_active_day,
+       m.activity_trend_7d_vs_14d,
+       m.purchase_trend_30d_vs_60d,
+       m.engagement_trend,
+       m.spend_trend_30d_vs_60d,
+       m.product_view_trend_7d_vs_30d,
+       m.active_days_trend_7d_vs_30d,
+       m.total_spent,
+       m.avg_order_value,
+       m.purchase_count,
+       m.max_order_value,
+       m.min_order_value,
+       m.order_value_stddev,
+       m.spend_last_7_days,
+       m.spend_last_30_days,
+       m.spend_last_60_days,
+       m.avg_order_value_last_60_days,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL
+            THEN m.total_spent / ((r.t - (extract(epoch FROM m.registered_at) * 1000000)::bigint)::float8 / 86400000000) * 30
+            ELSE m.monthly_spend_rate END AS monthly_spend_rate,
+       m.bot_commands_last_7_days,
+       m.product_views_last_7_days,
+       m.cart_additions_last_7_days,
+       m.bot_commands_total,
+       m.distinct_bot_commands,
+       m.product_views_total,
+       m.cart_additions_total,
+       m.view_to_cart_rate,
+       m.cart_to_purchase_rate,
+       m.view_to_purchase_rate,
+       m.distinct_products_viewed,
+       m.distinct_products_purchased,
+       m.distinct_categories_viewed,
+       m.distinct_categories_purchased,
+       m.favourite_category,
+       m.favourite_category_share,
+       m.avg_viewed_price,
+       m.price_level_vs_category,
+       m.purchased_price_level_vs_category,
+       m.sessions_total,
+       m.sessions_last_30_days,
+       m.avg_events_per_session,
+       m.avg_session_duration_minutes,
+       m.days_between_purchases_mean,
+       m.days_between_purchases_std,
+       m.status,
+       m.has_username,
+       m.days_to_first_purchase,
+       CASE WHEN m.as_of < r.as_of AND m.registered_at IS NOT NULL THEN r.as_of ELSE m.as_of END AS as_of,
+       m.refreshed_at,
+       m.first_event_at,
+       m.last_event_at,
+       m.first_purchase_at,
+       m.last_purchase_at,
+       m.last_cart_at,
+       m.registered_at
+FROM customer_analyzer.feature_store m
+CROSS JOIN (SELECT (SELECT s.as_of FROM customer_analyzer.refresh_state s) AS as_of,
+                   (SELECT (extract(epoch FROM s.as_of) * 1000000)::bigint
+                    FROM customer_analyzer.refresh_state s) AS t
+            OFFSET 0) r;
+
 CREATE VIEW customer_analyzer.customer_features AS
 SELECT m.user_id,
        m.as_of,
@@ -159,8 +265,10 @@ COMMENT ON TABLE customer_analyzer.config IS
     'Which of the shop''s tables customer_analyzer reads (written by configure(); no row means public.users, public.events, public.products).';
 COMMENT ON TYPE customer_analyzer.feature_row IS
     'One user''s features: user_id, then every feature of feature_catalog in order.';
-COMMENT ON TABLE customer_analyzer.user_metrics IS
-    'The feature store: each user''s latest features and the as_of they were computed for. Written by refresh_features().';
+COMMENT ON TABLE customer_analyzer.feature_store IS
+    'Internal: each user''s features as computed from their events as of as_of, with the times the time-relative features come from; read it through user_metrics.';
+COMMENT ON VIEW customer_analyzer.user_metrics IS
+    'The feature store: each user''s latest features as of the last refresh_features() (or the later time one user''s row was recomputed), with the activity times they come from; refreshed_at is when the row was last written (a refresh that finds nothing changed for a user carries the row to its as_of without writing it).';
 COMMENT ON VIEW customer_analyzer.feature_catalog IS
     'Every feature: position, name, group, SQL type, unit and definition. Windows are [as_of - N*24h, as_of); see feature_conventions().';
 COMMENT ON VIEW customer_analyzer.customer_features IS
@@ -174,7 +282,7 @@ COMMENT ON FUNCTION customer_analyzer.user_features(timestamptz) IS
 COMMENT ON FUNCTION customer_analyzer._feature_query(boolean) IS
     'Internal: the set-based feature query over the configured tables ($1 = as_of, $2 = an array of user ids when one_user).';
 COMMENT ON FUNCTION customer_analyzer.refresh_features() IS
-    'Brings every user''s features to now() in user_metrics: after an earlier refresh, reads only the users whose events changed or crossed a window''s edge and moves the other rows in time (refresh_state says which it did); returns the number of users. A full refresh raises a NOTICE listing rows set aside by the data rules.';
+    'Brings every user''s features to now() in user_metrics: after an earlier refresh, reads only the users whose events changed or crossed a window''s edge and carries the other rows to now() unwritten (refresh_state says which it did); returns the number of users. A full refresh raises a NOTICE listing rows set aside by the data rules.';
 COMMENT ON FUNCTION customer_analyzer._refresh_store(timestamptz) IS
     'Internal: refresh_features() as of a given time, under its lock (full or incremental; see refresh_state).';
 COMMENT ON TABLE customer_analyzer.refresh_state IS

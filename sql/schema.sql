@@ -119,22 +119,26 @@ CREATE TYPE customer_analyzer.feature_row AS (
     days_to_first_purchase double precision
 );
 
--- The feature store: each user's latest features and the time they are computed for.
-CREATE TABLE customer_analyzer.user_metrics (
+-- The feature store: each user's features as computed from their events as of as_of.
+-- Read through the view user_metrics, which brings a row older than the last
+-- store-wide refresh (refresh_state) to that refresh's as_of: a refresh rewrites only
+-- the rows whose events changed or crossed a window's edge.
+CREATE TABLE customer_analyzer.feature_store (
     LIKE customer_analyzer.feature_row,
     as_of timestamptz NOT NULL,
     refreshed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- when the user was first and last active, bought and added to the cart (events before
-    -- as_of): the incremental refresh moves the days since them to a later as_of
+    -- as_of), and registered: the time-relative features at a later as_of come from them
     first_event_at timestamptz,
     last_event_at timestamptz,
     first_purchase_at timestamptz,
     last_purchase_at timestamptz,
     last_cart_at timestamptz,
+    registered_at timestamptz,
     PRIMARY KEY (user_id)
 );
 -- dumped with its data: predictions read it, and a restore must predict the same
-SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.user_metrics', '');
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.feature_store', '');
 
 -- The last store-wide refresh: what its rows depend on besides the events (the basis:
 -- extension version, sources, the events' storage, the real-time triggers, products), so
@@ -152,6 +156,9 @@ CREATE TABLE customer_analyzer.refresh_state (
     started_at timestamptz NOT NULL,
     finished_at timestamptz NOT NULL
 );
+-- dumped with its data: user_metrics reads the store's as_of from it (a restored
+-- database's basis names another database, so its next refresh is full)
+SELECT pg_catalog.pg_extension_config_dump('customer_analyzer.refresh_state', '');
 
 -- Models: versioned and append-only (UPDATE, DELETE and TRUNCATE raise 55000, for the
 -- owner too). The model itself is a bincode blob behind a magic and a format number (see

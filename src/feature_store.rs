@@ -4,7 +4,7 @@
 
 use customer_analyzer_core::catalog::{Kind, FEATURES};
 use customer_analyzer_core::features::{
-    compute_features_timed, ActivityTimes, FeatureValue, FeatureVector,
+    carry_forward, compute_features_timed, ActivityTimes, FeatureValue, FeatureVector,
 };
 use customer_analyzer_core::frame::Frame;
 use customer_analyzer_core::history_cache::HistoryCache;
@@ -14,6 +14,7 @@ use pgrx::datum::{FromDatum, IntoDatum};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
@@ -24,6 +25,7 @@ use crate::plans;
 use crate::plans::types::{INT8, INT8_ARRAY, TIMESTAMPTZ, TIMESTAMPTZ_ARRAY};
 use crate::products;
 use crate::source::{self, Sources};
+use crate::statement;
 use crate::time::{from_unix_micros, to_unix_micros};
 use crate::training_set;
 
@@ -47,14 +49,16 @@ fn _feature_query(one_user: bool) -> Result<String> {
 /// One field of [`ActivityTimes`].
 pub type TimeField = fn(&mut ActivityTimes) -> &mut Option<i64>;
 
-/// The columns of user_metrics after the features that keep each user's
-/// [`ActivityTimes`], in their order there, each with its field.
-pub const TIME_COLUMNS: [(&str, TimeField); 5] = [
+/// The columns of the feature_store table (and the user_metrics view) after the
+/// features that keep each user's [`ActivityTimes`], in their order there, each with
+/// its field.
+pub const TIME_COLUMNS: [(&str, TimeField); 6] = [
     ("first_event_at", |t| &mut t.first_at),
     ("last_event_at", |t| &mut t.last_at),
     ("first_purchase_at", |t| &mut t.first_purchase),
     ("last_purchase_at", |t| &mut t.last_purchase),
     ("last_cart_at", |t| &mut t.last_cart),
+    ("registered_at", |t| &mut t.registered),
 ];
 
 /// A user's features as stored: the values and the times the incremental refresh moves
@@ -71,7 +75,7 @@ pub enum Store {
     Emptied,
 }
 
-/// Upsert into user_metrics of rows given as arrays, in user id order: `$1` the as_of,
+/// Upsert into the feature_store table of rows given as arrays, in user id order: `$1` the as_of,
 /// `$2` the user ids (bigint[]), then one array per catalogued feature in its column's
 /// type, then the activity times, one timestamptz[] per [`TIME_COLUMNS`]. Into a filled
 /// store, stored users are updated in place and only new ones inserted: an update writes
@@ -101,7 +105,7 @@ fn store_sql(into: Store) -> &'static str {
                 format!(
                     ",
                   updated AS (
-                      UPDATE customer_analyzer.user_metrics AS m
+                      UPDATE customer_analyzer.feature_store AS m
                       SET ({cols}, as_of, refreshed_at) = ROW({from_r}, $1, clock_timestamp())
                       FROM r WHERE m.user_id = r.user_id AND m.as_of <= $1
                       RETURNING m.user_id)",
@@ -116,7 +120,7 @@ fn store_sql(into: Store) -> &'static str {
         };
         format!(
             "WITH r AS (SELECT * FROM unnest($2::bigint[], {arrays}) AS r(user_id, {cols})){updated}
-             INSERT INTO customer_analyzer.user_metrics AS m (user_id, {cols}, as_of, refreshed_at)
+             INSERT INTO customer_analyzer.feature_store AS m (user_id, {cols}, as_of, refreshed_at)
              SELECT r.*, $1, clock_timestamp() FROM r
              {only_new}
              ORDER BY r.user_id
@@ -202,6 +206,47 @@ impl<R: Columns> FeatureRow<'_, R> {
         self.last::<TimestampWithTimeZone>()?
             .ok_or_else(|| error::internal(READING_FEATURES, "NULL as_of"))
     }
+
+    /// The activity and registration times of a store row (`as_of`, `refreshed_at`, then
+    /// [`TIME_COLUMNS`] after the features).
+    pub fn times(&self) -> Result<ActivityTimes> {
+        let mut times = ActivityTimes::default();
+        for (i, (_, field)) in TIME_COLUMNS.iter().enumerate() {
+            *field(&mut times) = self
+                .0
+                .column::<TimestampWithTimeZone>(FEATURES.len() + 4 + i)?
+                .map(to_unix_micros);
+        }
+        Ok(times)
+    }
+}
+
+thread_local! {
+    /// The store's as_of, read once per statement (see [`store_as_of`]).
+    static STORE_AS_OF: Cell<Option<(statement::Key, Option<i64>)>> = const { Cell::new(None) };
+}
+
+/// The time of the last store-wide refresh (`refresh_state`), at which the rows it left
+/// unwritten are read; read once per statement.
+fn store_as_of(client: &SpiClient<'_>) -> Result<Option<i64>> {
+    let key = statement::key();
+    if let Some((k, as_of)) = STORE_AS_OF.with(Cell::get) {
+        if k == key {
+            return Ok(as_of);
+        }
+    }
+    let as_of = plans::select(
+        client,
+        "SELECT (SELECT as_of FROM customer_analyzer.refresh_state)",
+        &[],
+        &[],
+    )?
+    .first()
+    .get_one::<TimestampWithTimeZone>()
+    .ctx("reading the store's time")?
+    .map(to_unix_micros);
+    STORE_AS_OF.with(|c| c.set(Some((key, as_of))));
+    Ok(as_of)
 }
 
 /// One user's features for scoring: the stored row, or (when the store has none)
@@ -210,15 +255,30 @@ pub fn features_for_user(
     client: &SpiClient<'_>,
     user_id: i64,
 ) -> Result<(Vec<FeatureValue>, TimestampWithTimeZone)> {
+    // the table and the core rather than the view: a third of the lookup's time went to
+    // the view's join and expressions
     let stored = plans::select(
         client,
-        &format!("{STORE_ROWS} WHERE m.user_id = $1"),
+        "SELECT m.* FROM customer_analyzer.feature_store m WHERE m.user_id = $1",
         &[INT8],
         &[user_id.into()],
     )?;
     if let Some(row) = stored.into_iter().next() {
         let row = FeatureRow(&row);
-        return Ok((row.features()?, row.as_of()?));
+        let (mut values, as_of) = (row.features()?, row.as_of()?);
+        // a row the last refresh left unwritten, read at its time (as user_metrics reads it)
+        if let Some(store) = store_as_of(client)?.filter(|&t| t > to_unix_micros(as_of)) {
+            let times = row.times()?;
+            if times.registered.is_some() {
+                let mut carried = FeatureVector { user_id, values };
+                carry_forward(store, &mut carried, &times);
+                values = carried.values;
+                let store = from_unix_micros(store)
+                    .ok_or_else(|| error::internal("reading the store's time", store))?;
+                return Ok((values, store));
+            }
+        }
+        return Ok((values, as_of));
     }
     let s = source::load(client)?;
     if !user_exists(client, &s, user_id)? {
@@ -247,7 +307,7 @@ fn refresh_user_features(user_id: Option<i64>) -> Result<bool> {
     })
 }
 
-/// Recomputes one user's features as of now into user_metrics; false when the user
+/// Recomputes one user's features as of now into the feature store; false when the user
 /// registered after now. Errors for an unknown user.
 pub fn refresh_one(client: &mut SpiClient<'_>, s: &Sources, user_id: i64) -> Result<bool> {
     if !user_exists(client, s, user_id)? {
@@ -265,7 +325,7 @@ pub struct Kept<'a> {
     pub earliest: &'a [i64],
 }
 
-/// Recomputes the features of `user_ids` (distinct) as of now into user_metrics, the
+/// Recomputes the features of `user_ids` (distinct) as of now into the feature store, the
 /// real-time worker's batch, and returns the rows written, in user id order (a user
 /// registered after now, or missing from the users table, has none). With `kept`, the
 /// histories it holds are read only from their newest event on.
@@ -291,7 +351,7 @@ pub fn refresh_users(
     Ok(out)
 }
 
-/// Writes `rows`, computed as of `as_of`, into user_metrics (an upsert: see
+/// Writes `rows`, computed as of `as_of`, into the feature store (an upsert: see
 /// [`store_sql`]). The arrays are made in the current memory context.
 pub fn store_rows(
     client: &mut SpiClient<'_>,
@@ -482,20 +542,9 @@ pub fn stored_before(
     user_ids: &[i64],
     before: TimestampWithTimeZone,
 ) -> Result<HashMap<i64, Computed>> {
-    static SQL: OnceLock<String> = OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        let columns: Vec<String> = FEATURES
-            .iter()
-            .map(|f| format!("m.{}", f.name))
-            .chain(std::iter::once("m.as_of".to_string()))
-            .chain(TIME_COLUMNS.iter().map(|(c, _)| format!("m.{c}")))
-            .collect();
-        format!(
-            "SELECT m.user_id, {} FROM customer_analyzer.user_metrics m
-             WHERE m.user_id = ANY($1) AND m.as_of < $2",
-            columns.join(", ")
-        )
-    });
+    // the table's layout: user_id, the features, as_of, refreshed_at, TIME_COLUMNS
+    let sql = "SELECT m.* FROM customer_analyzer.feature_store m
+               WHERE m.user_id = ANY($1) AND m.as_of < $2";
     let rows = plans::select(
         client,
         sql,
@@ -506,13 +555,7 @@ pub fn stored_before(
     // the result is freed below: the refresh reads one a batch, 2 MB each
     for row in rows {
         let r = FeatureRow(&row);
-        let mut times = ActivityTimes::default();
-        for (i, (_, field)) in TIME_COLUMNS.iter().enumerate() {
-            *field(&mut times) = row
-                .get::<TimestampWithTimeZone>(FEATURES.len() + 3 + i)
-                .ctx("reading stored activity times")?
-                .map(to_unix_micros);
-        }
+        let times = r.times()?;
         let user_id = r.user_id()?;
         let values = r.features()?;
         out.insert(user_id, (FeatureVector { user_id, values }, times));

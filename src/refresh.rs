@@ -14,10 +14,12 @@
 //! stored row, are new, or whom the worker could not rescore are read whole. Those with
 //! an event that only left or entered a window are read from their last 90 days: the
 //! core keeps their stored all-time features and recomputes the windowed ones
-//! (`roll_forward`). Every other row keeps its event-based features and is moved to the
-//! new time in one UPDATE from its stored activity times and the users table (the
-//! formulas of the core's `TimeRelative`, spelled in SQL). A test checks that the result
-//! equals a full refresh. Active days are UTC calendar days, so they too change only
+//! (`roll_forward`). Every other row is left as it is: the view user_metrics brings a
+//! row older than the store's as_of (`refresh_state`) to it from its stored activity and
+//! registration times (the formulas of the core's `TimeRelative`, spelled in SQL), so a
+//! refresh writes only the rows it recomputes, and those whose users row changed (status,
+//! username, registration). A test checks that the result equals a full refresh. Active
+//! days are UTC calendar days, so they too change only
 //! when an event enters or leaves a window.
 
 use customer_analyzer_core::events::SetAside;
@@ -158,8 +160,23 @@ fn basis(client: &SpiClient<'_>, s: &Sources) -> Result<Basis> {
     .ctx("reading worker_errors")?
     .unwrap_or(0);
     let triggers = realtime::covering_triggers(client, &s.events)?;
+    // the cluster and the database: refresh_state is dumped with the store, and a
+    // restored one must not trust a queue it does not have
+    let database = plans::select(
+        client,
+        "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system())::text || '/'
+                || (SELECT oid FROM pg_catalog.pg_database
+                    WHERE datname = pg_catalog.current_database())::text",
+        &[],
+        &[],
+    )?
+    .first()
+    .get_one::<String>()
+    .ctx("naming the database")?
+    .unwrap_or_default();
     let values = [
         env!("CARGO_PKG_VERSION").to_string(),
+        database,
         format!("{s:?}"),
         time_zone(client)?,
         source::events_storage(client, s)?,
@@ -180,8 +197,9 @@ fn basis(client: &SpiClient<'_>, s: &Sources) -> Result<Basis> {
 
 /// The lines of the basis, by name, each with what its change means for the reader of
 /// `refresh_state.full_because`.
-const BASIS: [(&str, &str); 7] = [
+const BASIS: [(&str, &str); 8] = [
     ("extension", "the extension's version changed"),
+    ("database", "the store was restored into another database"),
     ("sources", "the configured tables or their columns changed"),
     // a timestamp (without time zone) column reads in the session's zone
     ("time zone", "the session's time zone is not the last refresh's"),
@@ -196,6 +214,24 @@ const BASIS: [(&str, &str); 7] = [
     ),
     ("products", "the products changed"),
 ];
+
+/// The line `prune()` adds to the last refresh's basis when it trimmed the queue or the
+/// worker's failures: no basis has it, so the next refresh is full. The row stays, since
+/// user_metrics reads the store's as_of from it.
+const QUEUE_PRUNED: &str = "queue: pruned";
+
+/// Makes the next refresh a full one, because the real-time queue or the worker's
+/// failures may no longer name every user whose events changed.
+pub(crate) fn forget_queue(client: &mut SpiClient<'_>) -> Result<()> {
+    plans::update(
+        client,
+        "UPDATE customer_analyzer.refresh_state SET basis = basis || E'\\n' || $1
+         WHERE strpos(basis, $1) = 0",
+        &[TEXT],
+        &[QUEUE_PRUNED.into()],
+    )?;
+    Ok(())
+}
 
 fn time_zone(client: &SpiClient<'_>) -> Result<String> {
     Ok(plans::select(
@@ -254,6 +290,11 @@ fn why_full(
     if last_as_of.is_none_or(|t| to_unix_micros(t) > to_unix_micros(as_of)) {
         return Ok(Some("as_of is before the last refresh's".into()));
     }
+    if last_basis.lines().any(|line| line == QUEUE_PRUNED) {
+        return Ok(Some(
+            "prune() trimmed the real-time queue or the worker's failures".into(),
+        ));
+    }
     if let Some((_, now)) = last_basis
         .lines()
         .zip(basis.text.lines())
@@ -275,7 +316,7 @@ fn why_full(
 fn stored_users(client: &SpiClient<'_>) -> Result<i64> {
     Ok(plans::select(
         client,
-        "SELECT count(*) FROM customer_analyzer.user_metrics",
+        "SELECT count(*) FROM customer_analyzer.feature_store",
         &[],
         &[],
     )?
@@ -297,7 +338,7 @@ fn full(
     let t = to_unix_micros(as_of);
     plans::update(
         client,
-        "DELETE FROM customer_analyzer.user_metrics",
+        "DELETE FROM customer_analyzer.feature_store",
         &[],
         &[],
     )?;
@@ -361,38 +402,49 @@ fn compute_whole(
     }
 }
 
-/// The users whose stored rows cannot simply be moved to `$1` (see the module's
+/// The users whose stored rows cannot simply be carried to `$1` (see the module's
 /// comment), as two arrays in id order: those read from their whole history (queued,
-/// failed in the worker since the oldest stored row, new, or with an event since the
-/// oldest stored as_of), and the others with an event in [oldest as_of - W, $1 - W) for a
-/// window of W days, which only their last 90 days can have changed.
+/// failed in the worker since `$2`, the oldest time a stored row is read at, new, or with
+/// an event since `$2`), and the others with an event in [`$2` - W, `$1` - W) for a window
+/// of W days, which only their last 90 days can have changed. `$2` is a parameter rather
+/// than a subquery, which would keep PostgreSQL from scanning the events in parallel.
 fn changed_users_sql(s: &Sources) -> String {
     let (users, events) = (&s.users, &s.events);
     let since = |days: u32| {
         let hours = days * 24;
         format!(
             "SELECT e.user_id::bigint AS user_id FROM {events} e
-             WHERE e.created_at::timestamptz >= (SELECT t0 FROM oldest) - interval '{hours} hours'
+             WHERE e.created_at::timestamptz >= $2 - interval '{hours} hours'
                AND e.created_at::timestamptz < $1 - interval '{hours} hours'
                AND e.user_id IS NOT NULL"
         )
     };
-    let edges: String = WINDOW_DAYS
+    // one scan for every window's slice (a UNION of one scan each took half as long again)
+    let slices: String = WINDOW_DAYS
         .iter()
-        .map(|&w| since(w))
+        .map(|&w| {
+            let hours = w * 24;
+            format!(
+                "(e.created_at::timestamptz >= $2 - interval '{hours} hours'
+                  AND e.created_at::timestamptz < $1 - interval '{hours} hours')"
+            )
+        })
         .collect::<Vec<_>>()
-        .join("\n             UNION ");
+        .join("\n               OR ");
+    let edges = format!(
+        "SELECT DISTINCT e.user_id::bigint AS user_id FROM {events} e
+             WHERE e.user_id IS NOT NULL AND ({slices})"
+    );
     format!(
-        "WITH oldest AS (SELECT min(as_of) AS t0 FROM customer_analyzer.user_metrics),
-         whole AS (
+        "WITH whole AS (
              SELECT user_id FROM customer_analyzer.rescore_queue
              UNION SELECT user_id FROM customer_analyzer.worker_errors
                    WHERE source = 'worker' AND user_id IS NOT NULL
-                     AND occurred_at >= (SELECT t0 FROM oldest)
+                     AND occurred_at >= $2
              UNION SELECT src.id::bigint FROM {users} src
                    WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
                      AND src.registered_at::timestamptz > '-infinity'
-                     AND NOT EXISTS (SELECT FROM customer_analyzer.user_metrics m WHERE m.user_id = src.id)
+                     AND NOT EXISTS (SELECT FROM customer_analyzer.feature_store m WHERE m.user_id = src.id)
              UNION {new_events}
          ),
          edge AS ({edges} EXCEPT SELECT user_id FROM whole)
@@ -402,11 +454,11 @@ fn changed_users_sql(s: &Sources) -> String {
     )
 }
 
-/// Moves every stored row older than `$1` to `$1`: the time-relative features from the
-/// stored activity times and the users table, with the core's formulas (`TimeRelative`
-/// in customer_analyzer_core::features) in the same float operations, on exact
-/// microsecond differences.
-fn move_rows_sql(s: &Sources) -> String {
+/// Brings the users table's status, username and registration time into the stored rows
+/// older than `$1` whose users row changed (the time-relative features at the row's own
+/// as_of, with the core's formulas, so that a row is as of its as_of whichever time it
+/// is read at); returns how many.
+fn users_changed_sql(s: &Sources) -> String {
     let (status, has_username) = user_columns(s);
     let users = &s.users;
     let days = |later: &str, earlier: &str| {
@@ -414,21 +466,15 @@ fn move_rows_sql(s: &Sources) -> String {
             "(((extract(epoch FROM {later}) * 1000000)::bigint - (extract(epoch FROM {earlier}) * 1000000)::bigint)::float8 / 86400000000)"
         )
     };
-    let registered = days("$1", "u.registered_at");
+    let registered = days("m.as_of", "u.registered_at");
     format!(
-        "WITH moved AS (UPDATE customer_analyzer.user_metrics m SET
+        "WITH changed AS (UPDATE customer_analyzer.feature_store m SET
              days_since_registration = {registered},
-             days_since_last_activity = {last},
-             days_since_last_purchase = {last_purchase},
-             days_since_first_activity = {first},
-             days_since_first_purchase = {first_purchase},
-             days_since_last_cart_addition = {last_cart},
              monthly_spend_rate = m.total_spent / {registered} * 30,
              status = u.status,
              has_username = u.has_username,
              days_to_first_purchase = {to_first_purchase},
-             as_of = $1,
-             refreshed_at = pg_catalog.clock_timestamp()
+             registered_at = u.registered_at
          FROM (SELECT DISTINCT ON (src.id) src.id::bigint AS user_id,
                       src.registered_at::timestamptz AS registered_at,
                       {status} AS status, {has_username} AS has_username
@@ -437,13 +483,11 @@ fn move_rows_sql(s: &Sources) -> String {
                  AND src.registered_at::timestamptz > '-infinity'
                ORDER BY src.id) u
          WHERE m.user_id = u.user_id AND m.as_of < $1
+           AND (m.registered_at IS DISTINCT FROM u.registered_at
+                OR m.status IS DISTINCT FROM u.status
+                OR m.has_username IS DISTINCT FROM u.has_username)
          RETURNING 1)
-         SELECT count(*) FROM moved",
-        last = days("$1", "m.last_event_at"),
-        last_purchase = days("$1", "m.last_purchase_at"),
-        first = days("$1", "m.first_event_at"),
-        first_purchase = days("$1", "m.first_purchase_at"),
-        last_cart = days("$1", "m.last_cart_at"),
+         SELECT count(*) FROM changed",
         to_first_purchase = days("m.first_purchase_at", "u.registered_at"),
     )
 }
@@ -457,12 +501,21 @@ fn incremental(
     max_share: f64,
 ) -> Result<Option<Done>> {
     let started = Instant::now();
-    let changed = plans::select(
+    // a one-off statement, so that PostgreSQL may scan the events in parallel (it plans
+    // no parallel scan for a prepared one)
+    let oldest = plans::select(
         client,
-        &changed_users_sql(s),
-        &[TIMESTAMPTZ],
-        &[as_of.into()],
-    )?;
+        "SELECT min(as_of) FROM customer_analyzer.user_metrics",
+        &[],
+        &[],
+    )?
+    .first()
+    .get_one::<TimestampWithTimeZone>()
+    .ctx("finding the oldest stored row")?
+    .unwrap_or(as_of);
+    let changed = client
+        .select(&changed_users_sql(s), None, &[as_of.into(), oldest.into()])
+        .ctx("finding the users that changed")?;
     let row = changed.first();
     let ids = |i: usize| -> Result<Vec<i64>> {
         Ok(row
@@ -551,7 +604,7 @@ fn incremental(
     plans::update(
         client,
         &format!(
-            "DELETE FROM customer_analyzer.user_metrics m
+            "DELETE FROM customer_analyzer.feature_store m
              WHERE NOT EXISTS (SELECT FROM {} src
                                WHERE src.id = m.user_id AND src.registered_at::timestamptz < $1
                                  AND src.registered_at::timestamptz > '-infinity')",
@@ -560,13 +613,28 @@ fn incremental(
         &[TIMESTAMPTZ],
         &[as_of.into()],
     )?;
-    let moved = plans::update(client, &move_rows_sql(s), &[TIMESTAMPTZ], &[as_of.into()])?
-        .first()
-        .get_one::<i64>()
-        .ctx("moving the stored rows")?
-        .unwrap_or(0);
+    let changed = plans::update(
+        client,
+        &users_changed_sql(s),
+        &[TIMESTAMPTZ],
+        &[as_of.into()],
+    )?
+    .first()
+    .get_one::<i64>()
+    .ctx("bringing in the users table's changes")?
+    .unwrap_or(0);
+    let moved = plans::select(
+        client,
+        "SELECT count(*) FROM customer_analyzer.feature_store WHERE as_of < $1",
+        &[TIMESTAMPTZ],
+        &[as_of.into()],
+    )?
+    .first()
+    .get_one::<i64>()
+    .ctx("counting the rows carried forward")?
+    .unwrap_or(0);
     pgrx::debug1!(
-        "customer_analyzer: {moved} rows moved in time (and those of users gone deleted) in {:.1} s",
+        "customer_analyzer: {moved} rows carried to the new time ({changed} of them with a changed users row), those of users gone deleted, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(Some(Done {

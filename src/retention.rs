@@ -19,7 +19,7 @@ const LOGS: &[(&str, &str)] = &[
 
 /// Every table that holds rows about a user, by its user column.
 const USER_TABLES: &[&str] = &[
-    "user_metrics",
+    "feature_store",
     "latest_scores",
     "predictions",
     "matured_predictions",
@@ -69,12 +69,7 @@ pub fn prune_logs(client: &mut SpiClient<'_>) -> Result<Vec<(String, i64)>> {
     {
         // the queue and the worker's failures may no longer name every user whose events
         // changed: the next refresh_features() must read everyone's events
-        plans::update(
-            client,
-            "DELETE FROM customer_analyzer.refresh_state",
-            &[],
-            &[],
-        )?;
+        crate::refresh::forget_queue(client)?;
     }
     if pruned
         .iter()

@@ -102,7 +102,7 @@ fn read_sample(
         let mut ids = Vec::with_capacity(users);
         let mut all = client
             .try_open_cursor(
-                "SELECT user_id FROM customer_analyzer.user_metrics ORDER BY user_id",
+                "SELECT user_id FROM customer_analyzer.feature_store ORDER BY user_id",
                 &[],
             )
             .ctx(READING)?;
@@ -165,7 +165,7 @@ fn segment_users(
         crate::subxact::guarded(|| -> Result<Vec<SegmentRow>> {
             let users = client
                 .select(
-                    "SELECT count(*) FROM customer_analyzer.user_metrics",
+                    "SELECT count(*) FROM customer_analyzer.feature_store",
                     None,
                     &[],
                 )

@@ -354,13 +354,13 @@ fn prune_logs() -> Result<()> {
 }
 
 /// Whether this database has the extension at this library's version (the newest
-/// schema's marks exist: refresh_state and user_metrics' activity times): between
+/// schema's mark exists: the feature_store table): between
 /// installing a new build and `ALTER EXTENSION customer_analyzer UPDATE` the workers
 /// wait.
 pub(crate) fn installed() -> bool {
     Spi::get_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'customer_analyzer')
-            AND pg_catalog.to_regclass('customer_analyzer.refresh_state') IS NOT NULL",
+            AND pg_catalog.to_regclass('customer_analyzer.feature_store') IS NOT NULL",
     )
     .ok()
     .flatten()

@@ -65,9 +65,9 @@ mod tests {
         );
 
         // a feature moved far, one lost its values, a category replaced
-        run("UPDATE customer_analyzer.user_metrics SET total_spent = total_spent * 10 + 1000");
-        run("UPDATE customer_analyzer.user_metrics SET avg_order_value = NULL WHERE user_id % 2 = 0");
-        run("UPDATE customer_analyzer.user_metrics SET favourite_category = 'never seen'");
+        run("UPDATE customer_analyzer.feature_store SET total_spent = total_spent * 10 + 1000");
+        run("UPDATE customer_analyzer.feature_store SET avg_order_value = NULL WHERE user_id % 2 = 0");
+        run("UPDATE customer_analyzer.feature_store SET favourite_category = 'never seen'");
         assert_eq!(level("total_spent"), "major");
         let ks = one::<f64>(
             "SELECT ks FROM customer_analyzer.drift_report('churn') WHERE feature = 'total_spent'",

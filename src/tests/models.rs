@@ -598,7 +598,7 @@ mod tests {
         assert!(fraction < 1.0, "no sampling: {fraction}");
         // a segmentation too large for the budget is refused with 54000 before reading
         run(
-            "INSERT INTO customer_analyzer.user_metrics (user_id, as_of, refreshed_at)
+            "INSERT INTO customer_analyzer.feature_store (user_id, as_of, refreshed_at)
              SELECT 1000000 + g, now(), now() FROM generate_series(1, 9000) g",
         );
         let msg = assert_fails(

@@ -79,6 +79,8 @@ mod tests {
                       WHERE id = (SELECT min(id) FROM {s}.events WHERE user_id = {upd} AND event_type = 'purchase');
                      DELETE FROM {s}.events WHERE id = (SELECT max(id) FROM {s}.events WHERE user_id = {del});
                      UPDATE {s}.users SET status = 'vip', username = NULL WHERE id = {changed};
+                     UPDATE {s}.users SET registered_at = registered_at - interval '1 day 3 hours'
+                      WHERE id = {registered};
                      DELETE FROM {s}.users WHERE id = {gone};
                      INSERT INTO {s}.users VALUES ({new_id}, {new_reg}, 'member', 'newcomer');",
                     late = u(1),
@@ -90,6 +92,7 @@ mod tests {
                     del = u(4),
                     changed = u(5),
                     gone = u(6),
+                    registered = u(7),
                     new_id = 1000 + i as i64,
                     new_reg = ts(before + 1),
                 ));
@@ -106,9 +109,34 @@ mod tests {
                     moved > 0 && computed > 0,
                     "seed {seed} step {i}: {computed} computed, {moved} moved"
                 );
+                // the rows not written are read as of the refresh's time
+                assert_eq!(
+                    one::<i64>(&format!(
+                        "SELECT count(*) FROM customer_analyzer.user_metrics
+                         WHERE as_of <> {}",
+                        ts(t)
+                    )),
+                    Some(0),
+                    "seed {seed} step {i}"
+                );
                 let stored = stored_features();
                 let full = features_from_histories(&all_users(&s), t);
                 assert_eq!(stored.len(), full.len(), "seed {seed} step {i}: users");
+                // the serving path reads the table and carries a row forward itself
+                Spi::connect(|client| {
+                    for row in &stored {
+                        let (values, as_of) =
+                            crate::feature_store::features_for_user(client, row.user_id)
+                                .unwrap_or_else(|e| panic!("{}", e.message()));
+                        assert_eq!(
+                            format!("{values:?}"),
+                            format!("{:?}", row.values),
+                            "seed {seed} step {i}: user {}",
+                            row.user_id
+                        );
+                        assert_eq!(crate::time::to_unix_micros(as_of), t);
+                    }
+                });
                 for (a, b) in stored.iter().zip(&full) {
                     assert_eq!(a, b, "seed {seed} step {i}: user {}", b.user_id);
                 }
@@ -117,6 +145,30 @@ mod tests {
             assert!(
                 recent > 0,
                 "seed {seed}: no user was read from its last 90 days"
+            );
+            // prune() trimming the worker's failures leaves what the store reads as it was
+            // (its rows carried forward still read at the last refresh's time), and makes
+            // the next refresh a full one
+            let store = "SELECT md5(string_agg(m::text, ';' ORDER BY m.user_id))
+                         FROM customer_analyzer.user_metrics m";
+            let read = one::<String>(store);
+            run("INSERT INTO customer_analyzer.worker_errors (source, sqlstate, message, occurred_at)
+                 VALUES ('worker', 'P0002', 'old', now() - interval '10 years')");
+            run("SET LOCAL customer_analyzer.prediction_retention = '7d'");
+            assert_eq!(
+                one::<i64>(
+                    "SELECT rows_deleted FROM customer_analyzer.prune() WHERE table_name = 'worker_errors'"
+                ),
+                Some(1),
+                "seed {seed}"
+            );
+            run("RESET customer_analyzer.prediction_retention");
+            assert_eq!(one::<String>(store), read, "seed {seed}");
+            let t = t + 3_600_000_000;
+            assert_eq!(
+                refresh_at(t),
+                "full: prune() trimmed the real-time queue or the worker's failures",
+                "seed {seed}"
             );
             // a change of the products is a change of every user's product features
             run(&format!(

@@ -122,8 +122,8 @@ struct Shrink;
 impl Drop for Shrink {
     fn drop(&mut self) {
         let mut c = connect(DB);
-        let _ =
-            c.batch_execute("DELETE FROM customer_analyzer.user_metrics WHERE user_id > 100000000");
+        let _ = c
+            .batch_execute("DELETE FROM customer_analyzer.feature_store WHERE user_id > 100000000");
     }
 }
 
@@ -134,14 +134,14 @@ fn a_batch_scoring_stops() {
     let mut c = connect(DB);
     // a feature store sixty times the shop: copies of every user under new ids
     c.batch_execute(
-        "CREATE TEMP TABLE copy AS SELECT * FROM customer_analyzer.user_metrics;
+        "CREATE TEMP TABLE copy AS SELECT * FROM customer_analyzer.feature_store;
          DO $$ BEGIN
              FOR k IN 1..59 LOOP
                  UPDATE copy SET user_id = user_id + 100000000;
-                 INSERT INTO customer_analyzer.user_metrics SELECT * FROM copy;
+                 INSERT INTO customer_analyzer.feature_store SELECT * FROM copy;
              END LOOP;
          END $$;
-         ANALYZE customer_analyzer.user_metrics;",
+         ANALYZE customer_analyzer.feature_store;",
     )
     .unwrap_or_else(|e| panic!("growing the feature store: {}", describe(&e)));
     stops_quickly("SELECT customer_analyzer.score_all('churn')", "RESET ALL");

@@ -287,8 +287,9 @@ fn the_retraining_worker_retrains_on_drift_and_on_live_auc_once_each(c: &mut Cli
     // every user of the store looks idle for a week: the churn scores move a long way
     exec(
         c,
-        "UPDATE customer_analyzer.user_metrics
-         SET days_since_last_activity = days_since_last_activity + 7, events_last_7_days = 0,
+        "UPDATE customer_analyzer.feature_store
+         SET days_since_last_activity = days_since_last_activity + 7,
+             last_event_at = last_event_at - interval '7 days', events_last_7_days = 0,
              active_days_last_7_days = 0, page_views_last_7_days = 0, purchases_last_7_days = 0,
              activity_trend_7d_vs_14d = 0, sessions_last_30_days = 1",
     );

@@ -340,7 +340,7 @@ fn an_inserted_event_comes_back_as_a_fresh_score(c: &mut Client) {
         "SELECT model_id FROM customer_analyzer.deployed_models WHERE task = 'churn'",
     );
     let feature_writes = "SELECT n_tup_upd + n_tup_ins FROM pg_stat_user_tables
-                          WHERE relid = 'customer_analyzer.user_metrics'::regclass";
+                          WHERE relid = 'customer_analyzer.feature_store'::regclass";
     let written_before: i64 = value(c, feature_writes);
     c.execute(
         "INSERT INTO public.events (user_id, event_type, created_at, event_data)

@@ -256,7 +256,7 @@ fn an_upgrade_from_0_1_0_keeps_data_models_and_predictions() {
             &mut c,
             "SELECT extversion FROM pg_extension WHERE extname = 'customer_analyzer'"
         ),
-        "0.13.0"
+        "0.14.0"
     );
     // object for object what a fresh install makes
     let fresh: String = value(&mut src, FINGERPRINT);
