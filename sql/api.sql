@@ -288,7 +288,7 @@ COMMENT ON FUNCTION customer_analyzer._refresh_store(timestamptz) IS
 COMMENT ON TABLE customer_analyzer.refresh_state IS
     'The last refresh_features(): as of when, full or incremental (and why full), users read from their events and rows moved in time, and the basis the next incremental refresh must share.';
 COMMENT ON FUNCTION customer_analyzer.refresh_features(bigint) IS
-    'Recomputes one user''s features as of now() into user_metrics through an index; false when the user registered after now().';
+    'Recomputes one user''s features as of now() into the feature store (read through user_metrics) through an index; false when the user registered after now().';
 COMMENT ON FUNCTION customer_analyzer.data_quality(timestamptz) IS
     'How many source rows each documented data rule sets aside (NULL ids or times, future events, malformed event_data, invalid amounts, ...).';
 COMMENT ON FUNCTION customer_analyzer._notice_data_quality(timestamptz) IS

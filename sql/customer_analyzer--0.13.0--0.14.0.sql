@@ -247,3 +247,5 @@ COMMENT ON VIEW customer_analyzer.user_metrics IS
     'The feature store: each user''s latest features as of the last refresh_features() (or the later time one user''s row was recomputed), with the activity times they come from; refreshed_at is when the row was last written (a refresh that finds nothing changed for a user carries the row to its as_of without writing it).';
 COMMENT ON FUNCTION customer_analyzer.refresh_features() IS
     'Brings every user''s features to now() in user_metrics: after an earlier refresh, reads only the users whose events changed or crossed a window''s edge and carries the other rows to now() unwritten (refresh_state says which it did); returns the number of users. A full refresh raises a NOTICE listing rows set aside by the data rules.';
+COMMENT ON FUNCTION customer_analyzer.refresh_features(bigint) IS
+    'Recomputes one user''s features as of now() into the feature store (read through user_metrics) through an index; false when the user registered after now().';

@@ -14,7 +14,6 @@ use pgrx::datum::{FromDatum, IntoDatum};
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiHeapTupleData};
 use pgrx::{PgBuiltInOids, PgOid};
-use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
@@ -25,7 +24,6 @@ use crate::plans;
 use crate::plans::types::{INT8, INT8_ARRAY, TIMESTAMPTZ, TIMESTAMPTZ_ARRAY};
 use crate::products;
 use crate::source::{self, Sources};
-use crate::statement;
 use crate::time::{from_unix_micros, to_unix_micros};
 use crate::training_set;
 
@@ -221,34 +219,6 @@ impl<R: Columns> FeatureRow<'_, R> {
     }
 }
 
-thread_local! {
-    /// The store's as_of, read once per statement (see [`store_as_of`]).
-    static STORE_AS_OF: Cell<Option<(statement::Key, Option<i64>)>> = const { Cell::new(None) };
-}
-
-/// The time of the last store-wide refresh (`refresh_state`), at which the rows it left
-/// unwritten are read; read once per statement.
-fn store_as_of(client: &SpiClient<'_>) -> Result<Option<i64>> {
-    let key = statement::key();
-    if let Some((k, as_of)) = STORE_AS_OF.with(Cell::get) {
-        if k == key {
-            return Ok(as_of);
-        }
-    }
-    let as_of = plans::select(
-        client,
-        "SELECT (SELECT as_of FROM customer_analyzer.refresh_state)",
-        &[],
-        &[],
-    )?
-    .first()
-    .get_one::<TimestampWithTimeZone>()
-    .ctx("reading the store's time")?
-    .map(to_unix_micros);
-    STORE_AS_OF.with(|c| c.set(Some((key, as_of))));
-    Ok(as_of)
-}
-
 /// One user's features for scoring: the stored row, or (when the store has none)
 /// computed now without writing. Errors for unknown users and users with no features.
 pub fn features_for_user(
@@ -256,18 +226,25 @@ pub fn features_for_user(
     user_id: i64,
 ) -> Result<(Vec<FeatureValue>, TimestampWithTimeZone)> {
     // the table and the core rather than the view: a third of the lookup's time went to
-    // the view's join and expressions
+    // the view's join and expressions. The store's time in the same statement, so that
+    // the row and the time are of one snapshot (a refresh committing between two reads
+    // would carry a row it rewrote).
     let stored = plans::select(
         client,
-        "SELECT m.* FROM customer_analyzer.feature_store m WHERE m.user_id = $1",
+        "SELECT m.*, (SELECT r.as_of FROM customer_analyzer.refresh_state r)
+         FROM customer_analyzer.feature_store m WHERE m.user_id = $1",
         &[INT8],
         &[user_id.into()],
     )?;
-    if let Some(row) = stored.into_iter().next() {
-        let row = FeatureRow(&row);
+    if let Some(tuple) = stored.into_iter().next() {
+        let row = FeatureRow(&tuple);
         let (mut values, as_of) = (row.features()?, row.as_of()?);
+        let store_as_of = tuple
+            .get::<TimestampWithTimeZone>(FEATURES.len() + 4 + TIME_COLUMNS.len())
+            .ctx("reading the store's time")?
+            .map(to_unix_micros);
         // a row the last refresh left unwritten, read at its time (as user_metrics reads it)
-        if let Some(store) = store_as_of(client)?.filter(|&t| t > to_unix_micros(as_of)) {
+        if let Some(store) = store_as_of.filter(|&t| t > to_unix_micros(as_of)) {
             let times = row.times()?;
             if times.registered.is_some() {
                 let mut carried = FeatureVector { user_id, values };

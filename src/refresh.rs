@@ -226,7 +226,7 @@ pub(crate) fn forget_queue(client: &mut SpiClient<'_>) -> Result<()> {
     plans::update(
         client,
         "UPDATE customer_analyzer.refresh_state SET basis = basis || E'\\n' || $1
-         WHERE strpos(basis, $1) = 0",
+         WHERE NOT $1 = ANY (pg_catalog.string_to_array(basis, E'\\n'))",
         &[TEXT],
         &[QUEUE_PRUNED.into()],
     )?;
