@@ -410,25 +410,17 @@ fn compute_whole(
 /// than a subquery, which would keep PostgreSQL from scanning the events in parallel.
 fn changed_users_sql(s: &Sources) -> String {
     let (users, events) = (&s.users, &s.events);
-    let since = |days: u32| {
-        let hours = days * 24;
+    // events in [`$2` - hours, `$1` - hours)
+    let slice = |hours: u32| {
         format!(
-            "SELECT e.user_id::bigint AS user_id FROM {events} e
-             WHERE e.created_at::timestamptz >= $2 - interval '{hours} hours'
-               AND e.created_at::timestamptz < $1 - interval '{hours} hours'
-               AND e.user_id IS NOT NULL"
+            "(e.created_at::timestamptz >= $2 - interval '{hours} hours'
+                  AND e.created_at::timestamptz < $1 - interval '{hours} hours')"
         )
     };
     // one scan for every window's slice (a UNION of one scan each took half as long again)
     let slices: String = WINDOW_DAYS
         .iter()
-        .map(|&w| {
-            let hours = w * 24;
-            format!(
-                "(e.created_at::timestamptz >= $2 - interval '{hours} hours'
-                  AND e.created_at::timestamptz < $1 - interval '{hours} hours')"
-            )
-        })
+        .map(|&w| slice(w * 24))
         .collect::<Vec<_>>()
         .join("\n               OR ");
     let edges = format!(
@@ -445,12 +437,13 @@ fn changed_users_sql(s: &Sources) -> String {
                    WHERE src.id IS NOT NULL AND src.registered_at::timestamptz < $1
                      AND src.registered_at::timestamptz > '-infinity'
                      AND NOT EXISTS (SELECT FROM customer_analyzer.feature_store m WHERE m.user_id = src.id)
-             UNION {new_events}
+             UNION SELECT e.user_id::bigint FROM {events} e
+               WHERE e.user_id IS NOT NULL AND {new_events}
          ),
          edge AS ({edges} EXCEPT SELECT user_id FROM whole)
          SELECT (SELECT coalesce(array_agg(user_id ORDER BY user_id), '{{}}') FROM whole),
                 (SELECT coalesce(array_agg(user_id ORDER BY user_id), '{{}}') FROM edge)",
-        new_events = since(0),
+        new_events = slice(0),
     )
 }
 
@@ -501,18 +494,28 @@ fn incremental(
     max_share: f64,
 ) -> Result<Option<Done>> {
     let started = Instant::now();
+    // the oldest time a stored row is read at (the store's, but for rows from before
+    // 0.14.0 without a registration time), and how many there are
+    let (oldest, stored) = {
+        let row = plans::select(
+            client,
+            "SELECT min(as_of), count(*) FROM customer_analyzer.user_metrics",
+            &[],
+            &[],
+        )?;
+        let row = row.first();
+        let oldest = row
+            .get::<TimestampWithTimeZone>(1)
+            .ctx("finding the oldest stored row")?
+            .unwrap_or(as_of);
+        let stored = row
+            .get::<i64>(2)
+            .ctx("counting the stored users")?
+            .unwrap_or(0);
+        (oldest, stored)
+    };
     // a one-off statement, so that PostgreSQL may scan the events in parallel (it plans
     // no parallel scan for a prepared one)
-    let oldest = plans::select(
-        client,
-        "SELECT min(as_of) FROM customer_analyzer.user_metrics",
-        &[],
-        &[],
-    )?
-    .first()
-    .get_one::<TimestampWithTimeZone>()
-    .ctx("finding the oldest stored row")?
-    .unwrap_or(as_of);
     let changed = client
         .select(&changed_users_sql(s), None, &[as_of.into(), oldest.into()])
         .ctx("finding the users that changed")?;
@@ -524,7 +527,6 @@ fn incremental(
             .unwrap_or_default())
     };
     let (whole, edge) = (ids(1)?, ids(2)?);
-    let stored = stored_users(client)?;
     pgrx::debug1!(
         "customer_analyzer: {} users to read whole, {} from their last 90 days, of {stored}, found in {:.1} s",
         whole.len(),
