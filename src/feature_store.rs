@@ -173,6 +173,12 @@ impl Columns for Deformed<'_> {
 
 const READING_FEATURES: &str = "reading features";
 
+/// The column of a feature_store row (`m.*`) `i` places after its features: 0 as_of,
+/// 1 refreshed_at, then the [`TIME_COLUMNS`], then what a statement selects after the row.
+fn after_features(i: usize) -> usize {
+    FEATURES.len() + 2 + i
+}
+
 impl<R: Columns> FeatureRow<'_, R> {
     pub fn user_id(&self) -> Result<i64> {
         self.0
@@ -196,7 +202,7 @@ impl<R: Columns> FeatureRow<'_, R> {
 
     /// The column after the features.
     pub fn last<T: FromDatum + IntoDatum>(&self) -> Result<Option<T>> {
-        self.0.column::<T>(FEATURES.len() + 2)
+        self.0.column::<T>(after_features(0))
     }
 
     /// The `as_of` after the features.
@@ -205,14 +211,13 @@ impl<R: Columns> FeatureRow<'_, R> {
             .ok_or_else(|| error::internal(READING_FEATURES, "NULL as_of"))
     }
 
-    /// The activity and registration times of a store row (`as_of`, `refreshed_at`, then
-    /// [`TIME_COLUMNS`] after the features).
+    /// The activity and registration times of a feature_store row (`m.*`).
     pub fn times(&self) -> Result<ActivityTimes> {
         let mut times = ActivityTimes::default();
         for (i, (_, field)) in TIME_COLUMNS.iter().enumerate() {
             *field(&mut times) = self
                 .0
-                .column::<TimestampWithTimeZone>(FEATURES.len() + 4 + i)?
+                .column::<TimestampWithTimeZone>(after_features(2 + i))?
                 .map(to_unix_micros);
         }
         Ok(times)
@@ -240,7 +245,7 @@ pub fn features_for_user(
         let row = FeatureRow(&tuple);
         let (mut values, as_of) = (row.features()?, row.as_of()?);
         let store_as_of = tuple
-            .get::<TimestampWithTimeZone>(FEATURES.len() + 4 + TIME_COLUMNS.len())
+            .get::<TimestampWithTimeZone>(after_features(2 + TIME_COLUMNS.len()))
             .ctx("reading the store's time")?
             .map(to_unix_micros);
         // a row the last refresh left unwritten, read at its time (as user_metrics reads it)
